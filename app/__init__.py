@@ -1,0 +1,134 @@
+"""Likeness: a self-hosted image library for teams."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+
+from flask import Flask, render_template
+from PIL import Image as PILImage
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.exceptions import HTTPException
+
+from app import tenancy
+from app.extensions import csrf, db, login_manager, migrate
+from app.plugins import load_plugins
+from app.runtime import State
+from config import BASE_DIR, Config
+
+
+def create_app(config_class: type[Config] = Config) -> Flask:
+    app = Flask(
+        __name__,
+        instance_path=config_class.INSTANCE_PATH,
+        template_folder=os.path.join(BASE_DIR, "templates"),
+        static_folder=os.path.join(BASE_DIR, "static"),
+    )
+    app.config.from_object(config_class)
+    os.makedirs(app.instance_path, exist_ok=True)
+    if not app.config["SECRET_KEY"]:
+        if app.config["ENV"] == "development":
+            app.config["SECRET_KEY"] = _development_secret(app.instance_path)
+        elif not app.testing:
+            raise RuntimeError("SECRET_KEY must be set (or LIKENESS_ENV=development)")
+
+    # Process-wide: Pillow refuses images above this many pixels (a decompression bomb).
+    PILImage.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(BASE_DIR, "migrations"))
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    tenancy.init_app(app)
+
+    from app.services.search import IndexCache
+
+    app.extensions["likeness"] = State(
+        plugins=load_plugins(app.config), index_cache=IndexCache(app.config["INDEX_CACHE_DIR"])
+    )
+
+    from app.api import bp as api_bp
+    from app.api.health import bp as ops_bp
+    from app.auth import bp as auth_bp
+    from app.gallery import bp as gallery_bp
+
+    csrf.exempt(api_bp)  # keys, not cookies, authenticate the API
+    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    app.register_blueprint(ops_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(gallery_bp)
+
+    _register_error_handlers(app)
+
+    from app.cli import register_cli
+
+    register_cli(app)
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    return app
+
+
+def _development_secret(instance_path: str) -> str:
+    """A random key kept in the instance folder, so development sessions survive restarts."""
+    path = os.path.join(instance_path, "secret_key")
+    if not os.path.exists(path):
+        fd, tmp = tempfile.mkstemp(dir=instance_path)  # created 0600
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        # link() publishes the whole file or fails if another process already did.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        os.unlink(tmp)
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _register_error_handlers(app: Flask) -> None:
+    from app.api.errors import ApiError, error_response, http_error_response, wants_json
+    from app.services import ServiceError
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return error_response(exc.status, exc.message, exc.code)
+
+    @app.errorhandler(ServiceError)
+    def service_error(exc: ServiceError):
+        db.session.rollback()
+        if wants_json():
+            return error_response(exc.status, exc.message, exc.code)
+        return render_template("error.html", status=exc.status, message=exc.message), exc.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if wants_json():
+            return http_error_response(exc)
+        return render_template("error.html", status=exc.code, message=exc.description), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception):
+        db.session.rollback()
+        app.logger.exception("unhandled error")
+        if wants_json():
+            return error_response(500, "something went wrong on our side")
+        return render_template("error.html", status=500, message="Something went wrong."), 500
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    # SQLite enforces foreign keys only when asked, per connection; WAL lets web and worker
+    # read while the other writes.
+    if dbapi_connection.__class__.__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()

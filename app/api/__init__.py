@@ -1,0 +1,7 @@
+"""JSON API v1 for machines, authenticated with team-scoped API keys."""
+
+from flask import Blueprint
+
+bp = Blueprint("api", __name__)
+
+from app.api import auth, images  # noqa: E402,F401  (routes register on import)

@@ -1,0 +1,51 @@
+"""Every JSON error comes from here: {"error": {"code": ..., "message": ...}}."""
+
+from __future__ import annotations
+
+from flask import request
+from werkzeug.exceptions import HTTPException
+
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """Raise in an API view to answer with this status, code and message."""
+
+    def __init__(self, status: int, message: str, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code or CODES[status]
+
+
+def error_response(status: int, message: str, code: str | None = None, headers=None):
+    body = {"error": {"code": code or CODES.get(status, "error"), "message": message}}
+    return body, status, headers or {}
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path == "/healthz"
+
+
+def http_error_response(exc: HTTPException):
+    messages = {
+        404: "no such resource",
+        405: f"{request.method} is not allowed here",
+        413: "the request body is too large",
+    }
+    message = messages.get(exc.code) or exc.description or exc.name
+    headers = {}
+    if exc.code == 405 and exc.valid_methods:
+        headers["Allow"] = ", ".join(exc.valid_methods)
+    return error_response(exc.code or 500, message, headers=headers)

@@ -1,0 +1,176 @@
+"""Image endpoints of the API."""
+
+from __future__ import annotations
+
+import re
+
+from flask import g, redirect, request, send_file, url_for
+
+from app.api import bp
+from app.api.auth import scope_required
+from app.api.errors import ApiError
+from app.models import Image
+from app.runtime import storage
+from app.services import NotFound
+from app.services import images as image_service
+from app.services.ingest import ingest
+from app.services.search import MAX_K, similar_images
+from app.tenancy import current_team_id, get_owned
+
+_INT_RE = re.compile(r"^[0-9]{1,6}$")
+VARIANTS = ("original", "thumbnail", "preview")
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """A plain decimal integer query parameter within bounds, or a 400 that says so."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not _INT_RE.match(raw) or not low <= int(raw) <= high:
+        raise ApiError(400, f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def refuse_unknown_args(*allowed: str) -> None:
+    unknown = sorted(set(request.args) - set(allowed))
+    if unknown:
+        raise ApiError(400, f"unknown query parameter {', '.join(unknown)}")
+
+
+def image_json(image: Image, **extra) -> dict:
+    def file_url(variant: str) -> str:
+        return url_for("api.get_image_file", image_id=image.id, variant=variant, _external=True)
+
+    if image.uploaded_by_user is not None:
+        uploaded_by = image.uploaded_by_user.email
+    elif image.uploaded_by_key is not None:
+        uploaded_by = f"api-key:{image.uploaded_by_key.name}"
+    else:
+        uploaded_by = None
+    meta = image.meta or {}
+    return {
+        "id": str(image.id),
+        "filename": image.filename,
+        "content_type": image.content_type,
+        "size_bytes": image.size_bytes,
+        "width": image.width,
+        "height": image.height,
+        "sha256": image.sha256,
+        "status": image.status,
+        "error": image.error,
+        "collection_id": None,
+        "tags": [],
+        "labels": [],
+        "metadata": {
+            "exif": meta.get("exif", {}),
+            "colors": meta.get("colors", []),
+            "custom": meta.get("custom", {}),
+        },
+        "created_at": image.created_at.isoformat().replace("+00:00", "Z"),
+        "uploaded_by": uploaded_by,
+        "urls": {v: file_url(v) for v in VARIANTS},
+        **extra,
+    }
+
+
+@bp.get("/images")
+@scope_required("read")
+def list_images():
+    refuse_unknown_args("limit", "cursor", "status")
+    limit = int_arg("limit", 50, 1, 200)
+    items, next_cursor = image_service.list_images(
+        limit, request.args.get("cursor"), request.args.get("status")
+    )
+    return {"items": [image_json(i) for i in items], "next_cursor": next_cursor}
+
+
+@bp.post("/images")
+@scope_required("write")
+def create_images():
+    unknown = sorted(set(request.form) | (set(request.files) - {"file"}))
+    if unknown:
+        raise ApiError(400, f"unsupported field {', '.join(unknown)}; send only 'file' parts")
+    files = request.files.getlist("file")
+    if not files:
+        raise ApiError(400, "send the image as a multipart 'file' part")
+    created, results = [], []
+    try:
+        for upload in files:
+            result = ingest(current_team_id(), upload.stream, upload.filename, key_id=g.api_key.id)
+            if not result.existing:
+                created.append(result.image)
+            results.append(result)
+    except Exception:
+        # One request, one outcome: a bad file in a batch leaves none of the batch behind.
+        for image in created:
+            image_service.delete_image(image)
+        raise
+    items = [
+        image_json(r.image, existing=True) if r.existing else image_json(r.image) for r in results
+    ]
+    return {"items": items}, 201
+
+
+@bp.get("/images/<image_id>")
+@scope_required("read")
+def get_image(image_id):
+    return image_json(get_owned(Image, image_id))
+
+
+@bp.delete("/images/<image_id>")
+@scope_required("write")
+def delete_image(image_id):
+    image_service.delete_image(get_owned(Image, image_id))
+    return "", 204
+
+
+@bp.get("/images/<image_id>/file")
+@scope_required("read")
+def get_image_file(image_id):
+    refuse_unknown_args("variant")
+    image = get_owned(Image, image_id)
+    variant = request.args.get("variant", "original")
+    if variant not in VARIANTS:
+        raise ApiError(400, f"variant must be one of {', '.join(VARIANTS)}")
+    return send_variant(image, variant)
+
+
+def send_variant(image: Image, variant: str):
+    """The bytes of one rendition, or a redirect to a short-lived direct URL."""
+    key = {
+        "original": image.storage_key,
+        "thumbnail": image.thumbnail_key,
+        "preview": image.preview_key,
+    }[variant]
+    if key is None:
+        raise NotFound(f"the {variant} is not ready yet (the image is {image.status})")
+    if url := storage().url(key, 300):
+        return redirect(url, 302)
+    mimetype = image.content_type if variant == "original" else "image/webp"
+    response = send_file(
+        storage().open(key),
+        mimetype=mimetype,
+        download_name=image.filename if variant == "original" else f"{variant}.webp",
+        etag=f"{image.sha256}-{variant}",
+        max_age=3600,
+        conditional=True,
+    )
+    response.cache_control.private = True
+    return response
+
+
+@bp.get("/images/<image_id>/similar")
+@scope_required("read")
+def get_similar_images(image_id):
+    refuse_unknown_args("k", "embedder")
+    image = get_owned(Image, image_id)
+    k = int_arg("k", 20, 1, MAX_K)
+    result = similar_images(image, k, request.args.get("embedder"))
+    return {
+        "items": [
+            {"image": image_json(m.image), "distance": m.distance, "score": m.score}
+            for m in result.matches
+        ],
+        "embedder": result.embedder,
+        "index": {"version": result.index_version, "fresh": result.fresh},
+    }

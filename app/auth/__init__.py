@@ -1,0 +1,7 @@
+"""Browser accounts: login, logout and first-run setup."""
+
+from flask import Blueprint
+
+bp = Blueprint("auth", __name__)
+
+from app.auth import routes  # noqa: E402,F401

@@ -1,0 +1,7 @@
+"""The team gallery: htmx pages and the partials they include."""
+
+from flask import Blueprint
+
+bp = Blueprint("gallery", __name__)
+
+from app.gallery import routes  # noqa: E402,F401

@@ -1,0 +1,28 @@
+"""RQ job functions: module-level, given ids, loading their own rows, idempotent.
+
+They run inside the application context that `flask worker` pushes.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from rq import get_current_job
+
+from app.services import indexing, processing
+
+
+def _final_attempt() -> bool:
+    job = get_current_job()
+    return job is None or not job.retries_left
+
+
+def process_image(image_id: str) -> str:
+    """Compute renditions and embeddings of one image and mark it ready."""
+    return processing.process_image(uuid.UUID(image_id), final_attempt=_final_attempt())
+
+
+def build_index(team_id: str, embedder: str) -> int | None:
+    """Build and publish a new index version for one (team, embedder); returns the version."""
+    build = indexing.build_index(uuid.UUID(team_id), embedder)
+    return build.version if build else None

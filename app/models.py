@@ -1,0 +1,175 @@
+"""Database models: the canonical data. Everything else (files aside) is derived from it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+
+ROLES = ("admin", "member", "viewer")
+SCOPES = ("read", "write", "admin")
+IMAGE_STATUSES = ("pending", "processing", "ready", "error")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(db.TypeDecorator):
+    """Timezone-aware UTC datetimes on every database (SQLite stores naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given; use app.models.utcnow()")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class TeamOwned:
+    """Rows that belong to one team. The tenancy layer confines every query of them."""
+
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("team.id", ondelete="CASCADE"), index=True
+    )
+
+
+class Team(db.Model):
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    slug: Mapped[str] = mapped_column(String(60), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(UserMixin, db.Model):
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    memberships: Mapped[list[Membership]] = relationship(
+        back_populates="user", cascade="all, delete-orphan"
+    )
+
+
+class Membership(db.Model):
+    __table_args__ = (UniqueConstraint("user_id", "team_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("user.id", ondelete="CASCADE"))
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("team.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="memberships")
+    team: Mapped[Team] = relationship()
+
+
+class ApiKey(TeamOwned, db.Model):
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("user.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Image(TeamOwned, db.Model):
+    __table_args__ = (
+        UniqueConstraint("team_id", "sha256"),
+        # The gallery and the API list a team's images newest first.
+        Index("ix_image_team_created", "team_id", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    uploaded_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("user.id", ondelete="SET NULL")
+    )
+    uploaded_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("api_key.id", ondelete="SET NULL")
+    )
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(50))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    storage_key: Mapped[str] = mapped_column(String(255))
+    thumbnail_key: Mapped[str] = mapped_column(String(255))
+    preview_key: Mapped[str | None] = mapped_column(String(255))  # made by the worker
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    uploaded_by_user: Mapped[User | None] = relationship()
+    uploaded_by_key: Mapped[ApiKey | None] = relationship()
+
+
+class Embedding(TeamOwned, db.Model):
+    """One image's vector from one embedder version: the source of truth for every index.
+
+    Ids only grow (a recomputed vector is a new row), so an index build records the highest id
+    it holds as its watermark and search scans the rows above it exactly.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("image_id", "embedder"),
+        Index("ix_embedding_team_embedder_id", "team_id", "embedder", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    image_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("image.id", ondelete="CASCADE"))
+    embedder: Mapped[str] = mapped_column(String(50))
+    version: Mapped[str] = mapped_column(String(20))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IndexBuild(TeamOwned, db.Model):
+    """One built version of a (team, embedder) index; the highest version is the current one."""
+
+    __table_args__ = (UniqueConstraint("team_id", "embedder", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    embedder: Mapped[str] = mapped_column(String(50))
+    embedder_version: Mapped[str] = mapped_column(String(20))
+    index_kind: Mapped[str] = mapped_column(String(50))
+    version: Mapped[int] = mapped_column(Integer)
+    item_count: Mapped[int] = mapped_column(Integer)
+    storage_keys: Mapped[list[str]] = mapped_column(JSON)
+    watermark: Mapped[int] = mapped_column(BigInteger)
+    built_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

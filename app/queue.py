@@ -1,0 +1,112 @@
+"""The one place that enqueues: timeouts, retries and deterministic job ids.
+
+A failure to reach Redis never fails the caller: the row it concerns is already committed, and a
+reconcile sweep enqueues whatever stayed pending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+
+import redis
+from flask import current_app
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+# Transient failures (a store that blinks, a lost connection) are retried with backoff.
+PROCESS_RETRY = Retry(max=3, interval=[10, 60, 300])
+INDEX_RETRY = Retry(max=3, interval=[5, 30, 120])
+WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def get_redis() -> redis.Redis:
+    state = current_app.extensions["likeness"]
+    if state.redis is None:
+        state.redis = redis.Redis.from_url(
+            current_app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=10
+        )
+    return state.redis
+
+
+def get_queue() -> Queue:
+    return Queue(current_app.config["QUEUE_NAME"], connection=get_redis())
+
+
+def process_job_id(image_id: uuid.UUID | str) -> str:
+    return f"process-image-{image_id}"
+
+
+def enqueue_process_image(image_id: uuid.UUID) -> bool:
+    """Queue processing of one image; True if queued now or already waiting."""
+    try:
+        get_queue().enqueue(
+            "app.jobs.process_image",
+            str(image_id),
+            job_id=process_job_id(image_id),
+            unique=True,
+            retry=PROCESS_RETRY,
+            job_timeout=current_app.config["JOB_TIMEOUT_SECONDS"],
+            result_ttl=0,  # nothing to keep, and the id is free for the next run at once
+            failure_ttl=7 * 24 * 3600,
+            description=f"process image {image_id}",
+        )
+    except DuplicateJobError:
+        pass
+    except redis.RedisError as exc:
+        log.warning("could not queue image %s, reconcile will: %s", image_id, exc)
+        return False
+    return True
+
+
+def request_index_build(team_id: uuid.UUID, embedder: str) -> bool:
+    """Ask for a rebuild of one (team, embedder) index, debounced.
+
+    Time is cut into windows of INDEX_DEBOUNCE_SECONDS and each window has one deterministic job
+    id. The first request in a window queues a build at once; later ones find it waiting and
+    stop there. A request that finds its window's build already running or done (so it may
+    have missed this change) schedules the next window's build, which later requests join.
+    """
+    window = max(1, current_app.config["INDEX_DEBOUNCE_SECONDS"])
+    bucket = int(time.time() // window)
+    options = dict(
+        retry=INDEX_RETRY,
+        job_timeout=current_app.config["JOB_TIMEOUT_SECONDS"],
+        result_ttl=4 * window,
+        failure_ttl=7 * 24 * 3600,
+        unique=True,
+        description=f"build {embedder} index of team {team_id}",
+    )
+    args = ("app.jobs.build_index", str(team_id), embedder)
+    try:
+        queue = get_queue()
+        job_id = f"build-index-{team_id}-{embedder}-{bucket}"
+        try:
+            queue.enqueue(*args, job_id=job_id, **options)
+            return True
+        except DuplicateJobError:
+            pass
+        job = Job.fetch(job_id, connection=queue.connection)
+        if job.get_status(refresh=True) in WAITING:
+            return True
+        next_start = datetime.fromtimestamp((bucket + 1) * window, UTC)
+        with contextlib.suppress(DuplicateJobError):
+            queue.enqueue_at(
+                next_start,
+                *args,
+                job_id=f"build-index-{team_id}-{embedder}-{bucket + 1}",
+                **options,
+            )
+        return True
+    except NoSuchJobError:
+        # The window's job expired between the two calls, so nothing is waiting: ask again.
+        return request_index_build(team_id, embedder)
+    except redis.RedisError as exc:
+        log.warning("could not request %s index build for team %s: %s", embedder, team_id, exc)
+        return False

@@ -1,0 +1,24 @@
+"""The domain: plain functions over models and plugins, free of HTTP."""
+
+
+class ServiceError(Exception):
+    """A request the domain refuses; `code` and `status` map onto the API's error shape."""
+
+    code = "bad_request"
+    status = 400
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+
+
+class NotFound(ServiceError):
+    code, status = "not_found", 404
+
+
+class Conflict(ServiceError):
+    code, status = "conflict", 409

@@ -1,0 +1,120 @@
+"""What a worker does with a new image: preview, embeddings, ready, index refresh."""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import ImageOps, UnidentifiedImageError
+from sqlalchemy import delete, select
+
+from app import queue
+from app.extensions import db
+from app.models import Embedding, Image, utcnow
+from app.plugin_api import ObjectNotFound
+from app.runtime import plugins, storage
+
+log = logging.getLogger(__name__)
+
+PREVIEW_SIZE = 1280
+
+
+class PermanentFailure(Exception):
+    """Retrying cannot help: the stored file is missing or cannot be decoded."""
+
+
+def vector_to_bytes(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector).tobytes()
+
+
+def vector_from_bytes(metric: str, data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8 if metric == "hamming" else np.float32)
+
+
+def _outdated_embedders(image: Image) -> list[str]:
+    have = dict(
+        db.session.execute(
+            select(Embedding.embedder, Embedding.version).where(Embedding.image_id == image.id)
+        ).all()
+    )
+    return [name for name, e in plugins().embedders.items() if have.get(name) != e.version]
+
+
+def _load_working_image(key: str) -> PILImage.Image:
+    """Decode the original once, no larger than the preview needs (JPEG draft decoding)."""
+    try:
+        with storage().open(key) as f:
+            image = PILImage.open(f)
+            need = max([PREVIEW_SIZE] + [e.input_size for e in plugins().embedders.values()])
+            image.draft("RGB", (need, need))
+            image.load()
+    except ObjectNotFound as exc:
+        raise PermanentFailure("the original file is missing from storage") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise PermanentFailure(f"the original cannot be decoded: {exc}") from exc
+    image = ImageOps.exif_transpose(image)
+    return image.convert("RGB")
+
+
+def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
+    """Bring one image to `ready`; running it again changes nothing. Returns the final status."""
+    image = db.session.get(Image, image_id)
+    if image is None:
+        return "missing"  # deleted before the worker got to it
+    outdated = _outdated_embedders(image)
+    if image.status == "ready" and not outdated and image.preview_key:
+        return "ready"
+    image.status, image.error = "processing", None
+    db.session.commit()
+    try:
+        working = _load_working_image(image.storage_key)
+        preview = working.copy()
+        preview.thumbnail(
+            (PREVIEW_SIZE, PREVIEW_SIZE), PILImage.Resampling.LANCZOS, reducing_gap=3.0
+        )
+        out = io.BytesIO()
+        preview.save(out, "WEBP", quality=82, method=4)
+        preview_key = f"teams/{image.team_id}/images/{image.id}/preview.webp"
+        storage().save(preview_key, io.BytesIO(out.getvalue()), "image/webp")
+        for name in outdated:
+            embedder = plugins().embedders[name]
+            vector = embedder.embed_batch([preview])[0]
+            # A new row, never an update: embedding ids only grow (see Embedding).
+            db.session.execute(
+                delete(Embedding).where(Embedding.image_id == image.id, Embedding.embedder == name)
+            )
+            db.session.add(
+                Embedding(
+                    team_id=image.team_id,
+                    image_id=image.id,
+                    embedder=name,
+                    version=embedder.version,
+                    vector=vector_to_bytes(vector),
+                )
+            )
+        image.preview_key = preview_key
+        image.status, image.processed_at = "ready", utcnow()
+        db.session.commit()
+    except PermanentFailure as exc:
+        db.session.rollback()
+        _mark_error(image_id, str(exc))
+        return "error"
+    except Exception as exc:
+        db.session.rollback()
+        if final_attempt:
+            _mark_error(image_id, f"processing failed: {exc.__class__.__name__}: {exc}")
+        raise
+    for name in outdated:
+        queue.request_index_build(image.team_id, name)
+    return "ready"
+
+
+def _mark_error(image_id: uuid.UUID, message: str) -> None:
+    image = db.session.get(Image, image_id)
+    if image is not None:
+        image.status, image.error = "error", message[:1000]
+        db.session.commit()
+    log.warning("image %s failed: %s", image_id, message)

@@ -1,0 +1,166 @@
+"""Nearest-neighbour search: the current index, plus an exact scan of what came after it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+from flask import current_app
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Embedding, Image, IndexBuild
+from app.plugin_api import VectorIndex, distances, similarity
+from app.runtime import plugins, state, storage
+from app.services import Conflict, ServiceError
+from app.services.indexing import current_build, embeddings_query, load_vectors
+from app.services.processing import vector_from_bytes
+
+MAX_K = 100
+
+
+@dataclass
+class Match:
+    image: Image
+    distance: float
+    score: float
+
+
+@dataclass
+class SearchResult:
+    embedder: str
+    matches: list[Match]
+    index_version: int | None
+    fresh: bool  # True when the index holds every embedding (no exact scan was needed)
+
+
+class IndexCache:
+    """Index builds loaded in this process, keyed by (team, embedder).
+
+    Files are copied from storage into a local folder once per build and loaded from there
+    (memory-mapped where the index allows), so web processes share nothing but storage.
+    """
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self._loaded: dict[tuple[uuid.UUID, str], tuple[int, VectorIndex]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, build: IndexBuild) -> VectorIndex:
+        key = (build.team_id, build.embedder)
+        with self._lock:
+            cached = self._loaded.get(key)
+            if cached and cached[0] == build.id:
+                return cached[1]
+            index = plugins().new_index(build.embedder, current_app.config)
+            index.load(self._fetch(build))
+            self._loaded[key] = (build.id, index)
+            return index
+
+    def _fetch(self, build: IndexBuild) -> str:
+        target = os.path.join(
+            self.directory, str(build.team_id), build.embedder, f"v{build.version}-{build.id}"
+        )
+        if os.path.isdir(target):
+            return target
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        partial = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".partial-")
+        try:
+            for key in build.storage_keys:
+                with (
+                    storage().open(key) as src,
+                    open(os.path.join(partial, key.rsplit("/", 1)[-1]), "wb") as dst,
+                ):
+                    shutil.copyfileobj(src, dst)
+            os.rename(partial, target)  # complete or absent, never half there
+        except FileExistsError:
+            shutil.rmtree(partial, ignore_errors=True)  # another process got there first
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return target
+
+
+def resolve_embedder(name: str | None) -> str:
+    enabled = plugins().embedders
+    if name is None:
+        # Prefer an embedder that describes content over the near-duplicate hash.
+        return next((n for n, e in enabled.items() if e.metric != "hamming"), next(iter(enabled)))
+    if name not in enabled:
+        raise ServiceError(f"unknown embedder {name!r}; enabled: {', '.join(enabled)}")
+    return name
+
+
+def nearest(
+    team_id: uuid.UUID,
+    embedder: str,
+    vector: np.ndarray,
+    k: int,
+    exclude: set[uuid.UUID] = frozenset(),
+) -> SearchResult:
+    """The k ready images of one team nearest to `vector`, nearest first."""
+    plugin = plugins().embedders[embedder]
+    build = current_build(team_id, embedder)
+    index = None
+    watermark = 0
+    if build is not None and build.embedder_version == plugin.version:
+        index, watermark = state().index_cache.get(build), build.watermark
+
+    fresh: dict[str, float] = {}
+    rows = db.session.execute(embeddings_query(team_id, embedder, after_id=watermark)).all()
+    if rows:
+        ids, matrix, _ = load_vectors(rows, embedder)
+        for image_id, distance in zip(ids, distances(plugin.metric, matrix, vector), strict=True):
+            fresh[image_id] = float(distance)
+
+    # Ask the index for extra: excluded, deleted and not-ready images are dropped below, and
+    # if too many were, ask again for more.
+    want = k + len(exclude) + 16
+    while True:
+        hits = index.query(vector, want) if index is not None else []
+        found = dict(hits)
+        for image_id, distance in fresh.items():
+            found[image_id] = min(distance, found.get(image_id, float("inf")))
+        candidates = {uuid.UUID(i) for i in found} - set(exclude)
+        # This query runs under the team criteria: another team's ids can never come back.
+        images = {
+            str(image.id): image
+            for image in db.session.scalars(
+                select(Image).where(Image.id.in_(candidates), Image.status == "ready")
+            )
+        }
+        if len(images) >= k or len(hits) < want:
+            break
+        want *= 4
+
+    ranked = sorted((d, i) for i, d in found.items() if i in images)[:k]
+    matches = [
+        Match(images[i], d, similarity(plugin.metric, d, plugin.dimensions)) for d, i in ranked
+    ]
+    return SearchResult(
+        embedder=embedder,
+        matches=matches,
+        index_version=build.version if build else None,
+        fresh=build is not None and not rows,
+    )
+
+
+def similar_images(image: Image, k: int, embedder: str | None = None) -> SearchResult:
+    """Images of the same team most like this one."""
+    embedder = resolve_embedder(embedder)
+    data = db.session.scalar(
+        select(Embedding.vector).where(
+            Embedding.image_id == image.id,
+            Embedding.embedder == embedder,
+            Embedding.version == plugins().embedders[embedder].version,
+        )
+    )
+    if data is None:
+        raise Conflict(f"the image is {image.status}, not yet processed by {embedder}")
+    vector = vector_from_bytes(plugins().embedders[embedder].metric, data)
+    return nearest(image.team_id, embedder, vector, k, exclude={image.id})

