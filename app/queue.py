@@ -65,6 +65,10 @@ def enqueue_process_image(image_id: uuid.UUID) -> bool:
     return True
 
 
+# The debounce windows' clock; tests pin it so a request cannot straddle two windows.
+clock = time.time
+
+
 def request_index_build(team_id: uuid.UUID, embedder: str) -> bool:
     """Ask for a rebuild of one (team, embedder) index, debounced.
 
@@ -74,7 +78,7 @@ def request_index_build(team_id: uuid.UUID, embedder: str) -> bool:
     have missed this change) schedules the next window's build, which later requests join.
     """
     window = max(1, current_app.config["INDEX_DEBOUNCE_SECONDS"])
-    bucket = int(time.time() // window)
+    bucket = int(clock() // window)
     options = dict(
         retry=INDEX_RETRY,
         job_timeout=current_app.config["JOB_TIMEOUT_SECONDS"],

@@ -44,10 +44,15 @@ def test_image_processed_after_the_build_is_found_before_any_rebuild(
 ):
     base = [samples.jpeg(200 + i) for i in range(4)]
     upload(team_a, [(data, f"{i}.jpg") for i, data in enumerate(base)])
-    run_jobs()  # processes the four and runs the index builds they asked for: version 1
+    run_jobs()  # processes the four and runs the index builds they asked for
     result = runner.invoke(args=["index", "rebuild", "--team", team_a.team.slug])
     assert result.exit_code == 0, result.output
-    assert result.output.strip().splitlines()[-1] == "phash=v2 color=v2"
+    # One build per debounce window: the uploads may straddle two windows, so the CLI's rebuild
+    # is version 2 or 3, the same for both embedders.
+    versions = dict(part.split("=v") for part in result.output.strip().splitlines()[-1].split())
+    assert versions.keys() == {"phash", "color"}
+    rebuilt = int(versions["phash"])
+    assert rebuilt in (2, 3) and int(versions["color"]) == rebuilt
 
     copy = upload(team_a, [(samples.resized_copy(base[2]), "late-copy.jpg")]).json["items"][0]
     with app.app_context():
@@ -56,7 +61,7 @@ def test_image_processed_after_the_build_is_found_before_any_rebuild(
         process_image(copy["id"])  # processed, but no index build has run since
     query = client.get(f"/api/v1/images/{copy['id']}/similar?k=1", headers=team_a.headers()).json
     assert query["index"]["fresh"] is False
-    assert query["index"]["version"] == 2  # the CLI's rebuild; the copy came after it
+    assert query["index"]["version"] == rebuilt  # the copy came after the CLI's rebuild
 
     response = client.get("/api/v1/images?limit=200", headers=team_a.headers()).json["items"]
     target = next(i for i in response if i["filename"] == "2.jpg")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from rq import Queue
 
 from app.extensions import db
@@ -67,7 +68,13 @@ def test_processing_a_deleted_image_is_a_no_op(app):
         assert process_image(str(uuid.uuid4())) == "missing"
 
 
-def test_index_requests_are_debounced_to_one_queued_build(app, team_a):
+@pytest.fixture
+def pinned_clock(monkeypatch):
+    """Keep every index request in one debounce window, whenever the test happens to run."""
+    monkeypatch.setattr("app.queue.clock", lambda: 1_800_000_000.0)
+
+
+def test_index_requests_are_debounced_to_one_queued_build(app, team_a, pinned_clock):
     with app.app_context():
         for _ in range(20):
             assert request_index_build(team_a.id, "color")
@@ -77,7 +84,7 @@ def test_index_requests_are_debounced_to_one_queued_build(app, team_a):
     assert len(builds) == 1 and scheduled == []
 
 
-def test_a_request_during_a_running_build_schedules_the_next_one(app, team_a):
+def test_a_request_during_a_running_build_schedules_the_next_one(app, team_a, pinned_clock):
     with app.app_context():
         request_index_build(team_a.id, "color")
         (job,) = get_queue().jobs
