@@ -12,6 +12,7 @@ from PIL import Image as PILImage
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import tenancy
 from app.extensions import csrf, db, login_manager, migrate
@@ -38,6 +39,11 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     # Process-wide: Pillow refuses images above this many pixels (a decompression bomb).
     PILImage.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
 
+    if app.config["TRUSTED_PROXY_COUNT"] > 0:
+        # Only then is X-Forwarded-For believed, and only the hops the proxies appended.
+        count = app.config["TRUSTED_PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=0)
+
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(BASE_DIR, "migrations"))
     login_manager.init_app(app)
@@ -54,12 +60,14 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     from app.api.health import bp as ops_bp
     from app.auth import bp as auth_bp
     from app.gallery import bp as gallery_bp
+    from app.settings import bp as settings_bp
 
     csrf.exempt(api_bp)  # keys, not cookies, authenticate the API
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.register_blueprint(ops_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(gallery_bp)
+    app.register_blueprint(settings_bp, url_prefix="/settings")
 
     _register_error_handlers(app)
 

@@ -70,6 +70,7 @@ class User(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="user", cascade="all, delete-orphan"
@@ -104,6 +105,76 @@ class ApiKey(TeamOwned, db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_ip: Mapped[str | None] = mapped_column(String(45))
+    rotated_from_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("api_key.id", ondelete="SET NULL")
+    )
+
+    created_by: Mapped[User | None] = relationship()
+
+
+class LoginSession(db.Model):
+    """One browser login. The session cookie names it; logging out or changing the password
+    revokes it, so a copied cookie stops working even though Flask's cookie is still signed."""
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("user.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Invite(TeamOwned, db.Model):
+    """A link that lets one email address join a team with a role, until it expires."""
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(254))
+    role: Mapped[str] = mapped_column(String(10))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("user.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    team: Mapped[Team] = relationship()
+
+
+class AuditEvent(TeamOwned, db.Model):
+    """Who did what to which object, from where and when. Rows are only ever added.
+
+    `team_id` is empty only for failed logins with an email no account has: no team's admins
+    should see those, but operators can.
+    """
+
+    __table_args__ = (Index("ix_audit_event_team_id_desc", "team_id", "id"),)
+
+    team_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("team.id", ondelete="CASCADE")
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor_type: Mapped[str] = mapped_column(String(10))  # user | key | system | anonymous
+    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("user.id", ondelete="SET NULL")
+    )
+    actor_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("api_key.id", ondelete="SET NULL")
+    )
+    # What the actor was called then (an email, `key <prefix> (<name>)`): kept when it is gone.
+    actor: Mapped[str] = mapped_column(String(300))
+    action: Mapped[str] = mapped_column(String(50), index=True)
+    target_type: Mapped[str | None] = mapped_column(String(30))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(300))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Image(TeamOwned, db.Model):

@@ -211,3 +211,33 @@ def upload(client):
 @pytest.fixture
 def redis_client(redis_url):
     return redis.Redis.from_url(redis_url)
+
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Person:
+    email: str
+    user_id: object
+    client: object  # a test client signed in as this person
+
+
+@pytest.fixture
+def person(app):
+    """Create an account in a team with a role, and a browser session signed in as it."""
+    counter = iter(range(1, 1000))
+
+    def make(team: TeamFixture, role: str = "admin", email: str | None = None) -> Person:
+        email = email or f"{role}{next(counter)}@{team.team.slug}.example"
+        with app.app_context():
+            user = accounts.get_user_by_email(email) or accounts.create_user(email, PASSWORD)
+            accounts.add_member(user, db.session.get(Team, team.id), role)
+            db.session.commit()
+            user_id = user.id
+        browser = app.test_client()
+        response = browser.post("/login", data={"email": email, "password": PASSWORD})
+        assert response.status_code == 302, response.data
+        return Person(email, user_id, browser)
+
+    return make

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Image
-from app.services import accounts
+from app.models import ApiKey, AuditEvent, Image, Membership
+from app.tenancy import unscoped
 from tests import samples
 
 
@@ -19,39 +20,76 @@ def id_routes(app):
             yield rule, method
 
 
-def login(client, app, team_fixture, email):
-    with app.app_context():
-        user = accounts.create_user(email, "correct horse battery")
-        accounts.add_member(user, db.session.merge(team_fixture.team), "admin")
-        db.session.commit()
-    response = client.post("/login", data={"email": email, "password": "correct horse battery"})
-    assert response.status_code == 302
+def team_state(app, team_id):
+    """Everything about a team that a request could change."""
+    with app.app_context(), unscoped():
+        images = db.session.execute(
+            select(Image.id, Image.filename, Image.status, Image.meta).where(
+                Image.team_id == team_id
+            )
+        ).all()
+        keys = db.session.execute(
+            select(ApiKey.id, ApiKey.name, ApiKey.revoked_at, ApiKey.scopes).where(
+                ApiKey.team_id == team_id
+            )
+        ).all()
+        roles = db.session.execute(
+            select(Membership.user_id, Membership.role).where(Membership.team_id == team_id)
+        ).all()
+        events = db.session.scalars(
+            select(AuditEvent.action).where(AuditEvent.team_id == team_id)
+        ).all()
+    return sorted(map(tuple, images), key=str), sorted(keys, key=str), sorted(roles), events
 
 
-def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, run_jobs):
+def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, run_jobs, person):
     image = upload(team_a, [(samples.jpeg(1), "secret.jpg")]).json["items"][0]
     upload(team_a, [(samples.resized_copy(samples.jpeg(1)), "copy.jpg")])
     run_jobs()
-    browser = app.test_client()
-    login(browser, app, team_b, "b@example.com")
-    api = app.test_client()
+    owner = person(team_a, "admin")
+    with app.app_context():
+        key_id = db.session.scalar(
+            select(ApiKey.id).where(ApiKey.team_id == team_a.id, ApiKey.name == "read-only")
+        )
+    ids = {"image_id": image["id"], "key_id": str(key_id), "user_id": str(owner.user_id)}
+    intruder = person(team_b, "admin").client
+    before = team_state(app, team_a.id)
 
     checked = []
     for rule, method in id_routes(app):
-        url = rule.rule.replace("<image_id>", image["id"])
+        url = rule.rule
+        for name, value in ids.items():
+            url = url.replace(f"<{name}>", value)
         assert "<" not in url, f"isolation test does not know how to fill {rule.rule}"
         if rule.rule.startswith("/api/"):
-            response = api.open(url, method=method, headers=team_b.headers(), json={})
+            response = app.test_client().open(
+                url, method=method, headers=team_b.headers(), json={"role": "viewer"}
+            )
         else:
-            response = browser.open(url, method=method, data={})
+            response = intruder.open(url, method=method, data={"role": "viewer"})
         assert response.status_code == 404, (method, rule.rule, response.status_code)
-        assert b"secret.jpg" not in response.data
+        assert b"secret.jpg" not in response.data and owner.email.encode() not in response.data
         checked.append((method, rule.rule))
 
-    assert ("GET", "/api/v1/images/<image_id>/similar") in checked
-    assert ("GET", "/images/<image_id>/thumbnail") in checked
-    owner_view = api.get(f"/api/v1/images/{image['id']}", headers=team_a.headers())
+    assert team_state(app, team_a.id) == before
+    for expected in [
+        ("GET", "/api/v1/images/<image_id>/similar"),
+        ("GET", "/images/<image_id>/thumbnail"),
+        ("DELETE", "/api/v1/keys/<key_id>"),
+        ("PATCH", "/api/v1/members/<user_id>"),
+        ("POST", "/settings/keys/<key_id>/revoke"),
+        ("POST", "/settings/members/<user_id>/remove"),
+    ]:
+        assert expected in checked
+    owner_view = app.test_client().get(f"/api/v1/images/{image['id']}", headers=team_a.headers())
     assert owner_view.status_code == 200 and owner_view.json["status"] == "ready"
+
+
+def test_switching_to_a_team_you_are_not_in_is_404(app, team_a, team_b, person):
+    intruder = person(team_b, "admin").client
+    response = intruder.post("/teams/switch", data={"team_id": str(team_a.id)})
+    assert response.status_code == 404
+    assert b"Team A" not in intruder.get("/").data
 
 
 def test_lists_and_similar_results_never_show_other_teams(client, team_a, team_b, upload, run_jobs):
@@ -67,6 +105,19 @@ def test_lists_and_similar_results_never_show_other_teams(client, team_a, team_b
             f"/api/v1/images/{a['id']}/similar?embedder={embedder}", headers=team_a.headers()
         ).json
         assert similar["items"] == []  # the near-identical copy belongs to team B
+
+
+def test_team_lists_of_keys_members_and_audit_never_show_other_teams(
+    client, team_a, team_b, person, upload
+):
+    person(team_a, "admin", email="alice@a.example")
+    upload(team_a, [(samples.jpeg(9), "a-only.jpg")])
+    for path in ("/api/v1/keys", "/api/v1/members", "/api/v1/audit", "/api/v1/team"):
+        body = client.get(path, headers=team_b.headers()).get_data(as_text=True)
+        assert "alice@a.example" not in body and "a-only.jpg" not in body
+        assert str(team_a.id) not in body
+    team = client.get("/api/v1/team", headers=team_b.headers()).json
+    assert team["image_count"] == 0 and team["name"] == "Team B"
 
 
 def test_team_scoped_query_without_a_team_in_a_request_raises(app):

@@ -1,20 +1,26 @@
-"""API-key authentication for every API request, and scope checks for views."""
+"""API-key authentication for every API request, scope checks for views, and the access log."""
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from functools import wraps
 
 from flask import g, request
 
 from app.api import bp
 from app.api.errors import ApiError
-from app.services.keys import authenticate_key
+from app.auth.current import client_ip
+from app.services import keys
 from app.tenancy import set_request_team
 
 PUBLIC_ENDPOINTS = {"api.openapi"}
+access_log = logging.getLogger("likeness.access")
 
 
 def _presented_key() -> str | None:
+    # Only headers: a key in a query string ends up in proxy logs and browser history.
     if key := request.headers.get("X-API-Key"):
         return key.strip()
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -26,17 +32,41 @@ def _presented_key() -> str | None:
 @bp.before_request
 def authenticate_api_key():
     # Session cookies play no part here: a browser session is never an API credential.
+    g.api_started = time.perf_counter()
+    g.api_key = None
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     raw = _presented_key()
     if raw is None:
         raise ApiError(401, "send an API key in the X-API-Key header or as a Bearer token")
-    key = authenticate_key(raw)
+    key = keys.authenticate_key(raw)
     if key is None:
         raise ApiError(401, "the API key is malformed, unknown, revoked or expired")
     g.api_key = key
+    g.api_scopes = keys.effective_scopes(key)
+    keys.touch(key, client_ip())
     set_request_team(key.team_id)
     return None
+
+
+@bp.after_request
+def log_access(response):
+    key = getattr(g, "api_key", None)
+    started = getattr(g, "api_started", None)
+    access_log.info(
+        json.dumps(
+            {
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "ms": round((time.perf_counter() - started) * 1000, 1) if started else None,
+                "key_prefix": key.prefix if key else None,
+                "team_id": str(key.team_id) if key else None,
+                "ip": client_ip(),
+            }
+        )
+    )
+    return response
 
 
 def scope_required(scope: str):
@@ -45,7 +75,7 @@ def scope_required(scope: str):
     def decorator(view):
         @wraps(view)
         def wrapped(*args, **kwargs):
-            if scope not in g.api_key.scopes:
+            if scope not in g.api_scopes:
                 raise ApiError(403, f"this API key lacks the {scope!r} scope")
             return view(*args, **kwargs)
 

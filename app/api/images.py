@@ -9,9 +9,11 @@ from flask import g, redirect, request, send_file, url_for
 from app.api import bp
 from app.api.auth import scope_required
 from app.api.errors import ApiError
+from app.auth.current import current_actor
+from app.extensions import db
 from app.models import Image
 from app.runtime import storage
-from app.services import NotFound
+from app.services import NotFound, audit
 from app.services import images as image_service
 from app.services.ingest import ingest
 from app.services.search import MAX_K, similar_images
@@ -105,6 +107,16 @@ def create_images():
         for image in created:
             image_service.delete_image(image)
         raise
+    for image in created:
+        audit.record(
+            current_actor(),
+            "image.upload",
+            image.team_id,
+            target_type="image",
+            target_id=image.id,
+            target=image.filename,
+        )
+    db.session.commit()
     items = [
         image_json(r.image, existing=True) if r.existing else image_json(r.image) for r in results
     ]
@@ -120,7 +132,16 @@ def get_image(image_id):
 @bp.delete("/images/<image_id>")
 @scope_required("write")
 def delete_image(image_id):
-    image_service.delete_image(get_owned(Image, image_id))
+    image = get_owned(Image, image_id)
+    audit.record(
+        current_actor(),
+        "image.delete",
+        image.team_id,
+        target_type="image",
+        target_id=image.id,
+        target=image.filename,
+    )
+    image_service.delete_image(image)
     return "", 204
 
 

@@ -1,23 +1,25 @@
 from __future__ import annotations
 
-import uuid
 from urllib.parse import urlsplit
 
-from flask import abort, flash, redirect, render_template, request, session, url_for
-from flask_login import login_required, login_user, logout_user
+from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
 
 from app.auth import bp
+from app.auth.current import client_ip, current_actor
 from app.extensions import db, login_manager
 from app.models import User
-from app.services import ServiceError, accounts
+from app.services import ServiceError, accounts, audit, members, throttle
+from app.services.audit import Actor
+
+SESSION_TOKEN = "login_token"
 
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    try:
-        return db.session.get(User, uuid.UUID(user_id))
-    except ValueError:
-        return None
+    # The signed cookie alone is not enough: its login session must still be live, so logging
+    # out or changing the password ends every copy of the cookie.
+    return accounts.session_user(user_id, session.get(SESSION_TOKEN))
 
 
 @login_manager.unauthorized_handler
@@ -38,27 +40,71 @@ def safe_next(target: str | None) -> str | None:
     return target if not parts.scheme and not parts.netloc else None
 
 
+def start_login(user: User, team_id=None) -> None:
+    """A fresh session (new id, nothing carried over) for a user who just proved who they are."""
+    session.clear()
+    session[SESSION_TOKEN] = accounts.start_session(
+        user, client_ip(), request.headers.get("User-Agent")
+    )
+    if team_id is not None:
+        session["team_id"] = str(team_id)
+    db.session.commit()
+    login_user(user)
+
+
+def _throttle_limits() -> throttle.Limits:
+    config = current_app.config
+    return throttle.Limits(
+        per_account=config["LOGIN_MAX_FAILURES_PER_ACCOUNT"],
+        per_address=config["LOGIN_MAX_FAILURES_PER_ADDRESS"],
+        window_seconds=config["LOGIN_THROTTLE_WINDOW_SECONDS"],
+    )
+
+
+def _record_login(action: str, email: str, user: User | None) -> None:
+    actor = Actor.for_user(user, client_ip()) if user else Actor("anonymous", email, ip=client_ip())
+    teams = [m.team_id for m in user.memberships] if user else [None]
+    for team_id in teams:
+        audit.record(actor, action, team_id, target_type="user", target=email)
+    db.session.commit()
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     if not accounts.has_users():
         return redirect(url_for("auth.setup"))
     next_url = safe_next(request.values.get("next"))
-    if request.method == "POST":
-        user = accounts.authenticate(
-            request.form.get("email", ""), request.form.get("password", "")
-        )
-        if user is not None and user.memberships:
-            session.clear()  # a fresh session at login
-            login_user(user)
-            return redirect(next_url or url_for("gallery.index"))
+    if request.method == "GET":
+        return render_template("auth/login.html", next=next_url)
+
+    email = accounts.normalise_email(request.form.get("email", ""))[:254]
+    limits = _throttle_limits()
+    wait = throttle.retry_after(email, client_ip(), limits)
+    if wait:
+        flash(f"Too many failed attempts. Try again in {wait // 60 + 1} minutes.", "error")
+        page = render_template("auth/login.html", next=next_url)
+        return page, 429, {"Retry-After": str(wait)}
+    user = accounts.authenticate(email, request.form.get("password", ""))
+    if user is None or not user.memberships:
+        throttle.record_failure(email, client_ip(), limits)
+        _record_login("auth.login_failed", email, accounts.get_user_by_email(email))
+        # One message, status and (through the dummy hash) timing for every failure.
         flash("Wrong email or password.", "error")
         return render_template("auth/login.html", next=next_url), 401
-    return render_template("auth/login.html", next=next_url)
+    throttle.clear_account(email)
+    _record_login("auth.login", email, user)
+    start_login(user)
+    return redirect(next_url or url_for("gallery.index"))
 
 
 @bp.post("/logout")
 @login_required
 def logout():
+    user = current_user._get_current_object()
+    for membership in user.memberships:
+        audit.record(current_actor(), "auth.logout", membership.team_id, target_type="user")
+    accounts.end_session(session.get(SESSION_TOKEN))
+    db.session.commit()
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
@@ -75,13 +121,46 @@ def setup():
                 request.form.get("email", ""), request.form.get("password", "")
             )
             accounts.add_member(user, team, "admin")
+            audit.record(
+                Actor.for_user(user, client_ip()),
+                "team.create",
+                team.id,
+                target_type="team",
+                target_id=team.id,
+                target=team.name,
+            )
             db.session.commit()
         except ServiceError as exc:
             db.session.rollback()
             flash(exc.message, "error")
             return render_template("auth/setup.html", form=request.form), 422
-        session.clear()
-        login_user(user)
-        session["team_id"] = str(team.id)
+        start_login(user, team.id)
         return redirect(url_for("gallery.index"))
     return render_template("auth/setup.html", form={})
+
+
+@bp.route("/invites/<token>", methods=["GET", "POST"])
+def accept_invite(token: str):
+    invite = members.find_invite(token)
+    has_account = accounts.get_user_by_email(invite.email) is not None
+    if request.method == "POST":
+        try:
+            invite, user = members.accept_invite(token, request.form.get("password", ""))
+            audit.record(
+                Actor.for_user(user, client_ip()),
+                "member.join",
+                invite.team_id,
+                target_type="user",
+                target_id=user.id,
+                target=user.email,
+                role=invite.role,
+            )
+            db.session.commit()
+        except ServiceError as exc:
+            db.session.rollback()
+            flash(exc.message, "error")
+            page = render_template("auth/invite.html", invite=invite, has_account=has_account)
+            return page, exc.status
+        start_login(user, invite.team_id)
+        return redirect(url_for("gallery.index"))
+    return render_template("auth/invite.html", invite=invite, has_account=has_account)

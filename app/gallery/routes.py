@@ -1,14 +1,15 @@
 from __future__ import annotations
 
-from flask import g, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required
+from flask import abort, g, redirect, render_template, request, session, url_for
+from flask_login import login_required
 
 from app.api.images import send_variant
+from app.auth.current import choose_team
 from app.gallery import bp
 from app.models import Image
 from app.services import accounts
 from app.services import images as image_service
-from app.tenancy import get_owned, set_request_team
+from app.tenancy import get_owned
 
 PAGE_SIZE = 60
 
@@ -22,16 +23,20 @@ def require_setup():
 
 @bp.before_request
 @login_required
-def choose_team():
-    memberships = accounts.memberships_of(current_user)
-    if not memberships:
-        return redirect(url_for("auth.login"))
-    wanted = session.get("team_id")
-    membership = next((m for m in memberships if str(m.team_id) == wanted), memberships[0])
-    session["team_id"] = str(membership.team_id)
-    g.membership = membership
-    set_request_team(membership.team_id)
-    return None
+def require_team():
+    return choose_team()
+
+
+@bp.post("/teams/switch")
+def switch_team():
+    """Make another of the user's teams the current one (an unknown team is a 404)."""
+    wanted = request.form.get("team_id", "")
+    if not any(str(m.team_id) == wanted for m in g.memberships):
+        abort(404)
+    session["team_id"] = wanted
+    if request.headers.get("HX-Request"):
+        return "", 204, {"HX-Redirect": url_for("gallery.index")}
+    return redirect(url_for("gallery.index"))
 
 
 @bp.get("/")

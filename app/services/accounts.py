@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 import unicodedata
+import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
-from app.models import ROLES, Membership, Team, User
+from app.models import ROLES, LoginSession, Membership, Team, User, utcnow
 from app.services import Conflict, ServiceError
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
@@ -50,20 +53,43 @@ def get_team_by_slug(slug: str) -> Team | None:
     return db.session.scalar(select(Team).where(Team.slug == slug))
 
 
-def create_user(email: str, password: str) -> User:
-    """Create an account; the email must be new and the password long enough."""
+def valid_email(email: str) -> str:
+    """The normalised address, or a 422 if it is not one."""
     email = normalise_email(email)
     if not _EMAIL_RE.match(email):
         raise ServiceError("that is not an email address", code="validation_error", status=422)
+    return email
+
+
+def _check_password_rules(password: str) -> None:
     if len(password or "") < MIN_PASSWORD_LENGTH:
         raise ServiceError(
             f"a password has at least {MIN_PASSWORD_LENGTH} characters",
             code="validation_error",
             status=422,
         )
+    if len(password) > 1024:
+        raise ServiceError(
+            "a password has at most 1024 characters", code="validation_error", status=422
+        )
+
+
+def hash_password(password: str) -> str:
+    # Werkzeug's default is scrypt (n=2**15, r=8, p=1): memory-hard and deliberately slow.
+    return generate_password_hash(password)
+
+
+def get_user_by_email(email: str) -> User | None:
+    return db.session.scalar(select(User).where(User.email == normalise_email(email)))
+
+
+def create_user(email: str, password: str) -> User:
+    """Create an account; the email must be new and the password long enough."""
+    email = valid_email(email)
+    _check_password_rules(password)
     if db.session.scalar(select(User).where(User.email == email)):
         raise Conflict("an account with that email exists")
-    user = User(email=email, password_hash=generate_password_hash(password))
+    user = User(email=email, password_hash=hash_password(password))
     db.session.add(user)
     db.session.flush()
     return user
@@ -82,11 +108,73 @@ def add_member(user: User, team: Team, role: str) -> Membership:
 
 def authenticate(email: str, password: str) -> User | None:
     """The user with these credentials, or None, taking the same time either way."""
-    user = db.session.scalar(select(User).where(User.email == normalise_email(email)))
+    password = (password or "")[:1024]  # hashing a megabyte would be a cheap way to load us
+    user = get_user_by_email(email)
     if user is None:
-        check_password_hash(_DUMMY_HASH, password or "")
+        check_password_hash(_DUMMY_HASH, password)
         return None
-    return user if check_password_hash(user.password_hash, password or "") else None
+    return user if check_password_hash(user.password_hash, password) else None
+
+
+def change_password(user: User, current: str, new: str) -> None:
+    """Set a new password after checking the current one; every login session ends."""
+    if not check_password_hash(user.password_hash, (current or "")[:1024]):
+        raise ServiceError("the current password is wrong", code="validation_error", status=422)
+    _check_password_rules(new)
+    user.password_hash = hash_password(new)
+    user.password_changed_at = utcnow()
+    end_all_sessions(user.id)
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_session(user: User, ip: str | None, user_agent: str | None) -> str:
+    """Record a new browser login; returns the token the session cookie will carry."""
+    token = secrets.token_urlsafe(32)
+    db.session.add(
+        LoginSession(
+            token_hash=_hash_token(token),
+            user_id=user.id,
+            ip=ip,
+            user_agent=(user_agent or "")[:255] or None,
+        )
+    )
+    return token
+
+
+def session_user(user_id: str, token: str | None) -> User | None:
+    """The user of a live login session, or None if the session ended or never existed."""
+    if not token or not isinstance(token, str) or len(token) > 100:
+        return None
+    try:
+        user_uuid = uuid.UUID(user_id)
+    except ValueError:
+        return None
+    record = db.session.scalar(
+        select(LoginSession).where(LoginSession.token_hash == _hash_token(token))
+    )
+    if record is None or record.revoked_at is not None or record.user_id != user_uuid:
+        return None
+    return db.session.get(User, user_uuid)
+
+
+def end_session(token: str | None) -> None:
+    if token:
+        db.session.execute(
+            update(LoginSession)
+            .where(LoginSession.token_hash == _hash_token(token), LoginSession.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+
+
+def end_all_sessions(user_id: uuid.UUID) -> None:
+    db.session.execute(
+        update(LoginSession)
+        .where(LoginSession.user_id == user_id, LoginSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
 
 
 def has_users() -> bool:

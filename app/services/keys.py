@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+import uuid
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.extensions import db
-from app.models import ROLES, SCOPES, ApiKey, Team, User, utcnow
-from app.services import ServiceError
+from app.models import ROLES, SCOPES, ApiKey, Membership, Team, User, utcnow
+from app.services import NotFound, ServiceError
 from app.tenancy import unscoped
 
 ROLE_SCOPES = {"admin": {"read", "write", "admin"}, "member": {"read", "write"}, "viewer": {"read"}}
+PRESETS = {"read-only": ["read"], "upload": ["read", "write"], "full": ["read", "write", "admin"]}
 MAX_KEY_LENGTH = 128
+# `last_used_at` is written at most this often per key, so busy keys cost no write per request.
+TOUCH_INTERVAL = timedelta(minutes=1)
+_KEY_RE = re.compile(r"lk_([0-9a-f]{10})_([A-Za-z0-9_-]{43})")
 assert set(ROLE_SCOPES) == set(ROLES)
 
 
@@ -25,6 +31,13 @@ def _hash_secret(secret: str) -> str:
 
 
 def parse_scopes(value: str | list[str]) -> list[str]:
+    """Scopes from a list or comma-separated text; a preset name stands for its scopes."""
+    if isinstance(value, str) and value.strip() in PRESETS:
+        return list(PRESETS[value.strip()])
+    if not isinstance(value, (str, list)) or not all(isinstance(s, str) for s in value):
+        raise ServiceError(
+            "scopes is a list of scope names or a preset", code="validation_error", status=422
+        )
     scopes = value.split(",") if isinstance(value, str) else list(value)
     scopes = sorted({s.strip() for s in scopes if s.strip()})
     unknown = [s for s in scopes if s not in SCOPES]
@@ -56,7 +69,11 @@ def create_key(
             code="forbidden",
             status=403,
         )
-    if expires_in_days is not None and not 1 <= expires_in_days <= 3650:
+    if expires_in_days is not None and (
+        isinstance(expires_in_days, bool)
+        or not isinstance(expires_in_days, int)
+        or not 1 <= expires_in_days <= 3650
+    ):
         raise ServiceError("expires_in_days is 1 to 3650", code="validation_error", status=422)
     prefix, secret = secrets.token_hex(5), secrets.token_urlsafe(32)
     key = ApiKey(
@@ -77,14 +94,96 @@ def authenticate_key(raw: str | None) -> ApiKey | None:
     """The live key this text names, or None: malformed, unknown, wrong, revoked or expired."""
     if not raw or len(raw) > MAX_KEY_LENGTH:
         return None
-    parts = raw.split("_", 2)
-    if len(parts) != 3 or parts[0] != "lk" or not parts[1] or not parts[2]:
+    match = _KEY_RE.fullmatch(raw)
+    if match is None:
         return None
+    prefix, secret = match.groups()
     with unscoped():
-        key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
-    if key is None or not hmac.compare_digest(key.secret_hash, _hash_secret(parts[2])):
+        key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None or not hmac.compare_digest(key.secret_hash, _hash_secret(secret)):
         return None
     now = utcnow()
     if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
         return None
     return key
+
+
+def effective_scopes(key: ApiKey) -> set[str]:
+    """The key's scopes, cut down to what its creator's role allows today.
+
+    A key made by someone later demoted loses what the new role lacks; keys made by the
+    system (CLI) have no creator and keep their scopes.
+    """
+    if key.created_by_id is None:
+        return set(key.scopes)
+    with unscoped():
+        role = db.session.scalar(
+            select(Membership.role).where(
+                Membership.team_id == key.team_id, Membership.user_id == key.created_by_id
+            )
+        )
+    return set(key.scopes) & ROLE_SCOPES.get(role, set())
+
+
+def touch(key: ApiKey, ip: str | None) -> None:
+    """Record use (time and address), at most once per TOUCH_INTERVAL per key."""
+    now = utcnow()
+    if key.last_used_at is not None and now - key.last_used_at < TOUCH_INTERVAL:
+        return
+    # The condition in the UPDATE keeps concurrent requests from all writing.
+    with unscoped():
+        db.session.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.id == key.id,
+                (ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < now - TOUCH_INTERVAL),
+            )
+            .values(last_used_at=now, last_used_ip=ip)
+            .execution_options(synchronize_session=False)
+        )
+    db.session.commit()
+
+
+def list_keys() -> list[ApiKey]:
+    """The current team's keys, newest first."""
+    return list(db.session.scalars(select(ApiKey).order_by(ApiKey.created_at.desc())))
+
+
+def get_key(key_id: str | uuid.UUID) -> ApiKey:
+    try:
+        key_uuid = key_id if isinstance(key_id, uuid.UUID) else uuid.UUID(str(key_id))
+    except ValueError:
+        raise NotFound("no such key") from None
+    key = db.session.scalar(select(ApiKey).where(ApiKey.id == key_uuid))
+    if key is None:
+        raise NotFound("no such key")
+    return key
+
+
+def revoke_key(key: ApiKey) -> None:
+    """Revoke now; the very next request with this key is refused. Revoking twice is a no-op."""
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+
+
+def rotate_key(
+    key: ApiKey, *, created_by: User | None, creator_role: str | None
+) -> tuple[ApiKey, str]:
+    """A new secret with the same name, scopes and expiry period; the old key is revoked."""
+    if key.revoked_at is not None:
+        raise ServiceError("a revoked key cannot be rotated", code="conflict", status=409)
+    days = None
+    if key.expires_at is not None:
+        days = max(1, round((key.expires_at - key.created_at).total_seconds() / 86400))
+    team = db.session.get(Team, key.team_id)
+    new_key, full = create_key(
+        team,
+        key.name,
+        key.scopes,
+        created_by=created_by,
+        creator_role=creator_role,
+        expires_in_days=days,
+    )
+    new_key.rotated_from_id = key.id
+    revoke_key(key)
+    return new_key, full

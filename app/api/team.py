@@ -1,0 +1,273 @@
+"""The key's team: its summary, members, API keys and audit trail."""
+
+from __future__ import annotations
+
+from flask import g, request, url_for
+from sqlalchemy import func, select
+
+from app.api import bp
+from app.api.auth import scope_required
+from app.api.errors import ApiError
+from app.api.images import int_arg, refuse_unknown_args
+from app.auth.current import current_actor
+from app.extensions import db
+from app.models import ApiKey, AuditEvent, Image, Membership, Team
+from app.services import audit, keys, members
+from app.tenancy import current_team_id
+
+
+def iso(value) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def json_body(required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
+    """The request's JSON object; unknown fields (team_id, id, ...) are refused, not ignored."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "send a JSON object with Content-Type: application/json")
+    unknown = sorted(set(body) - set(required) - set(optional))
+    if unknown:
+        raise ApiError(400, f"unsupported field {', '.join(unknown)}")
+    missing = [name for name in required if name not in body]
+    if missing:
+        raise ApiError(400, f"missing field {', '.join(missing)}")
+    return body
+
+
+def _team() -> Team:
+    return db.session.get(Team, current_team_id())
+
+
+def _key_creator_role() -> str | None:
+    """The role behind the calling key, which caps the scopes of keys it creates."""
+    creator = g.api_key.created_by_id
+    if creator is None:
+        return None  # made by an operator on the command line
+    return db.session.scalar(
+        select(Membership.role).where(
+            Membership.team_id == current_team_id(), Membership.user_id == creator
+        )
+    )
+
+
+@bp.get("/team")
+@scope_required("read")
+def get_team():
+    team = _team()
+    count, size = db.session.execute(
+        select(func.count(Image.id), func.coalesce(func.sum(Image.size_bytes), 0))
+    ).one()
+    return {
+        "id": str(team.id),
+        "name": team.name,
+        "slug": team.slug,
+        "image_count": count,
+        "storage_bytes": int(size),
+    }
+
+
+def key_json(key: ApiKey, **extra) -> dict:
+    return {
+        "id": str(key.id),
+        "name": key.name,
+        "prefix": key.prefix,
+        "scopes": key.scopes,
+        "created_at": iso(key.created_at),
+        "created_by": key.created_by.email if key.created_by else None,
+        "expires_at": iso(key.expires_at),
+        "last_used_at": iso(key.last_used_at),
+        "revoked_at": iso(key.revoked_at),
+        **extra,
+    }
+
+
+@bp.get("/keys")
+@scope_required("admin")
+def list_keys():
+    refuse_unknown_args()
+    return {"items": [key_json(k) for k in keys.list_keys()], "next_cursor": None}
+
+
+@bp.post("/keys")
+@scope_required("admin")
+def create_key():
+    body = json_body(("name", "scopes"), ("expires_in_days",))
+    key, full = keys.create_key(
+        _team(),
+        body["name"],
+        keys.parse_scopes(body["scopes"]),
+        created_by=g.api_key.created_by,
+        creator_role=_key_creator_role(),
+        expires_in_days=body.get("expires_in_days"),
+    )
+    audit.record(
+        current_actor(),
+        "key.create",
+        key.team_id,
+        target_type="key",
+        target_id=key.id,
+        target=f"{key.prefix} ({key.name})",
+        scopes=key.scopes,
+    )
+    db.session.commit()
+    return key_json(key, key=full), 201
+
+
+@bp.delete("/keys/<key_id>")
+@scope_required("admin")
+def revoke_key(key_id):
+    key = keys.get_key(key_id)
+    keys.revoke_key(key)
+    audit.record(
+        current_actor(),
+        "key.revoke",
+        key.team_id,
+        target_type="key",
+        target_id=key.id,
+        target=f"{key.prefix} ({key.name})",
+    )
+    db.session.commit()
+    return "", 204
+
+
+@bp.post("/keys/<key_id>/rotate")
+@scope_required("admin")
+def rotate_key(key_id):
+    key = keys.get_key(key_id)
+    if request.get_data():
+        json_body(())  # nothing to send; anything sent must be an empty object
+    new_key, full = keys.rotate_key(
+        key, created_by=g.api_key.created_by, creator_role=_key_creator_role()
+    )
+    audit.record(
+        current_actor(),
+        "key.rotate",
+        key.team_id,
+        target_type="key",
+        target_id=new_key.id,
+        target=f"{new_key.prefix} ({new_key.name})",
+        replaces=key.prefix,
+    )
+    db.session.commit()
+    return key_json(new_key, key=full), 201
+
+
+def member_json(membership: Membership) -> dict:
+    return {
+        "user_id": str(membership.user_id),
+        "email": membership.user.email,
+        "role": membership.role,
+        "joined_at": iso(membership.created_at),
+    }
+
+
+@bp.get("/members")
+@scope_required("admin")
+def list_members():
+    refuse_unknown_args()
+    items = [member_json(m) for m in members.list_members(current_team_id())]
+    return {"items": items, "next_cursor": None}
+
+
+@bp.post("/members")
+@scope_required("admin")
+def add_member():
+    body = json_body(("email", "role"), ("password", "invite"))
+    if body.get("invite"):
+        invite, token = members.create_invite(
+            _team(), body["email"], body["role"], g.api_key.created_by
+        )
+        audit.record(
+            current_actor(),
+            "member.invite",
+            invite.team_id,
+            target_type="invite",
+            target_id=invite.id,
+            target=invite.email,
+            role=invite.role,
+        )
+        db.session.commit()
+        link = url_for("auth.accept_invite", token=token, _external=True)
+        return {
+            "invite_url": link,
+            "email": invite.email,
+            "role": invite.role,
+            "expires_at": iso(invite.expires_at),
+        }, 201
+    membership = members.add_member(_team(), body["email"], body["role"], body.get("password"))
+    audit.record(
+        current_actor(),
+        "member.add",
+        membership.team_id,
+        target_type="user",
+        target_id=membership.user_id,
+        target=membership.user.email,
+        role=membership.role,
+    )
+    db.session.commit()
+    return member_json(membership), 201
+
+
+@bp.patch("/members/<user_id>")
+@scope_required("admin")
+def change_member_role(user_id):
+    body = json_body(("role",))
+    membership = members.set_role(current_team_id(), user_id, body["role"])
+    audit.record(
+        current_actor(),
+        "member.role_change",
+        membership.team_id,
+        target_type="user",
+        target_id=membership.user_id,
+        target=membership.user.email,
+        role=membership.role,
+    )
+    db.session.commit()
+    return member_json(membership)
+
+
+@bp.delete("/members/<user_id>")
+@scope_required("admin")
+def remove_member(user_id):
+    membership = members.remove_member(current_team_id(), user_id)
+    audit.record(
+        current_actor(),
+        "member.remove",
+        membership.team_id,
+        target_type="user",
+        target_id=membership.user_id,
+        target=membership.user.email,
+    )
+    db.session.commit()
+    return "", 204
+
+
+def event_json(event: AuditEvent) -> dict:
+    target = event.target or (
+        f"{event.target_type} {event.target_id}" if event.target_type else None
+    )
+    return {
+        "id": event.id,
+        "at": iso(event.at),
+        "actor": event.actor,
+        "actor_type": event.actor_type,
+        "action": event.action,
+        "target": target,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "ip": event.ip,
+        "details": event.details or {},
+    }
+
+
+@bp.get("/audit")
+@scope_required("admin")
+def list_audit():
+    refuse_unknown_args("limit", "cursor", "actor", "action")
+    events, next_cursor = audit.list_events(
+        int_arg("limit", 50, 1, 200),
+        request.args.get("cursor") or None,
+        actor=request.args.get("actor") or None,
+        action=request.args.get("action") or None,
+    )
+    return {"items": [event_json(e) for e in events], "next_cursor": next_cursor}

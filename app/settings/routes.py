@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+from flask import flash, g, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required
+
+from app.auth.current import choose_team, current_actor, role_required
+from app.auth.routes import start_login
+from app.extensions import db
+from app.services import ServiceError, accounts, audit, keys, members
+from app.settings import bp
+
+AUDIT_PAGE_SIZE = 50
+
+
+@bp.before_request
+@login_required
+def require_team():
+    return choose_team()
+
+
+def _team():
+    return g.membership.team
+
+
+def _fragment_or_page(fragment: str, page: str, **context):
+    template = fragment if request.headers.get("HX-Request") else page
+    return render_template(template, **context), 200, {"Vary": "HX-Request"}
+
+
+@bp.get("/")
+def account():
+    return render_template("settings/account.html")
+
+
+@bp.post("/password")
+def change_password():
+    user = current_user._get_current_object()
+    try:
+        accounts.change_password(
+            user, request.form.get("current_password", ""), request.form.get("new_password", "")
+        )
+        for membership in user.memberships:
+            audit.record(
+                current_actor(),
+                "auth.password_change",
+                membership.team_id,
+                target_type="user",
+                target_id=user.id,
+                target=user.email,
+            )
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return render_template("settings/account.html"), exc.status
+    # Every session of this account ended with the change; this browser gets a new one.
+    start_login(user, session.get("team_id"))
+    flash("Password changed. Other sessions are signed out.", "info")
+    return redirect(url_for("settings.account"))
+
+
+# --- members -----------------------------------------------------------------------------
+
+
+def _members_page(status: int = 200, **context):
+    context.setdefault("members", members.list_members(_team().id))
+    template = (
+        "settings/_members.html" if request.headers.get("HX-Request") else "settings/members.html"
+    )
+    return render_template(template, **context), status, {"Vary": "HX-Request"}
+
+
+@bp.get("/members")
+@role_required("admin")
+def list_members():
+    return _members_page()
+
+
+@bp.post("/members")
+@role_required("admin")
+def add_member():
+    email, role = request.form.get("email", ""), request.form.get("role", "member")
+    try:
+        if request.form.get("mode") == "invite":
+            invite, token = members.create_invite(_team(), email, role, current_user)
+            audit.record(
+                current_actor(),
+                "member.invite",
+                _team().id,
+                target_type="invite",
+                target_id=invite.id,
+                target=invite.email,
+                role=role,
+            )
+            db.session.commit()
+            link = url_for("auth.accept_invite", token=token, _external=True)
+            return _members_page(invite_link=link, invite=invite)
+        membership = members.add_member(_team(), email, role, request.form.get("password") or None)
+        audit.record(
+            current_actor(),
+            "member.add",
+            _team().id,
+            target_type="user",
+            target_id=membership.user_id,
+            target=membership.user.email,
+            role=role,
+        )
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        return _members_page(exc.status, error=exc.message)
+    return _members_page()
+
+
+@bp.post("/members/<user_id>/role")
+@role_required("admin")
+def change_role(user_id: str):
+    try:
+        membership = members.set_role(_team().id, user_id, request.form.get("role", ""))
+        audit.record(
+            current_actor(),
+            "member.role_change",
+            _team().id,
+            target_type="user",
+            target_id=membership.user_id,
+            target=membership.user.email,
+            role=membership.role,
+        )
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        if exc.status == 404:
+            raise
+        return _members_page(exc.status, error=exc.message)
+    return _members_page()
+
+
+@bp.post("/members/<user_id>/remove")
+@role_required("admin")
+def remove_member(user_id: str):
+    try:
+        membership = members.remove_member(_team().id, user_id)
+        audit.record(
+            current_actor(),
+            "member.remove",
+            _team().id,
+            target_type="user",
+            target_id=membership.user_id,
+            target=membership.user.email,
+        )
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        if exc.status == 404:
+            raise
+        return _members_page(exc.status, error=exc.message)
+    return _members_page()
+
+
+# --- API keys ----------------------------------------------------------------------------
+
+
+def _keys_page(status: int = 200, **context):
+    context.setdefault("api_keys", keys.list_keys())
+    context.setdefault("presets", keys.PRESETS)
+    template = "settings/_keys.html" if request.headers.get("HX-Request") else "settings/keys.html"
+    return render_template(template, **context), status, {"Vary": "HX-Request"}
+
+
+@bp.get("/keys")
+@role_required("admin")
+def list_keys():
+    return _keys_page()
+
+
+@bp.post("/keys")
+@role_required("admin")
+def create_key():
+    days = request.form.get("expires_in_days", "").strip()
+    try:
+        if days and not days.isdigit():
+            raise ServiceError(
+                "expiry is a whole number of days", code="validation_error", status=422
+            )
+        key, full = keys.create_key(
+            _team(),
+            request.form.get("name", ""),
+            keys.parse_scopes(request.form.get("scopes", "read-only")),
+            created_by=current_user,
+            creator_role=g.membership.role,
+            expires_in_days=int(days) if days else None,
+        )
+        audit.record(
+            current_actor(),
+            "key.create",
+            _team().id,
+            target_type="key",
+            target_id=key.id,
+            target=f"{key.prefix} ({key.name})",
+            scopes=key.scopes,
+        )
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        return _keys_page(exc.status, error=exc.message)
+    return _keys_page(new_key=full, new_key_name=key.name)
+
+
+@bp.post("/keys/<key_id>/revoke")
+@role_required("admin")
+def revoke_key(key_id: str):
+    key = keys.get_key(key_id)
+    keys.revoke_key(key)
+    audit.record(
+        current_actor(),
+        "key.revoke",
+        _team().id,
+        target_type="key",
+        target_id=key.id,
+        target=f"{key.prefix} ({key.name})",
+    )
+    db.session.commit()
+    return _keys_page()
+
+
+@bp.post("/keys/<key_id>/rotate")
+@role_required("admin")
+def rotate_key(key_id: str):
+    key = keys.get_key(key_id)
+    try:
+        new_key, full = keys.rotate_key(
+            key, created_by=current_user, creator_role=g.membership.role
+        )
+        audit.record(
+            current_actor(),
+            "key.rotate",
+            _team().id,
+            target_type="key",
+            target_id=new_key.id,
+            target=f"{new_key.prefix} ({new_key.name})",
+            replaces=key.prefix,
+        )
+        db.session.commit()
+    except ServiceError as exc:
+        db.session.rollback()
+        return _keys_page(exc.status, error=exc.message)
+    return _keys_page(new_key=full, new_key_name=new_key.name)
+
+
+# --- audit -------------------------------------------------------------------------------
+
+
+@bp.get("/audit")
+@role_required("admin")
+def list_audit():
+    actor = request.args.get("actor", "").strip()[:300] or None
+    action = request.args.get("action", "").strip()[:50] or None
+    events, next_cursor = audit.list_events(
+        AUDIT_PAGE_SIZE, request.args.get("cursor") or None, actor=actor, action=action
+    )
+    return _fragment_or_page(
+        "settings/_audit_rows.html",
+        "settings/audit.html",
+        events=events,
+        next_cursor=next_cursor,
+        actor=actor or "",
+        action=action or "",
+    )
