@@ -7,7 +7,11 @@ from flask import Flask, current_app
 
 from app.extensions import db
 from app.models import ROLES, Team
-from app.services import ServiceError, accounts, indexing, keys
+from app.services import ServiceError, accounts, audit, indexing, keys, members
+from app.services.audit import Actor
+from app.tenancy import team_scope
+
+CLI = Actor.system("command line")
 
 
 def _team(slug: str) -> Team:
@@ -53,6 +57,15 @@ def register_cli(app: Flask) -> None:
         try:
             user = accounts.create_user(email, password)
             accounts.add_member(user, team, role)
+            audit.record(
+                CLI,
+                "member.add",
+                team.id,
+                target_type="user",
+                target_id=user.id,
+                target=user.email,
+                role=role,
+            )
             db.session.commit()
         except ServiceError as exc:
             _fail(exc)
@@ -74,12 +87,156 @@ def register_cli(app: Flask) -> None:
             key, full = keys.create_key(
                 team, name, keys.parse_scopes(scopes), expires_in_days=expires_in_days
             )
+            audit.record(
+                CLI,
+                "key.create",
+                team.id,
+                target_type="key",
+                target_id=key.id,
+                target=f"{key.prefix} ({key.name})",
+                scopes=key.scopes,
+            )
             db.session.commit()
         except ServiceError as exc:
             _fail(exc)
         click.echo(f"Created key {key.name!r} ({', '.join(key.scopes)}) for team {team.slug}.")
         click.echo("Store it now: it is not shown again.")
         click.echo(full)
+
+    @keys_group.command("list")
+    @click.option("--team", "team_slug", required=True)
+    def list_keys(team_slug):
+        """List a team's keys (never their secrets); prints the count last."""
+        team = _team(team_slug)
+        with team_scope(team.id):
+            team_keys = keys.list_keys()
+        for key in team_keys:
+            state = "revoked" if key.revoked_at else "active"
+            click.echo(f"{key.id}  lk_{key.prefix}  {key.name}  {','.join(key.scopes)}  {state}")
+        click.echo(f"{len(team_keys)} keys")
+
+    @keys_group.command("revoke")
+    @click.option("--team", "team_slug", required=True)
+    @click.argument("key_id")
+    def revoke_key(team_slug, key_id):
+        """Revoke a key now; prints its prefix."""
+        team = _team(team_slug)
+        with team_scope(team.id):
+            try:
+                key = keys.get_key(key_id)
+            except ServiceError as exc:
+                _fail(exc)
+            keys.revoke_key(key)
+            audit.record(
+                CLI,
+                "key.revoke",
+                team.id,
+                target_type="key",
+                target_id=key.id,
+                target=f"{key.prefix} ({key.name})",
+            )
+            db.session.commit()
+        click.echo(f"lk_{key.prefix}")
+
+    @app.cli.group("members")
+    def members_group():
+        """Manage who belongs to a team."""
+
+    @members_group.command("list")
+    @click.option("--team", "team_slug", required=True)
+    def list_members(team_slug):
+        """List members and roles; prints the count last."""
+        team = _team(team_slug)
+        found = members.list_members(team.id)
+        for membership in found:
+            click.echo(f"{membership.user.email}  {membership.role}")
+        click.echo(f"{len(found)} members")
+
+    @members_group.command("add")
+    @click.argument("email")
+    @click.option("--team", "team_slug", required=True)
+    @click.option("--role", type=click.Choice(ROLES), default="member", show_default=True)
+    @click.option("--password", help="Creates the account if it does not exist.")
+    @click.option("--invite", is_flag=True, help="Print an invite link instead.")
+    def add_member(email, team_slug, role, password, invite):
+        """Add someone to a team (or invite them); prints the email or the invite path."""
+        team = _team(team_slug)
+        try:
+            if invite:
+                created, token = members.create_invite(team, email, role, None)
+                audit.record(
+                    CLI,
+                    "member.invite",
+                    team.id,
+                    target_type="invite",
+                    target_id=created.id,
+                    target=created.email,
+                    role=role,
+                )
+                db.session.commit()
+                click.echo(f"Invite for {created.email} ({role}), valid 7 days:")
+                click.echo(f"/invites/{token}")
+                return
+            membership = members.add_member(team, email, role, password)
+            audit.record(
+                CLI,
+                "member.add",
+                team.id,
+                target_type="user",
+                target_id=membership.user_id,
+                target=membership.user.email,
+                role=role,
+            )
+            db.session.commit()
+        except ServiceError as exc:
+            _fail(exc)
+        click.echo(membership.user.email)
+
+    @members_group.command("set-role")
+    @click.argument("email")
+    @click.option("--team", "team_slug", required=True)
+    @click.option("--role", type=click.Choice(ROLES), required=True)
+    def set_role(email, team_slug, role):
+        """Change a member's role; prints `email role`."""
+        team = _team(team_slug)
+        user = accounts.get_user_by_email(email)
+        try:
+            membership = members.set_role(team.id, user.id if user else "-", role)
+            audit.record(
+                CLI,
+                "member.role_change",
+                team.id,
+                target_type="user",
+                target_id=membership.user_id,
+                target=membership.user.email,
+                role=role,
+            )
+            db.session.commit()
+        except ServiceError as exc:
+            _fail(exc)
+        click.echo(f"{membership.user.email} {membership.role}")
+
+    @members_group.command("remove")
+    @click.argument("email")
+    @click.option("--team", "team_slug", required=True)
+    def remove_member(email, team_slug):
+        """Remove someone from a team and revoke their keys there; prints the email."""
+        team = _team(team_slug)
+        user = accounts.get_user_by_email(email)
+        try:
+            membership = members.remove_member(team.id, user.id if user else "-")
+            audit.record(
+                CLI,
+                "member.remove",
+                team.id,
+                target_type="user",
+                target_id=membership.user_id,
+                target=membership.user.email,
+            )
+            db.session.commit()
+        except ServiceError as exc:
+            _fail(exc)
+        click.echo(membership.user.email)
 
     @app.cli.command()
     @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
