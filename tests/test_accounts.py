@@ -1,0 +1,238 @@
+"""Browser accounts: hashing, normalised emails, throttled logins, sessions that really end."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import User
+from app.services import Conflict, accounts
+from tests.conftest import PASSWORD
+
+
+def login(client, email, password=PASSWORD, **headers):
+    return client.post("/login", data={"email": email, "password": password}, headers=headers)
+
+
+def session_cookie(client) -> str:
+    cookie = client.get_cookie("session")
+    return cookie.value if cookie else ""
+
+
+def test_passwords_are_stored_with_a_slow_salted_hash(app, team_a, person):
+    someone = person(team_a, "member", email="hash@example.com")
+    with app.app_context():
+        stored = db.session.scalar(select(User.password_hash).where(User.email == someone.email))
+    assert stored.startswith("scrypt:") and PASSWORD not in stored
+
+
+def test_emails_are_nfkc_normalised_and_case_folded(app, team_a, person):
+    person(team_a, "member", email="bob@example.com")
+    with app.app_context(), pytest.raises(Conflict):
+        accounts.create_user("ＢＯＢ@Example.COM", "another long password")  # fullwidth letters
+    assert login(app.test_client(), "ＢＯＢ@EXAMPLE.com").status_code == 302
+
+
+def test_unknown_email_and_wrong_password_look_the_same(app, team_a, person):
+    person(team_a, "member", email="real@example.com")
+    client = app.test_client()
+    timings = {"wrong": [], "unknown": []}
+    bodies = {}
+    for _ in range(4):
+        for kind, email in (("wrong", "real@example.com"), ("unknown", "ghost@example.com")):
+            started = time.perf_counter()
+            response = login(client, email, "not the password")
+            timings[kind].append(time.perf_counter() - started)
+            bodies[kind] = (response.status_code, response.get_data(as_text=True))
+    assert bodies["wrong"] == bodies["unknown"]
+    assert bodies["wrong"][0] == 401
+    ratio = statistics.median(timings["wrong"]) / statistics.median(timings["unknown"])
+    assert 0.5 < ratio < 2.0, timings  # both pay for one scrypt verification
+
+
+THROTTLE = {
+    "LOGIN_MAX_FAILURES_PER_ACCOUNT": 3,
+    "LOGIN_MAX_FAILURES_PER_ADDRESS": 6,
+    "LOGIN_THROTTLE_WINDOW_SECONDS": 2,
+}
+tight_throttle = pytest.mark.parametrize("config_overrides", [THROTTLE], ids=["throttle"])
+
+
+@tight_throttle
+def test_login_is_throttled_per_account_then_allowed_again(app, team_a, person):
+    person(team_a, "member", email="target@example.com")
+    client = app.test_client()
+    for _ in range(3):
+        assert login(client, "target@example.com", "guess guess guess").status_code == 401
+    blocked = login(client, "target@example.com")  # even the right password waits
+    assert blocked.status_code == 429
+    assert 1 <= int(blocked.headers["Retry-After"]) <= 2
+    assert b"Too many failed attempts" in blocked.data
+    time.sleep(2.2)  # the window passes: no permanent lockout
+    assert login(client, "target@example.com").status_code == 302
+
+
+@tight_throttle
+def test_login_is_throttled_per_client_address(app, team_a, person):
+    person(team_a, "member", email="victim@example.com")
+    client = app.test_client()
+    for n in range(6):  # spread over accounts so no single account trips
+        login(client, f"spray{n}@example.com", "guess guess guess")
+    assert login(client, "victim@example.com").status_code == 429
+    # A spoofed X-Forwarded-For changes nothing when no proxy is trusted.
+    assert (
+        login(client, "victim@example.com", **{"X-Forwarded-For": "203.0.113.9"}).status_code == 429
+    )
+    other_address = app.test_client()
+    response = other_address.post(
+        "/login",
+        data={"email": "victim@example.com", "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": "198.51.100.7"},
+    )
+    assert response.status_code == 302
+
+
+def test_forwarded_for_is_trusted_only_behind_a_configured_proxy(app_env, team_a):
+    from app import create_app
+    from tests.conftest import make_config
+
+    proxied = create_app(
+        make_config(
+            app_env,
+            TRUSTED_PROXY_COUNT=1,
+            LOGIN_MAX_FAILURES_PER_ADDRESS=2,
+            LOGIN_MAX_FAILURES_PER_ACCOUNT=100,
+        )
+    )
+    with proxied.app_context():
+        user = accounts.create_user("proxied@example.com", PASSWORD)
+        accounts.add_member(user, db.session.get(type(team_a.team), team_a.id), "member")
+        db.session.commit()
+    client = proxied.test_client()
+    for n in range(2):
+        login(client, f"x{n}@example.com", "nope nope nope", **{"X-Forwarded-For": "203.0.113.1"})
+    limited = login(client, "proxied@example.com", **{"X-Forwarded-For": "203.0.113.1"})
+    assert limited.status_code == 429
+    # Behind the proxy, another client address is another bucket.
+    assert (
+        login(client, "proxied@example.com", **{"X-Forwarded-For": "203.0.113.2"}).status_code
+        == 302
+    )
+
+
+def test_session_cookie_flags(app_env, team_a):
+    from app import create_app
+    from tests.conftest import make_config
+
+    production_like = create_app(make_config(app_env, SESSION_COOKIE_SECURE=True))
+    with production_like.app_context():
+        user = accounts.create_user("cookie@example.com", PASSWORD)
+        accounts.add_member(user, db.session.get(type(team_a.team), team_a.id), "member")
+        db.session.commit()
+    response = login(production_like.test_client(), "cookie@example.com")
+    header = response.headers["Set-Cookie"]
+    assert "HttpOnly" in header and "SameSite=Lax" in header and "Secure" in header
+
+
+def test_secure_cookies_are_the_default_outside_development(monkeypatch):
+    import importlib
+
+    import config
+
+    monkeypatch.setenv("LIKENESS_ENV", "production")
+    assert importlib.reload(config).Config.SESSION_COOKIE_SECURE is True
+    monkeypatch.setenv("LIKENESS_ENV", "development")
+    assert importlib.reload(config).Config.SESSION_COOKIE_SECURE is False
+    monkeypatch.delenv("LIKENESS_ENV")
+    importlib.reload(config)
+
+
+def test_login_starts_a_new_session(app, team_a, person):
+    person(team_a, "member", email="fixation@example.com")
+    client = app.test_client()
+    client.get("/login")
+    planted = session_cookie(client)  # a pre-login cookie an attacker could have set
+    assert login(client, "fixation@example.com").status_code == 302
+    assert session_cookie(client) != planted
+    victim_view = app.test_client()
+    victim_view.set_cookie("session", planted)
+    assert victim_view.get("/").status_code == 302  # the planted session is not signed in
+
+
+def test_logout_ends_a_copied_session_cookie(app, team_a, person):
+    someone = person(team_a, "member")
+    copied = session_cookie(someone.client)
+    someone.client.post("/logout")
+    thief = app.test_client()
+    thief.set_cookie("session", copied)
+    response = thief.get("/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+def test_password_change_ends_other_sessions_and_keeps_this_one(app, team_a, person):
+    someone = person(team_a, "member", email="changer@example.com")
+    other_device = app.test_client()
+    assert login(other_device, "changer@example.com").status_code == 302
+    response = someone.client.post(
+        "/settings/password",
+        data={"current_password": PASSWORD, "new_password": "a brand new passphrase"},
+    )
+    assert response.status_code == 302
+    assert someone.client.get("/").status_code == 200  # this browser stays signed in
+    assert other_device.get("/").status_code == 302  # the other one is signed out
+    assert login(app.test_client(), "changer@example.com").status_code == 401
+    assert (
+        login(app.test_client(), "changer@example.com", "a brand new passphrase").status_code == 302
+    )
+
+
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({"current_password": "wrong wrong wrong", "new_password": "a brand new one!"}, b"current"),
+        ({"current_password": PASSWORD, "new_password": "short"}, b"10 characters"),
+    ],
+)
+def test_password_change_refuses_bad_input(app, team_a, person, form, message):
+    someone = person(team_a, "member", email="keeper@example.com")
+    response = someone.client.post("/settings/password", data=form)
+    assert response.status_code == 422 and message in response.data
+    assert login(app.test_client(), "keeper@example.com").status_code == 302
+
+
+def test_htmx_requests_send_the_csrf_token_in_a_header(app_env, team_a):
+    import re
+
+    from app import create_app
+    from tests.conftest import make_config
+
+    protected = create_app(make_config(app_env, WTF_CSRF_ENABLED=True))
+    with protected.app_context():
+        user = accounts.create_user("csrf@example.com", PASSWORD)
+        accounts.add_member(user, db.session.get(type(team_a.team), team_a.id), "admin")
+        db.session.commit()
+    client = protected.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    client.post(
+        "/login", data={"email": "csrf@example.com", "password": PASSWORD, "csrf_token": token}
+    )
+    gallery = client.get("/").get_data(as_text=True)
+    header_token = re.search(r'"X-CSRFToken": "([^"]+)"', gallery).group(1)
+    form = {"name": "from htmx", "scopes": "read-only"}
+    refused = client.post("/settings/keys", data=form, headers={"HX-Request": "true"})
+    assert refused.status_code == 400
+    accepted = client.post(
+        "/settings/keys", data=form, headers={"HX-Request": "true", "X-CSRFToken": header_token}
+    )
+    assert accepted.status_code == 200 and b"lk_" in accepted.data
+
+
+def test_unauthenticated_api_requests_get_json_401(client):
+    response = client.get("/api/v1/team")
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "unauthorized"
