@@ -66,7 +66,7 @@ def get_team():
     }
 
 
-def key_json(key: ApiKey, **extra) -> dict:
+def key_json(key: ApiKey, /, **extra) -> dict:
     return {
         "id": str(key.id),
         "name": key.name,

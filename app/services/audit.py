@@ -6,7 +6,7 @@ import base64
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from app.extensions import db
 from app.models import ApiKey, AuditEvent, User
@@ -96,12 +96,13 @@ def list_events(
             | AuditEvent.action.startswith(f"{action}.", autoescape=True)
         )
     if actor:
-        query = query.where(
-            (AuditEvent.actor == actor)
-            | (AuditEvent.actor_user_id == _uuid_or_none(actor))
-            | (AuditEvent.actor_key_id == _uuid_or_none(actor))
-            | AuditEvent.actor.startswith(f"key {actor} ", autoescape=True)
-        )
+        matches = [
+            AuditEvent.actor == actor,
+            AuditEvent.actor.startswith(f"key {actor} ", autoescape=True),  # a key's prefix
+        ]
+        if (actor_id := _uuid_or_none(actor)) is not None:
+            matches += [AuditEvent.actor_user_id == actor_id, AuditEvent.actor_key_id == actor_id]
+        query = query.where(or_(*matches))
     events = list(db.session.scalars(query))
     more = len(events) > limit
     events = events[:limit]
