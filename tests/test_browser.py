@@ -124,3 +124,73 @@ def test_wrong_password_then_login_and_logout(live_server, page, runner):
     expect(page).to_have_url(live_server + "/login")
     page.goto(live_server + "/")
     expect(page).to_have_url(f"{live_server}/login?next=/")
+
+
+def sign_in(page, live_server, email):
+    page.goto(live_server + "/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(live_server + "/")
+
+
+def test_admin_manages_keys_and_members_in_settings(live_server, page, runner, client):
+    runner.invoke(args=["teams", "create", "Team"])
+    runner.invoke(args=["teams", "create", "Other Team"])
+    runner.invoke(
+        args=[
+            "users",
+            "create",
+            "boss@example.com",
+            "--team",
+            "team",
+            "--role",
+            "admin",
+            "--password",
+            PASSWORD,
+        ]
+    )
+    runner.invoke(
+        args=["members", "add", "boss@example.com", "--team", "other-team", "--role", "viewer"]
+    )
+    sign_in(page, live_server, "boss@example.com")
+    page.get_by_label("Current team").select_option(label="Team")
+    expect(page.get_by_label("Current team").locator("option:checked")).to_have_text("Team")
+
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_role("link", name="API keys").click()
+    page.get_by_label("Name").fill("uploader")
+    page.get_by_label("Access").select_option("upload")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.locator("#new-key")
+    expect(secret).to_contain_text("lk_")
+    key = secret.inner_text().strip()
+    assert client.get("/api/v1/images", headers={"X-API-Key": key}).status_code == 200
+
+    page.once("dialog", lambda dialog: dialog.accept())  # hx-confirm
+    page.get_by_role("row", name="uploader").get_by_role("button", name="Revoke").click()
+    expect(page.get_by_role("row", name="uploader")).to_contain_text("revoked")
+    expect(page.locator("#new-key")).to_have_count(0)  # shown once, gone after the swap
+    assert client.get("/api/v1/images", headers={"X-API-Key": key}).status_code == 401
+
+    page.get_by_role("link", name="Members").click()
+    page.get_by_label("Email").fill("new@example.com")
+    page.get_by_label("Password for a new account").fill("long enough pw")
+    page.get_by_role("button", name="Add", exact=True).click()
+    row = page.get_by_role("row", name="new@example.com")
+    expect(row).to_be_visible()
+    row.get_by_label("Role of new@example.com").select_option("viewer")
+    expect(page.get_by_role("row", name="new@example.com").get_by_role("combobox")).to_have_value(
+        "viewer"
+    )
+
+    # The switcher moves the whole UI to the other team, where boss is only a viewer.
+    page.get_by_label("Current team").select_option(label="Other Team")
+    expect(page).to_have_url(live_server + "/")
+    expect(page.get_by_label("Current team")).to_have_value(
+        page.get_by_label("Current team")
+        .locator("option", has_text="Other Team")
+        .get_attribute("value")
+    )
+    page.get_by_role("link", name="Settings").click()
+    expect(page.get_by_role("link", name="API keys")).to_have_count(0)
