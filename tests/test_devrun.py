@@ -154,6 +154,22 @@ class DevRun:
                     raise AssertionError(f"no line matching {pattern!r} in:\n{self.output}")
                 self.changed.wait(min(left, 0.2))
 
+    def wait_for_all(self, pattern: str, count: int, timeout: float = 20) -> list[str]:
+        """The first group of `count` lines matching `pattern`, waiting for them to appear."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                found = [m.group(1) for line in self.lines if (m := regex.search(line))]
+                if len(found) >= count:
+                    return found[:count]
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None:
+                    raise AssertionError(
+                        f"fewer than {count} lines match {pattern!r}:\n{self.output}"
+                    )
+                self.changed.wait(min(left, 0.2))
+
     def pid_of(self, name: str) -> int:
         return int(self.wait_for(rf"\b{name} pid=(\d+)").group(1))
 
@@ -351,7 +367,8 @@ def test_real_gunicorn_and_rq_worker_shut_down_cleanly(workdir: str, runs: list[
     pids = [
         int(run.wait_for(rf"started {name} \(pid (\d+)\)").group(1)) for name in ("web", "worker")
     ]
-    pids += [int(m) for m in re.findall(r"Booting worker with pid: (\d+)", run.output)]
+    # Gunicorn's two workers boot independently: wait for both lines, not just the first.
+    pids += [int(m) for m in run.wait_for_all(r"Booting worker with pid: (\d+)", 2)]
     pids.append(redis_pid(run))
     assert len(pids) == 5
 
