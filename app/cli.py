@@ -244,8 +244,9 @@ def register_cli(app: Flask) -> None:
         """Run an RQ worker on the configured Redis, inside this application."""
         from rq import Worker
 
-        from app.queue import get_queue, get_redis
+        from app.queue import get_queue, get_redis, schedule_reconcile
 
+        schedule_reconcile()  # every worker keeps one sweep scheduled; the id makes it one
         # Forked job processes must not share the parent's database connections.
         db.engine.dispose()
         w = Worker([get_queue()], connection=get_redis())
@@ -255,6 +256,24 @@ def register_cli(app: Flask) -> None:
             logging_level=current_app.config.get("LOG_LEVEL", "INFO"),
         )
         click.echo("worker stopped")
+
+    @app.cli.command("reconcile")
+    @click.option(
+        "--older-than",
+        type=click.IntRange(0),
+        default=None,
+        help="Seconds an image may wait before it counts as stuck (RECONCILE_AFTER_SECONDS).",
+    )
+    def reconcile_command(older_than):
+        """Queue images stuck in pending/processing again; prints how many."""
+        from datetime import timedelta
+
+        from app.services.reconcile import reconcile
+
+        seconds = (
+            current_app.config["RECONCILE_AFTER_SECONDS"] if older_than is None else older_than
+        )
+        click.echo(f"{reconcile(timedelta(seconds=seconds))} images queued again")
 
     @app.cli.group("index")
     def index_group():

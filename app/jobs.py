@@ -6,10 +6,14 @@ They run inside the application context that `flask worker` pushes.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
+from flask import current_app
 from rq import get_current_job
 
+from app import queue
 from app.services import indexing, processing
+from app.services import reconcile as reconcile_service
 
 
 def _final_attempt() -> bool:
@@ -26,3 +30,13 @@ def build_index(team_id: str, embedder: str) -> int | None:
     """Build and publish a new index version for one (team, embedder); returns the version."""
     build = indexing.build_index(uuid.UUID(team_id), embedder)
     return build.version if build else None
+
+
+def reconcile() -> int:
+    """The periodic sweep: queue images stuck too long again, then schedule the next sweep."""
+    try:
+        return reconcile_service.reconcile(
+            timedelta(seconds=current_app.config["RECONCILE_AFTER_SECONDS"])
+        )
+    finally:
+        queue.schedule_reconcile()

@@ -114,3 +114,26 @@ def request_index_build(team_id: uuid.UUID, embedder: str) -> bool:
     except redis.RedisError as exc:
         log.warning("could not request %s index build for team %s: %s", embedder, team_id, exc)
         return False
+
+
+def schedule_reconcile() -> bool:
+    """Make sure one reconcile sweep is scheduled for the next interval (an idempotent call)."""
+    interval = max(1, current_app.config["RECONCILE_INTERVAL_SECONDS"])
+    bucket = int(clock() // interval) + 1
+    try:
+        get_queue().enqueue_at(
+            datetime.fromtimestamp(bucket * interval, UTC),
+            "app.jobs.reconcile",
+            job_id=f"reconcile-{bucket}",
+            unique=True,
+            job_timeout=current_app.config["JOB_TIMEOUT_SECONDS"],
+            result_ttl=interval,
+            failure_ttl=24 * 3600,
+            description="reconcile stuck images",
+        )
+    except DuplicateJobError:
+        pass
+    except redis.RedisError as exc:
+        log.warning("could not schedule the reconcile sweep: %s", exc)
+        return False
+    return True

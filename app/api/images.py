@@ -13,7 +13,7 @@ from app.auth.current import current_actor
 from app.extensions import db
 from app.models import Image
 from app.runtime import storage
-from app.services import NotFound, audit
+from app.services import NotFound, audit, reconcile
 from app.services import images as image_service
 from app.services.ingest import ingest
 from app.services.search import MAX_K, similar_images
@@ -143,6 +143,24 @@ def delete_image(image_id):
     )
     image_service.delete_image(image)
     return "", 204
+
+
+@bp.post("/images/<image_id>/retry")
+@scope_required("write")
+def retry_image(image_id):
+    image = get_owned(Image, image_id)
+    if image.status != "error":
+        raise ApiError(409, f"only an image in error can be retried; this one is {image.status}")
+    audit.record(
+        current_actor(),
+        "image.retry",
+        image.team_id,
+        target_type="image",
+        target_id=image.id,
+        target=image.filename,
+    )
+    reconcile.retry_image(image)
+    return image_json(image), 202
 
 
 @bp.get("/images/<image_id>/file")

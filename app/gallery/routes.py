@@ -4,10 +4,10 @@ from flask import abort, g, redirect, render_template, request, session, url_for
 from flask_login import login_required
 
 from app.api.images import send_variant
-from app.auth.current import choose_team
+from app.auth.current import choose_team, current_actor, role_required
 from app.gallery import bp
 from app.models import Image
-from app.services import accounts
+from app.services import accounts, audit, reconcile
 from app.services import images as image_service
 from app.tenancy import get_owned
 
@@ -57,3 +57,20 @@ def get_thumbnail(image_id: str):
 @bp.get("/images/<image_id>/status")
 def get_status_badge(image_id: str):
     return render_template("gallery/_status_badge.html", image=get_owned(Image, image_id))
+
+
+@bp.post("/images/<image_id>/retry")
+@role_required("admin", "member")
+def retry_image(image_id: str):
+    image = get_owned(Image, image_id)
+    if image.status == "error":
+        audit.record(
+            current_actor(),
+            "image.retry",
+            image.team_id,
+            target_type="image",
+            target_id=image.id,
+            target=image.filename,
+        )
+        reconcile.retry_image(image)
+    return render_template("gallery/_status_badge.html", image=image)

@@ -1,0 +1,73 @@
+"""The safety net: images left `pending` or `processing` too long are queued again.
+
+An upload commits its row before it queues work, so a Redis outage, a worker killed mid-job or
+a lost job leaves the image waiting. The sweep finds such images and queues them with the same
+deterministic job id as the upload did, so an image whose job is still alive is left alone and
+nothing runs twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from sqlalchemy import select
+
+from app import queue
+from app.extensions import db
+from app.models import Image, utcnow
+from app.tenancy import unscoped
+
+log = logging.getLogger(__name__)
+
+ALIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def _job_alive(image_id: uuid.UUID) -> bool:
+    connection = queue.get_redis()
+    try:
+        job = Job.fetch(queue.process_job_id(image_id), connection=connection)
+    except NoSuchJobError:
+        return False
+    if job.get_status(refresh=True) in ALIVE:
+        return True
+    job.delete()  # failed, stopped or finished: its id must be free for a new run
+    return False
+
+
+def stale_images(older_than: timedelta) -> list[uuid.UUID]:
+    cutoff = utcnow() - older_than
+    with unscoped():
+        return list(
+            db.session.scalars(
+                select(Image.id)
+                .where(Image.status.in_(("pending", "processing")), Image.created_at < cutoff)
+                .order_by(Image.created_at)
+            )
+        )
+
+
+def reconcile(older_than: timedelta) -> int:
+    """Queue again every image stuck longer than `older_than` with no live job; returns how many."""
+    # Jobs whose worker died (no heartbeat) are retried or failed by RQ's own cleanup first.
+    StartedJobRegistry(queue=queue.get_queue()).cleanup()
+    queued = 0
+    for image_id in stale_images(older_than):
+        if _job_alive(image_id):
+            continue
+        if queue.enqueue_process_image(image_id):
+            log.info("reconcile queued image %s again", image_id)
+            queued += 1
+    return queued
+
+
+def retry_image(image: Image) -> None:
+    """Run processing again for an image that ended in `error`."""
+    _job_alive(image.id)  # clears the failed job so its id can be used again
+    image.status, image.error = "pending", None
+    db.session.commit()
+    queue.enqueue_process_image(image.id)
