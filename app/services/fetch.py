@@ -1,0 +1,351 @@
+"""Downloading an image by URL for bulk import, without letting a URL reach the inside network.
+
+Every hop is checked the same way: http or https only, no credentials, the host resolved once
+and every address it resolves to globally reachable (or in `FetchPolicy.allowed_networks`).
+The connection then goes to the checked address itself, never to the name again, so a DNS
+answer that changes between the check and the connection cannot point it elsewhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+from urllib.parse import urljoin
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    LocationParseError,
+    NewConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.util import Url, parse_url
+
+from app.services import ServiceError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# (host, port) -> every address the host resolves to, as strings or ipaddress objects.
+Resolver = Callable[[str, int], Iterable[Any]]
+
+SCHEMES = {"http": 80, "https": 443}
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+USER_AGENT = "Likeness image import"
+_CHUNK = 64 * 1024
+_SPOOL_IN_MEMORY = 1024 * 1024
+# Well-known NAT64 prefix (RFC 6052): the last 32 bits are the IPv4 address reached.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# The legacy IPv4 spellings inet_aton accepts: 1 to 4 parts, each decimal, octal or hex.
+_LEGACY_IPV4 = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}\.?", re.I)
+
+
+class FetchError(ServiceError):
+    """A URL that cannot be imported; `code` says why, the message is fit for a user's report."""
+
+    code, status = "fetch_failed", 422
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    max_bytes: int
+    connect_timeout: float
+    read_timeout: float
+    max_redirects: int = 3
+    # Explicit exceptions to the public-addresses-only rule: for tests and intranets only.
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    # A CA bundle to trust instead of the system's (which SSL_CERT_FILE also overrides).
+    ca_certs: str | None = None
+
+
+@dataclass
+class Fetched:
+    """A downloaded body, rewound; the caller closes it (or uses `with`)."""
+
+    body: BinaryIO
+    content_type: str | None
+    final_url: str
+    size: int
+
+    def close(self) -> None:
+        self.body.close()
+
+    def __enter__(self) -> Fetched:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def policy_from_config(config: Mapping[str, Any]) -> FetchPolicy:
+    """The policy the IMPORT_* settings describe."""
+    return FetchPolicy(
+        max_bytes=int(config["IMPORT_MAX_BYTES"]),
+        connect_timeout=float(config["IMPORT_CONNECT_TIMEOUT"]),
+        read_timeout=float(config["IMPORT_READ_TIMEOUT"]),
+        max_redirects=int(config["IMPORT_MAX_REDIRECTS"]),
+        allowed_networks=tuple(ipaddress.ip_network(n) for n in config["IMPORT_ALLOW_NETWORKS"]),
+    )
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """Every address the system resolver gives for `host`."""
+    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+def is_allowed_address(address: IPAddress, allowed_networks: Iterable[IPNetwork] = ()) -> bool:
+    """Whether imports may connect to `address`: globally reachable unicast, or allowed."""
+    address = _unmapped(address)
+    allowed_networks = tuple(allowed_networks)
+    if any(address in network for network in allowed_networks):
+        return True
+    if isinstance(address, ipaddress.IPv6Address):
+        # 6to4 and NAT64 addresses are routed to the IPv4 address they carry: judge that one.
+        embedded = address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return is_allowed_address(embedded, allowed_networks)
+    # is_global alone is not enough before Python 3.13: it passes multicast and fec0::/10.
+    return address.is_global and not (
+        address.is_multicast
+        or address.is_private
+        or address.is_reserved
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_unspecified
+        or getattr(address, "is_site_local", False)
+    )
+
+
+def checked_addresses(
+    host: str, port: int, policy: FetchPolicy, *, resolve: Resolver = resolve_host
+) -> list[IPAddress]:
+    """Resolve `host` once and return its addresses, refusing if any one is not allowed."""
+    literal = _literal_address(host)
+    if literal is not None:
+        candidates = [literal]
+    else:
+        try:
+            answers = list(resolve(host, port))
+            candidates = [_unmapped(ipaddress.ip_address(str(a))) for a in answers]
+        except (OSError, UnicodeError, ValueError) as exc:
+            raise FetchError(
+                f"could not look up the host {host}", code="connection_failed"
+            ) from exc
+        if not candidates:
+            raise FetchError(f"could not look up the host {host}", code="connection_failed")
+    if not all(is_allowed_address(a, policy.allowed_networks) for a in candidates):
+        # The address is not named: it would tell the user what internal names resolve to.
+        raise FetchError(
+            f"{host} points to a private or reserved address; only public addresses can be "
+            "imported from",
+            code="blocked_address",
+        )
+    return list(dict.fromkeys(candidates))
+
+
+def fetch(url: str, policy: FetchPolicy, *, resolve: Resolver = resolve_host) -> Fetched:
+    """Download `url` under `policy`, checking every redirect as if it were the first URL."""
+    for _ in range(policy.max_redirects + 1):
+        target = _parse(url)
+        addresses = checked_addresses(target.host, target.port, policy, resolve=resolve)
+        with _translated_errors(target.host):
+            pool, response = _request(target, addresses, policy)
+            with pool:
+                try:
+                    location = response.headers.get("Location")
+                    if response.status in REDIRECT_STATUSES and location:
+                        url = urljoin(target.url, location.strip())
+                        continue
+                    if not 200 <= response.status < 300:
+                        raise FetchError(
+                            f"{target.host} answered HTTP {response.status} "
+                            f"{response.reason or ''}".rstrip(),
+                            code="http_error",
+                        )
+                    return _read_body(response, policy, target.url)
+                finally:
+                    response.close()
+    raise FetchError(
+        f"more than {policy.max_redirects} redirects; the last one pointed to {url}",
+        code="too_many_redirects",
+    )
+
+
+@dataclass(frozen=True)
+class _Target:
+    url: str
+    scheme: str
+    host: str  # the name to resolve and verify, without IPv6 brackets
+    port: int
+    host_header: str
+    request_uri: str
+
+
+def _parse(url: str) -> _Target:
+    try:
+        parsed: Url = parse_url(url.strip())
+    except LocationParseError as exc:
+        raise FetchError(f"not a valid URL: {url}", code="bad_url") from exc
+    if parsed.scheme not in SCHEMES:
+        raise FetchError(
+            f"only http:// and https:// URLs can be imported, not {url}", code="bad_url"
+        )
+    if parsed.auth is not None:
+        raise FetchError("URLs with a user name or password cannot be imported", code="bad_url")
+    if not parsed.host:
+        raise FetchError(f"the URL has no host: {url}", code="bad_url")
+    port = SCHEMES[parsed.scheme] if parsed.port is None else parsed.port
+    if not 0 < port < 65536:
+        raise FetchError(f"the URL has an invalid port: {url}", code="bad_url")
+
+    host = parsed.host.strip("[]")
+    if (literal := _literal_address(host)) is not None:
+        host = str(literal)  # 2130706433 and 0x7f.1 mean 127.0.0.1: say so to the server
+    netloc = f"[{host}]" if ":" in host else host
+    if port != SCHEMES[parsed.scheme]:
+        netloc = f"{netloc}:{port}"
+    return _Target(
+        url=parsed._replace(auth=None, fragment=None).url,
+        scheme=parsed.scheme,
+        host=host,
+        port=port,
+        host_header=netloc,
+        request_uri=parsed.request_uri,
+    )
+
+
+def _literal_address(host: str) -> IPAddress | None:
+    """The address a host written as an IP address means, in any spelling, else None."""
+    host = host.strip("[]")
+    try:
+        return _unmapped(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    # Parsed here rather than left to getaddrinfo, whose handling of 0177.1 and friends
+    # differs between C libraries: what is checked is what the connection uses.
+    if _LEGACY_IPV4.fullmatch(host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host.rstrip(".")))
+        except OSError as exc:
+            raise FetchError(f"{host} is not a valid IP address", code="bad_url") from exc
+    return None
+
+
+def _unmapped(address: IPAddress) -> IPAddress:
+    # ::ffff:a.b.c.d is the IPv4 host a.b.c.d reached through an IPv6 socket.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _request(
+    target: _Target, addresses: list[IPAddress], policy: FetchPolicy
+) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
+    """Send the GET to the first checked address that accepts a connection."""
+    headers = {
+        "Host": target.host_header,
+        "User-Agent": USER_AGENT,
+        "Accept": "image/*, */*;q=0.5",
+        # Decoded bytes are what the cap counts, but there is no reason to invite a zip bomb.
+        "Accept-Encoding": "identity",
+    }
+    for index, address in enumerate(addresses):
+        pool = _pool(target, address, policy)
+        try:
+            response = pool.urlopen(
+                "GET",
+                target.request_uri,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                preload_content=False,
+                assert_same_host=False,
+            )
+        except (NewConnectionError, ConnectTimeoutError):
+            pool.close()
+            # Nothing was sent yet, so the next address may be tried.
+            if index == len(addresses) - 1:
+                raise
+            continue
+        except BaseException:
+            pool.close()
+            raise
+        return pool, response
+    raise AssertionError("checked_addresses never returns an empty list")
+
+
+def _pool(target: _Target, address: IPAddress, policy: FetchPolicy) -> urllib3.HTTPConnectionPool:
+    options: dict[str, Any] = {
+        "port": target.port,
+        "timeout": urllib3.Timeout(connect=policy.connect_timeout, read=policy.read_timeout),
+        "retries": False,
+        "maxsize": 1,
+    }
+    if target.scheme == "https":
+        # SNI and certificate checks use the name from the URL; the socket uses the address.
+        return urllib3.HTTPSConnectionPool(
+            str(address),
+            server_hostname=target.host,
+            assert_hostname=target.host,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=policy.ca_certs,
+            **options,
+        )
+    return urllib3.HTTPConnectionPool(str(address), **options)
+
+
+def _read_body(response: urllib3.BaseHTTPResponse, policy: FetchPolicy, url: str) -> Fetched:
+    too_large = FetchError(
+        f"the file is larger than {policy.max_bytes} bytes", code="too_large", status=413
+    )
+    length = response.headers.get("Content-Length", "")
+    if length.strip().isdigit() and int(length) > policy.max_bytes:
+        raise too_large
+    # Handed to the caller, who closes it; closed here only on failure.
+    body = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+    size = 0
+    try:
+        # Content-Length may be absent or wrong: count what actually arrives, and read at
+        # most one byte past the cap.
+        while chunk := response.read(min(_CHUNK, policy.max_bytes - size + 1)):
+            size += len(chunk)
+            if size > policy.max_bytes:
+                raise too_large
+            body.write(chunk)
+        body.seek(0)
+    except BaseException:
+        body.close()
+        raise
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    return Fetched(body, content_type or None, url, size)
+
+
+@contextmanager
+def _translated_errors(host: str) -> Iterator[None]:
+    """urllib3's exceptions as FetchErrors a user can read."""
+    try:
+        yield
+    except NewConnectionError as exc:  # a subclass of ConnectTimeoutError: check it first
+        raise FetchError(f"could not connect to {host}", code="connection_failed") from exc
+    except ConnectTimeoutError as exc:
+        raise FetchError(f"connecting to {host} timed out", code="timeout") from exc
+    except ReadTimeoutError as exc:
+        raise FetchError(f"{host} stopped sending data", code="timeout") from exc
+    except SSLError as exc:
+        raise FetchError(
+            f"the secure connection to {host} failed: {exc}",
+            code="connection_failed",
+        ) from exc
+    except HTTPError as exc:
+        raise FetchError(
+            f"the connection to {host} failed: {exc}", code="connection_failed"
+        ) from exc
