@@ -53,9 +53,18 @@ class Config:
 
     STORAGE_BACKEND = os.environ.get("STORAGE_BACKEND", "local")
     STORAGE_ROOT = os.environ.get("STORAGE_ROOT") or os.path.join(INSTANCE_PATH, "storage")
+    # STORAGE_BACKEND=s3: credentials come from the standard AWS chain (AWS_* variables,
+    # shared files, instance role) unless S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY are set.
     S3_BUCKET = os.environ.get("S3_BUCKET")
-    S3_ENDPOINT_URL = os.environ.get("S3_ENDPOINT_URL")
+    S3_PREFIX = os.environ.get("S3_PREFIX", "")
     S3_REGION = os.environ.get("S3_REGION")
+    S3_ENDPOINT_URL = os.environ.get("S3_ENDPOINT_URL")  # MinIO and other S3-compatible stores
+    S3_ADDRESSING_STYLE = os.environ.get("S3_ADDRESSING_STYLE")  # path | virtual | auto
+    S3_ACCESS_KEY_ID = os.environ.get("S3_ACCESS_KEY_ID")
+    S3_SECRET_ACCESS_KEY = os.environ.get("S3_SECRET_ACCESS_KEY")
+    S3_MAX_ATTEMPTS = int(os.environ.get("S3_MAX_ATTEMPTS", "3"))
+    S3_CONNECT_TIMEOUT = float(os.environ.get("S3_CONNECT_TIMEOUT", "5"))
+    S3_READ_TIMEOUT = float(os.environ.get("S3_READ_TIMEOUT", "60"))
 
     EMBEDDERS = _csv(os.environ.get("EMBEDDERS", "phash,color"))
     # Each embedder prefers an index; `EMBEDDER_INDEXES=color=exact` overrides per embedder,
@@ -74,9 +83,25 @@ class Config:
     MAX_UPLOAD_MB = int(os.environ.get("MAX_UPLOAD_MB", "50"))
     MAX_CONTENT_LENGTH = MAX_UPLOAD_MB * 1024 * 1024 + 64 * 1024  # room for multipart framing
     MAX_IMAGE_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", str(100_000_000)))
+    # Animated GIF/WebP/PNG and multi-page TIFF: every frame is decoded once at upload.
+    MAX_ANIMATION_FRAMES = int(os.environ.get("MAX_ANIMATION_FRAMES", "100"))
+    MAX_ANIMATION_PIXELS = int(os.environ.get("MAX_ANIMATION_PIXELS", str(400_000_000)))
     THUMBNAIL_SIZE = int(os.environ.get("THUMBNAIL_SIZE", "320"))
 
+    # Bulk import by URL (app/services/fetch.py).
+    IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES") or MAX_UPLOAD_MB * 1024 * 1024)
+    IMPORT_CONNECT_TIMEOUT = float(os.environ.get("IMPORT_CONNECT_TIMEOUT", "5"))
+    IMPORT_READ_TIMEOUT = float(os.environ.get("IMPORT_READ_TIMEOUT", "30"))
+    IMPORT_MAX_REDIRECTS = int(os.environ.get("IMPORT_MAX_REDIRECTS", "3"))
+    # CIDRs that imports may reach although they are not public, e.g. `127.0.0.1/32`: for
+    # tests and intranets only, since every address listed is open to anyone who can import.
+    IMPORT_ALLOW_NETWORKS = _csv(os.environ.get("IMPORT_ALLOW_NETWORKS", ""))
+
     JOB_TIMEOUT_SECONDS = int(os.environ.get("JOB_TIMEOUT_SECONDS", "600"))
+    # Images pending or processing longer than this, with no live job, are queued again by the
+    # sweep that every worker schedules each RECONCILE_INTERVAL_SECONDS (and `flask reconcile`).
+    RECONCILE_AFTER_SECONDS = int(os.environ.get("RECONCILE_AFTER_SECONDS", "300"))
+    RECONCILE_INTERVAL_SECONDS = int(os.environ.get("RECONCILE_INTERVAL_SECONDS", "300"))
 
     # How many proxies in front of the app set X-Forwarded-For/-Proto; 0 trusts no such header.
     TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
