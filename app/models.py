@@ -208,6 +208,90 @@ class Image(TeamOwned, db.Model):
 
     uploaded_by_user: Mapped[User | None] = relationship()
     uploaded_by_key: Mapped[ApiKey | None] = relationship()
+    tags: Mapped[list[Tag]] = relationship(secondary="image_tag", order_by="Tag.name")
+
+
+class Tag(TeamOwned, db.Model):
+    """A team's tag; names are normalised (NFKC, lower case, single spaces) before storing."""
+
+    __table_args__ = (UniqueConstraint("team_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+
+
+class ImageTag(db.Model):
+    image_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("image.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("tag.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class DirectUpload(TeamOwned, db.Model):
+    """A presigned upload: the client sends the bytes to storage, then asks to complete it.
+
+    Its id becomes the image's id on completion; an upload never completed is cleaned up
+    after it expires.
+    """
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(50))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(String(255))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("user.id", ondelete="SET NULL")
+    )
+    created_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("api_key.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ImportBatch(TeamOwned, db.Model):
+    """A bulk import from a list of URLs; each URL is an ImportItem fetched by a worker."""
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    created_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("user.id", ondelete="SET NULL")
+    )
+    created_by_key_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("api_key.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    total: Mapped[int] = mapped_column(Integer)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    items: Mapped[list[ImportItem]] = relationship(
+        back_populates="batch", order_by="ImportItem.position", cascade="all, delete-orphan"
+    )
+
+
+class ImportItem(TeamOwned, db.Model):
+    __table_args__ = (Index("ix_import_item_batch_position", "batch_id", "position"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("import_batch.id", ondelete="CASCADE")
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(10), default="queued")  # queued|done|failed
+    image_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("image.id", ondelete="SET NULL")
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    batch: Mapped[ImportBatch] = relationship(back_populates="items")
+    image: Mapped[Image | None] = relationship()
 
 
 class Embedding(TeamOwned, db.Model):

@@ -61,7 +61,7 @@ def image_json(image: Image, **extra) -> dict:
         "status": image.status,
         "error": image.error,
         "collection_id": None,
-        "tags": [],
+        "tags": [tag.name for tag in image.tags],
         "labels": [],
         "metadata": {
             "exif": meta.get("exif", {}),
@@ -78,10 +78,14 @@ def image_json(image: Image, **extra) -> dict:
 @bp.get("/images")
 @scope_required("read")
 def list_images():
-    refuse_unknown_args("limit", "cursor", "status")
+    refuse_unknown_args("limit", "cursor", "status", "tag", "q")
     limit = int_arg("limit", 50, 1, 200)
     items, next_cursor = image_service.list_images(
-        limit, request.args.get("cursor"), request.args.get("status")
+        limit,
+        request.args.get("cursor"),
+        request.args.get("status"),
+        tag=request.args.get("tag"),
+        text=request.args.get("q"),
     )
     return {"items": [image_json(i) for i in items], "next_cursor": next_cursor}
 
@@ -89,9 +93,12 @@ def list_images():
 @bp.post("/images")
 @scope_required("write")
 def create_images():
-    unknown = sorted(set(request.form) | (set(request.files) - {"file"}))
+    unknown = sorted((set(request.form) - {"tags"}) | (set(request.files) - {"file"}))
     if unknown:
-        raise ApiError(400, f"unsupported field {', '.join(unknown)}; send only 'file' parts")
+        raise ApiError(
+            400, f"unsupported field {', '.join(unknown)}; send 'file' parts and optional 'tags'"
+        )
+    tags = image_service.parse_tags(request.form.get("tags", ""))
     files = request.files.getlist("file")
     if not files:
         raise ApiError(400, "send the image as a multipart 'file' part")
@@ -108,6 +115,8 @@ def create_images():
             image_service.delete_image(image)
         raise
     for image in created:
+        if tags:
+            image_service.set_tags(image, tags)
         audit.record(
             current_actor(),
             "image.upload",
@@ -127,6 +136,44 @@ def create_images():
 @scope_required("read")
 def get_image(image_id):
     return image_json(get_owned(Image, image_id))
+
+
+EDITABLE = {"filename", "tags", "metadata", "collection_id"}
+
+
+@bp.patch("/images/<image_id>")
+@scope_required("write")
+def edit_image(image_id):
+    image = get_owned(Image, image_id)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not body:
+        raise ApiError(400, "send a JSON object with the fields to change")
+    refused = sorted(set(body) - EDITABLE)
+    if refused:
+        raise ApiError(
+            400, f"{', '.join(refused)} cannot be changed; editable: {', '.join(sorted(EDITABLE))}"
+        )
+    changes = {k: body[k] for k in ("filename", "tags") if k in body}
+    if "metadata" in body:
+        metadata = body["metadata"]
+        if not isinstance(metadata, dict) or set(metadata) - {"custom"}:
+            raise ApiError(400, "only metadata.custom can be changed")
+        if "custom" in metadata:
+            changes["custom"] = metadata["custom"]
+    if body.get("collection_id") is not None:
+        raise ApiError(422, "no such collection", "validation_error")
+    changed = image_service.edit_image(image, changes)
+    audit.record(
+        current_actor(),
+        "image.edit",
+        image.team_id,
+        target_type="image",
+        target_id=image.id,
+        target=image.filename,
+        fields=changed,
+    )
+    db.session.commit()
+    return image_json(image)
 
 
 @bp.delete("/images/<image_id>")

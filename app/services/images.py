@@ -6,14 +6,15 @@ import base64
 import binascii
 import json
 import logging
+import unicodedata
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 
 from app import queue
 from app.extensions import db
-from app.models import IMAGE_STATUSES, Embedding, Image
+from app.models import IMAGE_STATUSES, Embedding, Image, Tag
 from app.runtime import plugins, storage
 from app.services import ServiceError
 
@@ -38,14 +39,35 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 
 def list_images(
-    limit: int, cursor: str | None = None, status: str | None = None
+    limit: int,
+    cursor: str | None = None,
+    status: str | None = None,
+    *,
+    tag: str | None = None,
+    text: str | None = None,
 ) -> tuple[list[Image], str | None]:
-    """One page of the current team's images, newest first, and the cursor of the next page."""
+    """One page of the current team's images, newest first, and the cursor of the next page.
+
+    `tag` keeps images with that tag; `text` matches the filename or a tag, case-insensitively.
+    """
     query = select(Image).order_by(Image.created_at.desc(), Image.id.desc())
     if status is not None:
         if status not in IMAGE_STATUSES:
             raise ServiceError(f"status must be one of {', '.join(IMAGE_STATUSES)}")
         query = query.where(Image.status == status)
+    if tag is not None:
+        query = query.where(Image.tags.any(Tag.name == normalise_tag(tag)))
+    if text is not None:
+        text = " ".join(text.split())[:200]
+        if not text:
+            raise ServiceError("q must not be empty")
+        needle = text.casefold()
+        query = query.where(
+            or_(
+                func.lower(Image.filename).contains(needle, autoescape=True),
+                Image.tags.any(Tag.name.contains(needle, autoescape=True)),
+            )
+        )
     if cursor:
         created_at, image_id = decode_cursor(cursor)
         query = query.where(
@@ -74,3 +96,93 @@ def delete_image(image: Image) -> None:
             log.exception("could not delete %s", key)
     for name in plugins().embedders:
         queue.request_index_build(team_id, name)
+
+
+MAX_TAGS = 50
+MAX_TAG_LENGTH = 64
+MAX_CUSTOM_BYTES = 16 * 1024
+
+
+def normalise_tag(name: str) -> str:
+    """NFKC, lower case, single spaces: "Summer  2024" and "summer 2024" are one tag."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def parse_tags(value: str | list) -> list[str]:
+    """Tags from a list or comma-separated text: normalised, de-duplicated, bounded."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ServiceError("tags is a list of strings", code="validation_error", status=422)
+    tags = []
+    for raw in value:
+        name = normalise_tag(raw)
+        if not name:
+            continue
+        if len(name) > MAX_TAG_LENGTH or "," in name:
+            raise ServiceError(
+                f"a tag has at most {MAX_TAG_LENGTH} characters and no commas",
+                code="validation_error",
+                status=422,
+            )
+        if any(unicodedata.category(ch)[0] == "C" for ch in name):
+            raise ServiceError(
+                "a tag has no control characters", code="validation_error", status=422
+            )
+        if name not in tags:
+            tags.append(name)
+    if len(tags) > MAX_TAGS:
+        raise ServiceError(f"at most {MAX_TAGS} tags", code="validation_error", status=422)
+    return tags
+
+
+def set_tags(image: Image, names: list[str]) -> None:
+    """Replace the image's tags, creating the team's missing tags."""
+    existing = (
+        {t.name: t for t in db.session.scalars(select(Tag).where(Tag.name.in_(names)))}
+        if names
+        else {}
+    )
+    tags = []
+    for name in names:
+        tag = existing.get(name)
+        if tag is None:
+            tag = Tag(team_id=image.team_id, name=name)
+            db.session.add(tag)
+        tags.append(tag)
+    image.tags = tags
+
+
+def check_custom_metadata(value) -> dict:
+    """User metadata: a JSON object of bounded size."""
+    if not isinstance(value, dict):
+        raise ServiceError("metadata.custom is a JSON object", code="validation_error", status=422)
+    encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    if len(encoded.encode()) > MAX_CUSTOM_BYTES:
+        raise ServiceError(
+            f"metadata.custom is at most {MAX_CUSTOM_BYTES // 1024} KB of JSON",
+            code="validation_error",
+            status=422,
+        )
+    return value
+
+
+def edit_image(image: Image, changes: dict) -> list[str]:
+    """Apply validated edits (filename, tags, custom metadata); returns the fields changed."""
+    from app.services.ingest import clean_filename
+
+    changed = []
+    if "filename" in changes:
+        if not isinstance(changes["filename"], str) or not changes["filename"].strip():
+            raise ServiceError(
+                "filename is a non-empty string", code="validation_error", status=422
+            )
+        image.filename = clean_filename(changes["filename"])
+        changed.append("filename")
+    if "tags" in changes:
+        set_tags(image, parse_tags(changes["tags"]))
+        changed.append("tags")
+    if "custom" in changes:
+        image.meta = {**(image.meta or {}), "custom": check_custom_metadata(changes["custom"])}
+        changed.append("metadata.custom")
+    return changed
