@@ -257,6 +257,85 @@ def register_cli(app: Flask) -> None:
         )
         click.echo("worker stopped")
 
+    @app.cli.command("import")
+    @click.argument("source", type=click.Path(exists=True, dir_okay=True, readable=True))
+    @click.option("--team", "team_slug", required=True)
+    @click.option("--tags", default="", help="Comma-separated tags for every imported image.")
+    def import_command(source, team_slug, tags):
+        """Import a folder of images, or a CSV of URLs (column `url`); prints a summary."""
+        import os
+
+        from app.services import images as image_service
+        from app.services import imports
+        from app.services.ingest import ingest
+
+        team = _team(team_slug)
+        try:
+            tag_names = image_service.parse_tags(tags)
+        except ServiceError as exc:
+            _fail(exc)
+        if os.path.isdir(source):
+            paths = sorted(
+                os.path.join(root, name)
+                for root, _dirs, names in os.walk(source)
+                for name in names
+                if not name.startswith(".")
+            )
+            created = existing = 0
+            failures = []
+            with team_scope(team.id), click.progressbar(paths, label="Importing") as bar:
+                for path in bar:
+                    try:
+                        with open(path, "rb") as fh:
+                            result = ingest(team.id, fh, os.path.basename(path))
+                        if result.existing:
+                            existing += 1
+                            continue
+                        if tag_names:
+                            image_service.set_tags(result.image, tag_names)
+                        audit.record(
+                            CLI,
+                            "image.upload",
+                            team.id,
+                            target_type="image",
+                            target_id=result.image.id,
+                            target=result.image.filename,
+                        )
+                        db.session.commit()
+                        created += 1
+                    except (ServiceError, OSError) as exc:
+                        db.session.rollback()
+                        failures.append(f"{path}: {getattr(exc, 'message', exc)}")
+            for failure in failures:
+                click.echo(failure, err=True)
+            click.echo(f"{created} imported, {existing} already present, {len(failures)} failed")
+            return
+        with open(source, "rb") as fh:
+            data = fh.read(imports.MAX_CSV_BYTES + 1)
+        try:
+            batch = imports.create_batch(team.id, imports.parse_csv(data), tag_names, enqueue=False)
+            audit.record(
+                CLI,
+                "import.create",
+                team.id,
+                target_type="import",
+                target_id=batch.id,
+                target=f"{batch.total} URLs",
+            )
+            db.session.commit()
+        except ServiceError as exc:
+            _fail(exc)
+        with team_scope(team.id), click.progressbar(length=batch.total, label="Fetching") as bar:
+            for start in range(0, batch.total, imports.ITEMS_PER_JOB):
+                stop = min(start + imports.ITEMS_PER_JOB, batch.total)
+                imports.run_items(batch.id, start, stop)
+                bar.update(stop - start)
+            summary = imports.progress(batch)
+            for item in batch.items:
+                if item.status == "failed":
+                    click.echo(f"{item.url}: {item.error}", err=True)
+        click.echo(f"import {batch.id}: {summary['done']} done, {summary['failed']} failed")
+
     @app.cli.command("reconcile")
     @click.option(
         "--older-than",
@@ -265,7 +344,7 @@ def register_cli(app: Flask) -> None:
         help="Seconds an image may wait before it counts as stuck (RECONCILE_AFTER_SECONDS).",
     )
     def reconcile_command(older_than):
-        """Queue images stuck in pending/processing again; prints how many."""
+        """Queue stuck work (pending images, unfinished imports) again; prints the job count."""
         from datetime import timedelta
 
         from app.services.reconcile import reconcile
@@ -273,7 +352,7 @@ def register_cli(app: Flask) -> None:
         seconds = (
             current_app.config["RECONCILE_AFTER_SECONDS"] if older_than is None else older_than
         )
-        click.echo(f"{reconcile(timedelta(seconds=seconds))} images queued again")
+        click.echo(f"{reconcile(timedelta(seconds=seconds))} jobs queued again")
 
     @app.cli.group("index")
     def index_group():

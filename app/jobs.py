@@ -12,7 +12,7 @@ from flask import current_app
 from rq import get_current_job
 
 from app import queue
-from app.services import indexing, processing
+from app.services import imports, indexing, processing
 from app.services import reconcile as reconcile_service
 
 
@@ -24,6 +24,11 @@ def _final_attempt() -> bool:
 def process_image(image_id: str) -> str:
     """Compute renditions and embeddings of one image and mark it ready."""
     return processing.process_image(uuid.UUID(image_id), final_attempt=_final_attempt())
+
+
+def import_items(batch_id: str, start: int, stop: int) -> int:
+    """Fetch and ingest a slice of an import batch; finished items are skipped."""
+    return imports.run_items(uuid.UUID(batch_id), start, stop, final_attempt=_final_attempt())
 
 
 def build_index(team_id: str, embedder: str) -> int | None:

@@ -65,6 +65,37 @@ def enqueue_process_image(image_id: uuid.UUID) -> bool:
     return True
 
 
+IMPORT_RETRY = Retry(max=2, interval=[15, 60])
+
+
+def import_job_id(batch_id: uuid.UUID | str, start: int) -> str:
+    return f"import-{batch_id}-{start}"
+
+
+def enqueue_import(batch_id: uuid.UUID, start: int, stop: int) -> bool:
+    """Queue the import of items start..stop-1 of a batch (one job id per slice)."""
+    try:
+        get_queue().enqueue(
+            "app.jobs.import_items",
+            str(batch_id),
+            start,
+            stop,
+            job_id=import_job_id(batch_id, start),
+            unique=True,
+            retry=IMPORT_RETRY,
+            job_timeout=current_app.config["JOB_TIMEOUT_SECONDS"],
+            result_ttl=0,
+            failure_ttl=7 * 24 * 3600,
+            description=f"import items {start}-{stop - 1} of batch {batch_id}",
+        )
+    except DuplicateJobError:
+        pass
+    except redis.RedisError as exc:
+        log.warning("could not queue import %s: %s", batch_id, exc)
+        return False
+    return True
+
+
 # The debounce windows' clock; tests pin it so a request cannot straddle two windows.
 clock = time.time
 

@@ -51,7 +51,19 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         key_id = db.session.scalar(
             select(ApiKey.id).where(ApiKey.team_id == team_a.id, ApiKey.name == "read-only")
         )
-    ids = {"image_id": image["id"], "key_id": str(key_id), "user_id": str(owner.user_id)}
+    batch = (
+        app.test_client()
+        .post(
+            "/api/v1/imports", json={"urls": ["http://example.com/a.jpg"]}, headers=team_a.headers()
+        )
+        .json
+    )
+    ids = {
+        "image_id": image["id"],
+        "key_id": str(key_id),
+        "user_id": str(owner.user_id),
+        "import_id": batch["id"],
+    }
     intruder = person(team_b, "admin").client
     before = team_state(app, team_a.id)
 
@@ -79,6 +91,9 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("PATCH", "/api/v1/members/<user_id>"),
         ("POST", "/settings/keys/<key_id>/revoke"),
         ("POST", "/settings/members/<user_id>/remove"),
+        ("GET", "/api/v1/imports/<import_id>/report.csv"),
+        ("PATCH", "/api/v1/images/<image_id>"),
+        ("POST", "/images/<image_id>/retry"),
     ]:
         assert expected in checked
     owner_view = app.test_client().get(f"/api/v1/images/{image['id']}", headers=team_a.headers())

@@ -86,10 +86,10 @@ def test_upload_succeeds_while_redis_is_down_and_is_processed_after(
     )
 
     server.start()  # Redis is back, empty: the job that could not be queued is nowhere
-    assert flask(env, "reconcile", "--older-than", "0").strip().endswith("1 images queued again")
+    assert flask(env, "reconcile", "--older-than", "0").strip().endswith("1 jobs queued again")
     flask(env, "worker", "--burst")
     assert image_status(app, image["id"]) == "ready"
-    assert flask(env, "reconcile", "--older-than", "0").strip().endswith("0 images queued again")
+    assert flask(env, "reconcile", "--older-than", "0").strip().endswith("0 jobs queued again")
 
 
 def test_reconcile_leaves_images_with_a_live_job_alone(app, runner, team_a, upload):
@@ -97,7 +97,7 @@ def test_reconcile_leaves_images_with_a_live_job_alone(app, runner, team_a, uplo
     with app.app_context():
         before = get_queue().job_ids
     result = runner.invoke(args=["reconcile", "--older-than", "0"])
-    assert result.output.strip().splitlines()[-1] == "0 images queued again"
+    assert result.output.strip().splitlines()[-1] == "0 jobs queued again"
     with app.app_context():
         assert get_queue().job_ids == before == [f"process-image-{image['id']}"]
 
@@ -107,9 +107,9 @@ def test_reconcile_ignores_images_younger_than_the_threshold(app, runner, team_a
     with app.app_context():
         get_queue().empty()  # as if Redis had lost the job
     result = runner.invoke(args=["reconcile", "--older-than", "3600"])
-    assert result.output.strip().splitlines()[-1] == "0 images queued again"
+    assert result.output.strip().splitlines()[-1] == "0 jobs queued again"
     result = runner.invoke(args=["reconcile", "--older-than", "0"])
-    assert result.output.strip().splitlines()[-1] == "1 images queued again"
+    assert result.output.strip().splitlines()[-1] == "1 jobs queued again"
 
 
 def test_every_worker_keeps_one_reconcile_sweep_scheduled(app, app_env, run_worker_process):

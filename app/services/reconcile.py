@@ -19,7 +19,8 @@ from sqlalchemy import select
 
 from app import queue
 from app.extensions import db
-from app.models import Image, utcnow
+from app.models import Image, ImportBatch, ImportItem, utcnow
+from app.services.imports import ITEMS_PER_JOB
 from app.tenancy import unscoped
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,13 @@ ALIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEF
 
 
 def _job_alive(image_id: uuid.UUID) -> bool:
+    return _alive(queue.process_job_id(image_id))
+
+
+def _alive(job_id: str) -> bool:
     connection = queue.get_redis()
     try:
-        job = Job.fetch(queue.process_job_id(image_id), connection=connection)
+        job = Job.fetch(job_id, connection=connection)
     except NoSuchJobError:
         return False
     if job.get_status(refresh=True) in ALIVE:
@@ -62,7 +67,29 @@ def reconcile(older_than: timedelta) -> int:
         if queue.enqueue_process_image(image_id):
             log.info("reconcile queued image %s again", image_id)
             queued += 1
+    for batch_id, start, stop in stale_import_slices(older_than):
+        if not _alive(queue.import_job_id(batch_id, start)) and queue.enqueue_import(
+            batch_id, start, stop
+        ):
+            log.info("reconcile queued items %d-%d of import %s again", start, stop - 1, batch_id)
+            queued += 1
     return queued
+
+
+def stale_import_slices(older_than: timedelta) -> list[tuple[uuid.UUID, int, int]]:
+    """(batch, start, stop) of every job slice that still has queued items after `older_than`."""
+    cutoff = utcnow() - older_than
+    with unscoped():
+        rows = db.session.execute(
+            select(ImportItem.batch_id, ImportItem.position, ImportBatch.total)
+            .join(ImportBatch)
+            .where(ImportItem.status == "queued", ImportBatch.created_at < cutoff)
+        ).all()
+    slices = {}
+    for batch_id, position, total in rows:
+        start = position - position % ITEMS_PER_JOB
+        slices[(batch_id, start)] = min(start + ITEMS_PER_JOB, total)
+    return [(batch_id, start, stop) for (batch_id, start), stop in sorted(slices.items(), key=str)]
 
 
 def retry_image(image: Image) -> None:

@@ -1,0 +1,121 @@
+"""Bulk import endpoints: start an import from URLs (JSON or CSV), follow it, get its report."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from flask import g, request, url_for
+
+from app.api import bp
+from app.api.auth import scope_required
+from app.api.errors import ApiError
+from app.api.images import refuse_unknown_args
+from app.auth.current import current_actor
+from app.extensions import db
+from app.models import ImportBatch
+from app.services import audit, imports
+from app.services import images as image_service
+from app.tenancy import current_team_id, get_owned
+
+
+def _requests_from_json() -> tuple[list[imports.ItemRequest], list[str]]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "send JSON {\"urls\": [...]} or a multipart CSV 'file'")
+    unknown = sorted(set(body) - {"urls", "tags", "collection_id"})
+    if unknown:
+        raise ApiError(400, f"unsupported field {', '.join(unknown)}")
+    if body.get("collection_id") is not None:
+        raise ApiError(422, "no such collection", "validation_error")
+    urls = body.get("urls")
+    if not isinstance(urls, list):
+        raise ApiError(400, "urls is a list of URLs")
+    return [imports.ItemRequest(url=u) for u in urls], image_service.parse_tags(
+        body.get("tags", [])
+    )
+
+
+def _requests_from_csv() -> tuple[list[imports.ItemRequest], list[str]]:
+    unknown = sorted((set(request.form) - {"tags"}) | (set(request.files) - {"file"}))
+    if unknown:
+        raise ApiError(400, f"unsupported field {', '.join(unknown)}")
+    upload = request.files.get("file")
+    if upload is None:
+        raise ApiError(400, "send the CSV as a multipart 'file' part")
+    data = upload.stream.read(imports.MAX_CSV_BYTES + 1)
+    tags = image_service.parse_tags(request.form.get("tags", ""))
+    return imports.parse_csv(data), tags
+
+
+@bp.post("/imports")
+@scope_required("write")
+def create_import():
+    if request.mimetype == "multipart/form-data":
+        requests, tags = _requests_from_csv()
+    else:
+        requests, tags = _requests_from_json()
+    batch = imports.create_batch(current_team_id(), requests, tags, key_id=g.api_key.id)
+    audit.record(
+        current_actor(),
+        "import.create",
+        batch.team_id,
+        target_type="import",
+        target_id=batch.id,
+        target=f"{batch.total} URLs",
+    )
+    db.session.commit()
+    return {"id": str(batch.id), **imports.progress(batch)}, 202
+
+
+def _file_url(image_id, variant: str) -> str:
+    return url_for("api.get_image_file", image_id=image_id, variant=variant, _external=True)
+
+
+@bp.get("/imports/<import_id>")
+@scope_required("read")
+def get_import(import_id):
+    refuse_unknown_args()
+    batch = get_owned(ImportBatch, import_id)
+    items = [
+        {
+            "url": item.url,
+            "status": item.status,
+            "image_id": str(item.image_id) if item.image_id else None,
+            "error": item.error,
+        }
+        for item in batch.items
+    ]
+    return {"id": str(batch.id), **imports.progress(batch), "items": items}
+
+
+@bp.get("/imports/<import_id>/report.csv")
+@scope_required("read")
+def get_import_report(import_id):
+    refuse_unknown_args()
+    batch = get_owned(ImportBatch, import_id)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["url", "status", "image_id", "error", "original_url", "thumbnail_url"])
+    for item in batch.items:
+        image_id = item.image_id
+        writer.writerow(
+            [
+                _csv_safe(item.url),
+                item.status,
+                str(image_id) if image_id else "",
+                _csv_safe(item.error or ""),
+                _file_url(image_id, "original") if image_id else "",
+                _file_url(image_id, "thumbnail") if image_id else "",
+            ]
+        )
+    headers = {
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="import-{batch.id}.csv"',
+    }
+    return out.getvalue(), 200, headers
+
+
+def _csv_safe(value: str) -> str:
+    # A cell starting with = + - @ is a formula to spreadsheet programs: defuse it.
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

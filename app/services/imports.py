@@ -1,0 +1,203 @@
+"""Bulk import from lists of URLs: a batch of items, each fetched by a worker and ingested."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import posixpath
+import uuid
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from app import queue
+from app.extensions import db
+from app.models import ImportBatch, ImportItem, utcnow
+from app.services import ServiceError
+from app.services import images as image_service
+from app.services.fetch import FetchError, fetch, policy_from_config
+from app.services.ingest import ingest
+from app.tenancy import team_scope
+
+log = logging.getLogger(__name__)
+
+MAX_URL_LENGTH = 2048
+MAX_CSV_BYTES = 2 * 1024 * 1024
+ITEMS_PER_JOB = 10
+
+
+@dataclass
+class ItemRequest:
+    url: str
+    filename: str | None = None
+    tags: list[str] | None = None
+
+
+def _invalid(message: str) -> ServiceError:
+    return ServiceError(message, code="validation_error", status=422)
+
+
+def check_url(url: object, row: int) -> str:
+    """A plausible http(s) URL; where it leads is checked by the fetcher, hop by hop."""
+    if not isinstance(url, str) or not url.strip():
+        raise _invalid(f"item {row}: the url is missing")
+    url = url.strip()
+    if len(url) > MAX_URL_LENGTH:
+        raise _invalid(f"item {row}: the url is longer than {MAX_URL_LENGTH} characters")
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise _invalid(f"item {row}: only http and https URLs can be imported, not {url[:80]!r}")
+    return url
+
+
+def parse_csv(data: bytes) -> list[ItemRequest]:
+    """Rows of a CSV with a `url` column and optional `filename` and `tags` columns."""
+    if len(data) > MAX_CSV_BYTES:
+        raise ServiceError(
+            f"the CSV is larger than {MAX_CSV_BYTES // 1024 // 1024} MB",
+            code="too_large",
+            status=413,
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ServiceError("the CSV must be UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or "url" not in [f.strip().lower() for f in reader.fieldnames]:
+        raise ServiceError("the CSV needs a header row with a 'url' column")
+    items = []
+    try:
+        for row in reader:
+            row = {(k or "").strip().lower(): (v or "") for k, v in row.items() if k}
+            if not any(value.strip() for value in row.values()):
+                continue  # blank line
+            items.append(
+                ItemRequest(
+                    url=row.get("url", ""),
+                    filename=row.get("filename") or None,
+                    tags=image_service.parse_tags(row.get("tags", "")),
+                )
+            )
+    except csv.Error as exc:
+        raise ServiceError(f"the CSV cannot be read: {exc}") from None
+    return items
+
+
+def create_batch(
+    team_id: uuid.UUID,
+    requests: list[ItemRequest],
+    tags: list[str],
+    *,
+    user_id: uuid.UUID | None = None,
+    key_id: uuid.UUID | None = None,
+    enqueue: bool = True,
+) -> ImportBatch:
+    """Record a batch and its items (all valid, or nothing is created), then queue the work."""
+    limit = current_app.config["IMPORT_MAX_URLS"]
+    if not requests:
+        raise _invalid("the import has no URLs")
+    if len(requests) > limit:
+        raise _invalid(f"at most {limit} URLs per import; this one has {len(requests)}")
+    urls = [check_url(r.url, n) for n, r in enumerate(requests, start=1)]
+    batch = ImportBatch(
+        team_id=team_id,
+        created_by_user_id=user_id,
+        created_by_key_id=key_id,
+        total=len(requests),
+        tags=tags,
+    )
+    db.session.add(batch)
+    for position, (request, url) in enumerate(zip(requests, urls, strict=True)):
+        batch.items.append(
+            ImportItem(
+                team_id=team_id,
+                position=position,
+                url=url,
+                filename=request.filename,
+                tags=request.tags or [],
+            )
+        )
+    db.session.commit()
+    if enqueue:
+        enqueue_batch(batch)
+    return batch
+
+
+def enqueue_batch(batch: ImportBatch) -> None:
+    for start in range(0, batch.total, ITEMS_PER_JOB):
+        queue.enqueue_import(batch.id, start, min(start + ITEMS_PER_JOB, batch.total))
+
+
+def _filename_from_url(url: str) -> str:
+    name = posixpath.basename(unquote(urlsplit(url).path))
+    return name or "imported"
+
+
+def run_item(item: ImportItem, *, final_attempt: bool = True) -> str:
+    """Fetch and ingest one item unless it is finished already; returns its status."""
+    if item.status != "queued":
+        return item.status
+    policy = policy_from_config(current_app.config)
+    batch = item.batch
+    try:
+        with fetch(item.url, policy) as fetched:
+            result = ingest(
+                item.team_id,
+                fetched.body,
+                item.filename or _filename_from_url(fetched.final_url),
+                user_id=batch.created_by_user_id,
+                key_id=batch.created_by_key_id,
+            )
+        if not result.existing:
+            names = list(dict.fromkeys([*batch.tags, *item.tags]))
+            if names:
+                image_service.set_tags(result.image, names)
+        item.status, item.image_id, item.error = "done", result.image.id, None
+    except (FetchError, ServiceError) as exc:
+        db.session.rollback()
+        item.status, item.error = "failed", exc.message[:1000]
+    except Exception as exc:
+        db.session.rollback()
+        if not final_attempt:
+            raise  # a transient failure: RQ retries the job
+        log.exception("import item %s failed", item.id)
+        item.status, item.error = "failed", f"could not import: {type(exc).__name__}"
+    item.finished_at = utcnow()
+    db.session.commit()
+    return item.status
+
+
+def run_items(batch_id: uuid.UUID, start: int, stop: int, *, final_attempt: bool = True) -> int:
+    """Run the items of one batch at positions start..stop-1; returns how many it finished."""
+    batch = db.session.get(ImportBatch, batch_id)
+    if batch is None:
+        return 0
+    with team_scope(batch.team_id):
+        items = db.session.scalars(
+            select(ImportItem)
+            .where(
+                ImportItem.batch_id == batch_id,
+                ImportItem.position >= start,
+                ImportItem.position < stop,
+            )
+            .order_by(ImportItem.position)
+        ).all()
+        return sum(run_item(item, final_attempt=final_attempt) != "queued" for item in items)
+
+
+def progress(batch: ImportBatch) -> dict:
+    """Counts by status and the batch's overall status."""
+    counts = dict(
+        db.session.execute(
+            select(ImportItem.status, func.count())
+            .where(ImportItem.batch_id == batch.id)
+            .group_by(ImportItem.status)
+        ).all()
+    )
+    done, failed = counts.get("done", 0), counts.get("failed", 0)
+    finished = done + failed
+    status = "done" if finished == batch.total else ("running" if finished else "queued")
+    return {"status": status, "total": batch.total, "done": done, "failed": failed}
