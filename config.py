@@ -92,6 +92,7 @@ class Config:
     IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES") or MAX_UPLOAD_MB * 1024 * 1024)
     IMPORT_CONNECT_TIMEOUT = float(os.environ.get("IMPORT_CONNECT_TIMEOUT", "5"))
     IMPORT_READ_TIMEOUT = float(os.environ.get("IMPORT_READ_TIMEOUT", "30"))
+    IMPORT_MAX_URLS = int(os.environ.get("IMPORT_MAX_URLS", "1000"))
     IMPORT_MAX_REDIRECTS = int(os.environ.get("IMPORT_MAX_REDIRECTS", "3"))
     # CIDRs that imports may reach although they are not public, e.g. `127.0.0.1/32`: for
     # tests and intranets only, since every address listed is open to anyone who can import.
