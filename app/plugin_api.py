@@ -60,8 +60,16 @@ class StorageBackend(ABC):
     - `exists(key)` tells whether an object is stored under `key`.
     - `url(key, expires_in)` returns a short-lived direct download URL, or None when the
       backend has none and the application streams the bytes itself.
+    - `presign_upload(key, content_type, max_bytes, expires_in)` returns a direct upload the
+      client performs itself: `{"url": ..., "method": "POST", "fields": {...}}`, a multipart
+      form POST to `url` that sends every field of `fields` first, then the bytes as the
+      `file` field. The store accepts only `content_type` and 1..`max_bytes` bytes, until
+      `expires_in` seconds have passed. None means the application provides its own signed
+      upload URL (and stores the bytes with `save`).
     - `check()` raises if the store cannot be used (for `/healthz`).
     Every method validates its key with `validate_key` and raises ValueError for a bad one.
+    A store that cannot be reached (after the backend's own retries) raises
+    `StorageUnavailable`.
     """
 
     name: ClassVar[str]
@@ -83,6 +91,11 @@ class StorageBackend(ABC):
 
     @abstractmethod
     def url(self, key: str, expires_in: int) -> str | None: ...
+
+    @abstractmethod
+    def presign_upload(
+        self, key: str, content_type: str, max_bytes: int, expires_in: int
+    ) -> dict[str, Any] | None: ...
 
     @abstractmethod
     def check(self) -> None: ...

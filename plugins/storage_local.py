@@ -25,7 +25,8 @@ class LocalStorage(StorageBackend):
       so readers see the old object or the new one, never a partial file.
     - `open` raises `ObjectNotFound` for a missing key; `delete` of a missing key is a no-op and
       removes parent directories it leaves empty.
-    - `url` is always None: the application streams local files itself.
+    - `url` and `presign_upload` are always None: the application streams local files itself
+      and provides its own signed upload URL, whose handler stores the bytes with `save`.
     - Paths come only from validated keys, and each resolved path is checked to lie inside the
       root (so a symlink planted under the root cannot lead outside it).
     """
@@ -99,6 +100,13 @@ class LocalStorage(StorageBackend):
 
     def url(self, key: str, expires_in: int) -> str | None:
         """Always None: local files have no direct URL."""
+        self._path(key)
+        return None
+
+    def presign_upload(
+        self, key: str, content_type: str, max_bytes: int, expires_in: int
+    ) -> dict[str, Any] | None:
+        """Always None: the application provides its own signed upload URL."""
         self._path(key)
         return None
 

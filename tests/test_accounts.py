@@ -42,7 +42,7 @@ def test_unknown_email_and_wrong_password_look_the_same(app, team_a, person):
     client = app.test_client()
     timings = {"wrong": [], "unknown": []}
     bodies = {}
-    for _ in range(4):
+    for _ in range(5):  # the account's throttle allows five failures
         for kind, email in (("wrong", "real@example.com"), ("unknown", "ghost@example.com")):
             started = time.perf_counter()
             response = login(client, email, "not the password")
@@ -51,7 +51,9 @@ def test_unknown_email_and_wrong_password_look_the_same(app, team_a, person):
     assert bodies["wrong"] == bodies["unknown"]
     assert bodies["wrong"][0] == 401
     ratio = statistics.median(timings["wrong"]) / statistics.median(timings["unknown"])
-    assert 0.5 < ratio < 2.0, timings  # both pay for one scrypt verification
+    # Both pay for one scrypt verification (~50 ms); without the dummy hash an unknown email
+    # answers in about a millisecond. The wide band allows for a loaded machine.
+    assert 1 / 3 < ratio < 3, timings
 
 
 THROTTLE = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,9 @@ from app.plugin_api import (
     distances,
 )
 from app.plugins import builtin_classes
+from tests.s3server import s3_config
+
+pytest_plugins = ["tests.s3server"]  # the moto_endpoint and s3_bucket fixtures
 
 STORAGE = builtin_classes("storage")
 EMBEDDERS = builtin_classes("embedders")
@@ -36,7 +40,7 @@ def plugin_config(tmp_path: Path) -> dict:
 
 
 def test_builtins_are_registered():
-    assert {"local"} <= set(STORAGE)
+    assert {"local", "s3"} <= set(STORAGE)
     assert {"phash", "color"} <= set(EMBEDDERS)
     assert {"exact", "annoy"} <= set(INDEXES)
 
@@ -46,7 +50,11 @@ def test_builtins_are_registered():
 
 @pytest.fixture(params=sorted(STORAGE))
 def storage(request, tmp_path) -> StorageBackend:
-    return STORAGE[request.param](plugin_config(tmp_path))
+    config = plugin_config(tmp_path)
+    if request.param == "s3":  # a fresh bucket on a real (moto) S3 server
+        endpoint = request.getfixturevalue("moto_endpoint")
+        config |= s3_config(endpoint, request.getfixturevalue("s3_bucket"))
+    return STORAGE[request.param](config)
 
 
 def _read(storage: StorageBackend, key: str) -> bytes:
@@ -125,8 +133,23 @@ def test_storage_url_and_check(storage):
     storage.save("k", io.BytesIO(b"data"), "text/plain")
     url = storage.url("k", 60)
     assert url is None or (isinstance(url, str) and url)
+    if url:  # a direct URL serves the bytes to a plain HTTP client
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.read() == b"data"
     storage.check()
     storage.check()  # the probe cleans up after itself
+
+
+def test_storage_presign_upload(storage):
+    upload = storage.presign_upload("uploads/t1/new.png", "image/png", 1000, 300)
+    if upload is None:  # the application signs its own upload URL
+        return
+    assert set(upload) == {"url", "method", "fields"}
+    assert upload["method"] == "POST"
+    assert isinstance(upload["url"], str) and upload["url"]
+    assert isinstance(upload["fields"], dict) and "file" not in upload["fields"]
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in upload["fields"].items())
+    assert not storage.exists("uploads/t1/new.png")  # presigning stores nothing
 
 
 @pytest.mark.parametrize("key", BAD_KEYS)
@@ -142,6 +165,8 @@ def test_storage_rejects_bad_keys(storage, tmp_path, key):
         storage.exists(key)
     with pytest.raises(ValueError):
         storage.url(key, 60)
+    with pytest.raises(ValueError):
+        storage.presign_upload(key, "image/png", 1000, 60)
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written == []
 
@@ -158,6 +183,7 @@ def test_local_files_live_under_the_root_only(tmp_path):
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert files == ["root/t/a/b.png"]  # no temp or probe files left behind
     assert storage.url("t/a/b.png", 60) is None
+    assert storage.presign_upload("t/a/c.png", "image/png", 1000, 60) is None
 
 
 def test_local_delete_prunes_empty_directories(tmp_path):

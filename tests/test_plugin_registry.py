@@ -35,7 +35,7 @@ def config(tmp_path, **overrides):
 
 
 def test_builtins_are_what_pyproject_declares():
-    assert set(builtin_classes("storage")) == {"local"}
+    assert set(builtin_classes("storage")) == {"local", "s3"}
     assert set(builtin_classes("embedders")) == {"phash", "color"}
     assert set(builtin_classes("indexes")) == {"exact", "annoy"}
 
