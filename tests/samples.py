@@ -47,3 +47,164 @@ def resized_copy(data: bytes, factor: float = 0.5, quality: int = 60) -> bytes:
     image = Image.open(io.BytesIO(data))
     small = image.resize((int(image.width * factor), int(image.height * factor)), Image.LANCZOS)
     return encode(small, "JPEG", quality=quality)
+
+
+# --- files for the ingest and metadata tests ------------------------------------------------
+
+
+def halves(size: tuple[int, int] = (80, 60), first="red", second="blue") -> Image.Image:
+    """Left half `first`, right half `second`: which way up a rendition is shows at a glance."""
+    image = Image.new("RGB", size, first)
+    image.paste(second, (size[0] // 2, 0, size[0], size[1]))
+    return image
+
+
+def camera_exif(
+    orientation: int = 1,
+    base: dict | None = None,
+    sub: dict | None = None,
+    gps: dict | None = None,
+) -> Image.Exif:
+    """EXIF as a phone or camera writes it, GPS and a MakerNote included.
+
+    `base` (IFD0), `sub` (the Exif IFD) and `gps` update the defaults by ExifTags.Base or
+    ExifTags.GPS name; a value of None removes that tag.
+    """
+    from PIL import ExifTags
+    from PIL.TiffImagePlugin import IFDRational
+
+    overrides = (base or {}, sub or {}, gps or {})
+    base = {
+        "Make": "Canon",
+        "Model": "Canon EOS R5",
+        "Orientation": orientation,
+        "Software": "Firmware 1.8.1\x00\x00",
+    }
+    sub = {
+        "DateTimeOriginal": "2023:07:14 10:22:31",
+        "OffsetTimeOriginal": "+02:00",
+        "LensModel": "RF24-105mm F4 L IS USM",
+        "ExposureTime": IFDRational(1, 250),
+        "FNumber": IFDRational(4, 1),
+        "ISOSpeedRatings": 100,
+        "FocalLength": IFDRational(50, 1),
+        "MakerNote": b"\x00\x01vendor-private\xff",
+        "UserComment": b"ASCII\x00\x00\x00private note",
+        "BodySerialNumber": "0123456789",
+    }
+    gps = {
+        "GPSLatitudeRef": "S",
+        "GPSLatitude": (IFDRational(33, 1), IFDRational(51, 1), IFDRational(5412, 100)),
+        "GPSLongitudeRef": "E",
+        "GPSLongitude": (IFDRational(151, 1), IFDRational(12, 1), IFDRational(36, 1)),
+        "GPSAltitudeRef": b"\x00",
+        "GPSAltitude": IFDRational(125, 10),
+    }
+    for group, changes in zip((base, sub, gps), overrides, strict=True):
+        for name, value in changes.items():
+            if value is None:
+                group.pop(name, None)
+            else:
+                group[name] = value
+    exif = Image.Exif()
+    for name, value in base.items():
+        exif[ExifTags.Base[name]] = value
+    exif_ifd = exif.get_ifd(ExifTags.IFD.Exif)
+    for name, value in sub.items():
+        exif_ifd[ExifTags.Base[name]] = value
+    gps_ifd = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    for name, value in gps.items():
+        gps_ifd[ExifTags.GPS[name]] = value
+    return exif
+
+
+def camera_jpeg(
+    orientation: int = 6, size: tuple[int, int] = (80, 60), exif: Image.Exif | None = None
+) -> bytes:
+    """A JPEG whose stored pixels are red | blue, with camera EXIF (GPS included), an XMP
+    packet with a location and an ICC profile: everything a rendition must not carry."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description '
+        b'xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="33,51.902S"/>'
+        b"</rdf:RDF></x:xmpmeta>"
+    )
+    return encode(
+        halves(size),
+        "JPEG",
+        quality=95,
+        exif=exif if exif is not None else camera_exif(orientation),
+        icc_profile=icc,
+        xmp=xmp,
+    )
+
+
+def padded(data: bytes, total: int) -> bytes:
+    """The same image made exactly `total` bytes long with trailing bytes decoders ignore."""
+    assert len(data) <= total
+    return data + b"\x00" * (total - len(data))
+
+
+def animation(fmt: str, frames: int, size: tuple[int, int] = (16, 16)) -> bytes:
+    """An animated GIF, WebP or PNG (or a multi-page TIFF) with `frames` distinct frames."""
+    images = [
+        Image.new("RGB", size, (i * 37 % 256, i * 91 % 256, i * 13 % 256)) for i in range(frames)
+    ]
+    return encode(images[0], fmt, save_all=True, append_images=images[1:], duration=40, loop=0)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny, well-formed PNG that declares `width` x `height` RGB pixels: a bomb's header,
+    followed by a compressed run of zeros (a few KB that would inflate to gigabytes)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (4 * 1024 * 1024), 9)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def gif_header(width: int, height: int) -> bytes:
+    """A tiny GIF whose screen and only frame declare `width` x `height` pixels."""
+    import struct
+
+    return (
+        b"GIF89a"
+        + struct.pack("<HHBBB", width, height, 0x80, 0, 0)  # global colour table of 2
+        + b"\x00\x00\x00\xff\xff\xff"
+        + b","
+        + struct.pack("<HHHHB", 0, 0, width, height, 0)
+        + b"\x02\x02\x44\x01\x00"  # LZW: min code size 2, one sub-block
+        + b";"
+    )
+
+
+def psd(size: tuple[int, int] = (4, 3)) -> bytes:
+    """A minimal, valid Photoshop document (Pillow can read it; uploads must not)."""
+    import struct
+
+    w, h = size
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, h, w, 8, 3)
+    sections = struct.pack(">I", 0) * 3  # colour mode data, image resources, layers
+    return header + sections + struct.pack(">H", 0) + bytes(3 * w * h)
+
+
+def svg() -> bytes:
+    return (
+        b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" '
+        b'height="10"><rect width="10" height="10" fill="red"/></svg>'
+    )

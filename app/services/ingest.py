@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import io
 import logging
+import tempfile
 import unicodedata
 import uuid
-import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from flask import current_app
-from PIL import Image as PILImage
-from PIL import ImageOps, UnidentifiedImageError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -21,33 +20,35 @@ from app import queue
 from app.extensions import db
 from app.models import Image
 from app.runtime import storage
-from app.services import ServiceError
+from app.services.imaging import (
+    ALLOWED_FORMATS,
+    Analysis,
+    InvalidImage,
+    Limits,
+    TooLarge,
+    UnsupportedMediaType,
+    analyse,
+    measure,
+)
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "InvalidImage",
+    "IngestResult",
+    "TooLarge",
+    "UnsupportedMediaType",
+    "Validated",
+    "clean_filename",
+    "ingest",
+    "limits",
+    "validate",
+]
 
 log = logging.getLogger(__name__)
 
-# Pillow format name -> the content type we store and serve.
-ALLOWED_FORMATS = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "GIF": "image/gif",
-    "WEBP": "image/webp",
-    "TIFF": "image/tiff",
-    "BMP": "image/bmp",
-}
 THUMBNAIL_CONTENT_TYPE = "image/webp"
-_CHUNK = 1024 * 1024
-
-
-class UnsupportedMediaType(ServiceError):
-    code, status = "unsupported_media_type", 415
-
-
-class InvalidImage(ServiceError):
-    code, status = "invalid_image", 422
-
-
-class TooLarge(ServiceError):
-    code, status = "too_large", 413
+MAX_FILENAME = 255
+_SPOOL_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -56,60 +57,56 @@ class IngestResult:
     existing: bool
 
 
+@dataclass
+class Validated:
+    """An upload that passed every check: its digest, size and what analysis found."""
+
+    sha256: str
+    size: int
+    analysis: Analysis
+
+
 def clean_filename(name: str | None) -> str:
-    """A display name: NFC, no control or format (bidi) characters, at most 255 characters."""
+    """A display name: NFC, no control, format (bidi, zero-width) or unassigned characters,
+    no directories, at most 255 characters with the extension kept."""
     name = unicodedata.normalize("NFC", name or "")
     name = name.replace("\\", "/").rsplit("/", 1)[-1]  # a client's full path: keep the base name
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
-    return name[:255] or "untitled"
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    # Removing a joiner can leave a newly composable pair, and stripping can leave only dots.
+    name = unicodedata.normalize("NFC", name).strip()
+    if name in ("", ".", ".."):
+        return "untitled"
+    if len(name) > MAX_FILENAME:
+        stem, dot, ext = name.rpartition(".")
+        if dot and stem and 0 < len(ext) <= 16:
+            name = f"{stem[: MAX_FILENAME - len(ext) - 1].rstrip()}.{ext}"
+        else:
+            name = name[:MAX_FILENAME].rstrip()
+    return name
 
 
-def _hash_and_size(stream: BinaryIO) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    stream.seek(0)
-    while chunk := stream.read(_CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-    stream.seek(0)
-    return digest.hexdigest(), size
+def limits() -> Limits:
+    """The upload limits from configuration."""
+    config = current_app.config
+    return Limits(
+        max_bytes=config["MAX_UPLOAD_MB"] * 1024 * 1024,
+        max_pixels=config["MAX_IMAGE_PIXELS"],
+        max_frames=config["MAX_ANIMATION_FRAMES"],
+        max_animation_pixels=config["MAX_ANIMATION_PIXELS"],
+        thumbnail_size=config["THUMBNAIL_SIZE"],
+    )
 
 
-def _decode(stream: BinaryIO) -> tuple[PILImage.Image, str]:
-    """Open and fully decode the image, refusing what is not an allowed, whole, sane image."""
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns between MAX_IMAGE_PIXELS and twice that; a bomb either way.
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            image = PILImage.open(stream)
-            fmt = image.format
-            if fmt not in ALLOWED_FORMATS:
-                raise UnsupportedMediaType(
-                    f"{fmt or 'this'} files are not accepted; send one of "
-                    f"{', '.join(sorted(ALLOWED_FORMATS))}"
-                )
-            image.load()
-    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-        raise InvalidImage(f"the image has too many pixels: {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise UnsupportedMediaType(
-            f"not an image file; send one of {', '.join(sorted(ALLOWED_FORMATS))}"
-        ) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImage(f"the image is damaged or truncated: {exc}") from exc
-    return image, fmt
+def validate(stream: BinaryIO) -> Validated:
+    """Every check an upload must pass, whatever the path it came by (API, gallery, URL
+    import, direct upload): size, content type by content, pixel and frame limits, full decode.
 
-
-def make_thumbnail(image: PILImage.Image, size: int) -> bytes:
-    """A small WebP rendition, upright, with no metadata carried over."""
-    thumb = ImageOps.exif_transpose(image)
-    if thumb.mode not in ("RGB", "RGBA"):
-        thumb = thumb.convert(
-            "RGBA" if "A" in thumb.getbands() or "transparency" in thumb.info else "RGB"
-        )
-    thumb.thumbnail((size, size), PILImage.Resampling.LANCZOS, reducing_gap=3.0)
-    out = io.BytesIO()
-    thumb.save(out, "WEBP", quality=80, method=4)
-    return out.getvalue()
+    Raises TooLarge (413), UnsupportedMediaType (415), InvalidImage (422) or ServiceError (400,
+    an empty file). The stream must be seekable; `ingest` spools one that is not.
+    """
+    rules = limits()
+    sha256, size = measure(stream, rules.max_bytes)
+    return Validated(sha256, size, analyse(stream, rules))
 
 
 def _existing(team_id: uuid.UUID, sha256: str) -> Image | None:
@@ -123,25 +120,33 @@ def ingest(
     *,
     user_id: uuid.UUID | None = None,
     key_id: uuid.UUID | None = None,
+    image_id: uuid.UUID | None = None,
 ) -> IngestResult:
     """Validate and store one upload; an exact re-upload returns the existing image.
+
+    `image_id` is the id the new image gets (a direct upload promised it); a fresh one if None.
 
     Nothing is left behind on refusal: objects are written only after validation and removed
     again if the row cannot be committed.
     """
-    sha256, size = _hash_and_size(stream)
-    if size == 0:
-        raise ServiceError("the file is empty")
-    if size > current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024:
-        raise TooLarge(f"the file is larger than {current_app.config['MAX_UPLOAD_MB']} MB")
-    if existing := _existing(team_id, sha256):
-        return IngestResult(existing, True)
+    with _seekable(stream) as source:
+        valid = validate(source)
+        if existing := _existing(team_id, valid.sha256):
+            return IngestResult(existing, True)
+        return _store(team_id, source, filename, valid, user_id, key_id, image_id)
 
-    image, fmt = _decode(stream)
-    thumbnail = make_thumbnail(image, current_app.config["THUMBNAIL_SIZE"])
-    width, height = (image.height, image.width) if _rotated(image) else image.size
 
-    image_id = uuid.uuid4()
+def _store(
+    team_id: uuid.UUID,
+    stream: BinaryIO,
+    filename: str | None,
+    valid: Validated,
+    user_id: uuid.UUID | None,
+    key_id: uuid.UUID | None,
+    image_id: uuid.UUID | None = None,
+) -> IngestResult:
+    found = valid.analysis
+    image_id = image_id or uuid.uuid4()
     prefix = f"teams/{team_id}/images/{image_id}"
     row = Image(
         id=image_id,
@@ -149,22 +154,23 @@ def ingest(
         uploaded_by_user_id=user_id,
         uploaded_by_key_id=key_id,
         filename=clean_filename(filename),
-        content_type=ALLOWED_FORMATS[fmt],
-        size_bytes=size,
-        width=width,
-        height=height,
-        sha256=sha256,
+        content_type=found.content_type,
+        size_bytes=valid.size,
+        width=found.width,
+        height=found.height,
+        sha256=valid.sha256,
         status="pending",
         storage_key=f"{prefix}/original",
         thumbnail_key=f"{prefix}/thumbnail.webp",
-        meta={"exif": {}, "colors": [], "custom": {}},
+        # API.md fixes `colors` as hex strings; they are listed most dominant first.
+        meta={"exif": found.exif, "colors": [hex_ for hex_, _ in found.colors], "custom": {}},
     )
     written: list[str] = []
     try:
         stream.seek(0)
         storage().save(row.storage_key, stream, row.content_type)
         written.append(row.storage_key)
-        storage().save(row.thumbnail_key, io.BytesIO(thumbnail), THUMBNAIL_CONTENT_TYPE)
+        storage().save(row.thumbnail_key, io.BytesIO(found.thumbnail), THUMBNAIL_CONTENT_TYPE)
         written.append(row.thumbnail_key)
         db.session.add(row)
         db.session.commit()
@@ -172,7 +178,7 @@ def ingest(
         # The same bytes arrived concurrently and the other upload won: one row, no orphans.
         db.session.rollback()
         _remove(written)
-        existing = _existing(team_id, sha256)
+        existing = _existing(team_id, valid.sha256)
         if existing is None:
             raise
         return IngestResult(existing, True)
@@ -184,9 +190,27 @@ def ingest(
     return IngestResult(row, False)
 
 
-def _rotated(image: PILImage.Image) -> bool:
-    # EXIF orientations 5-8 swap width and height.
-    return image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+@contextlib.contextmanager
+def _seekable(stream: BinaryIO) -> Iterator[BinaryIO]:
+    """The stream itself if it can seek; otherwise a bounded copy, removed afterwards.
+
+    A response body from a URL import, say, is read at most one byte past the upload limit.
+    """
+    if stream.seekable():
+        yield stream
+        return
+    limit = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
+    # An unnamed file once it outgrows memory: nothing is left in the temp folder, even on a
+    # crash.
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as copy:
+        copied = 0
+        while chunk := stream.read(min(1024 * 1024, limit + 1 - copied)):
+            copy.write(chunk)
+            copied += len(chunk)
+            if copied > limit:
+                break  # measure() refuses it; no need to read the rest
+        copy.seek(0)
+        yield copy
 
 
 def _remove(keys: list[str]) -> None:

@@ -8,7 +8,6 @@ import uuid
 
 import numpy as np
 from PIL import Image as PILImage
-from PIL import ImageOps, UnidentifiedImageError
 from sqlalchemy import delete, select
 
 from app import queue
@@ -16,6 +15,8 @@ from app.extensions import db
 from app.models import Embedding, Image, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import plugins, storage
+from app.services import ServiceError
+from app.services.imaging import encode_webp, make_rendition, open_working
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +45,16 @@ def _outdated_embedders(image: Image) -> list[str]:
 
 
 def _load_working_image(key: str) -> PILImage.Image:
-    """Decode the original once, no larger than the preview needs (JPEG draft decoding)."""
+    """Decode the original once, no larger than the preview needs (JPEG draft decoding),
+    upright, RGB or RGBA."""
+    need = max([PREVIEW_SIZE] + [e.input_size for e in plugins().embedders.values()])
     try:
         with storage().open(key) as f:
-            image = PILImage.open(f)
-            need = max([PREVIEW_SIZE] + [e.input_size for e in plugins().embedders.values()])
-            image.draft("RGB", (need, need))
-            image.load()
+            return open_working(f, need)
     except ObjectNotFound as exc:
         raise PermanentFailure("the original file is missing from storage") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (ServiceError, PILImage.DecompressionBombError) as exc:
         raise PermanentFailure(f"the original cannot be decoded: {exc}") from exc
-    image = ImageOps.exif_transpose(image)
-    return image.convert("RGB")
 
 
 def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
@@ -71,17 +69,14 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
     db.session.commit()
     try:
         working = _load_working_image(image.storage_key)
-        preview = working.copy()
-        preview.thumbnail(
-            (PREVIEW_SIZE, PREVIEW_SIZE), PILImage.Resampling.LANCZOS, reducing_gap=3.0
-        )
-        out = io.BytesIO()
-        preview.save(out, "WEBP", quality=82, method=4)
+        preview = make_rendition(working, PREVIEW_SIZE)
         preview_key = f"teams/{image.team_id}/images/{image.id}/preview.webp"
-        storage().save(preview_key, io.BytesIO(out.getvalue()), "image/webp")
+        storage().save(preview_key, io.BytesIO(encode_webp(preview, quality=82)), "image/webp")
+        # Embedders see the preview without transparency, as they always have.
+        pixels = preview.convert("RGB")
         for name in outdated:
             embedder = plugins().embedders[name]
-            vector = embedder.embed_batch([preview])[0]
+            vector = embedder.embed_batch([pixels])[0]
             # A new row, never an update: embedding ids only grow (see Embedding).
             db.session.execute(
                 delete(Embedding).where(Embedding.image_id == image.id, Embedding.embedder == name)

@@ -1,0 +1,561 @@
+"""One image file, checked and described: format, size, pixels, EXIF, colours, renditions.
+
+Pure functions over a seekable binary stream; nothing here knows about Flask, the database or
+storage. `measure` and `analyse` together are the whole upload validation (see ingest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import re
+import struct
+import unicodedata
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import ExifTags, ImageOps, UnidentifiedImageError, features
+from PIL import Image as PILImage
+
+from app.services import ServiceError
+
+log = logging.getLogger(__name__)
+
+# Pillow format name -> the content type we store and serve. Only these decoders ever run on an
+# upload (Image.open(formats=...)), so a file Pillow could read but we do not accept (EPS, PSD,
+# ICO, ...) never reaches its parser.
+ALLOWED_FORMATS = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+    "BMP": "image/bmp",
+}
+if features.check("avif"):  # Pillow >= 11.2 built with libavif
+    ALLOWED_FORMATS["AVIF"] = "image/avif"
+try:  # optional: HEIC from phones, only when the deployment installed pillow-heif
+    import pillow_heif  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
+else:  # pragma: no cover
+    pillow_heif.register_heif_opener()
+    ALLOWED_FORMATS["HEIF"] = "image/heic"
+
+# Formats whose header states the frame count; the others are counted while decoding.
+_DECLARED_FRAMES = {"PNG", "WEBP", "AVIF", "HEIF"}
+# What a refused upload most likely is, by its first bytes, for a message a person can act on.
+_SIGNATURES = [
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+    (b"%PDF", "a PDF document"),
+    (b"%!PS", "a PostScript/EPS file"),
+    (b"\xc5\xd0\xd3\xc6", "a PostScript/EPS file"),
+    (b"8BPS", "a Photoshop document"),
+    (b"\x00\x00\x01\x00", "an icon file"),
+    (b"PK\x03\x04", "a ZIP archive"),
+]
+_SVG = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!DOCTYPE svg|<svg)", re.I | re.S)
+_BOMB = (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning)
+# Errors Pillow's decoders raise on bad input; anything else is our bug and should surface.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error)
+_CHUNK = 1024 * 1024
+
+
+class UnsupportedMediaType(ServiceError):
+    code, status = "unsupported_media_type", 415
+
+
+class InvalidImage(ServiceError):
+    code, status = "invalid_image", 422
+
+
+class TooLarge(ServiceError):
+    code, status = "too_large", 413
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an upload may be; ingest builds it from configuration."""
+
+    max_bytes: int
+    max_pixels: int = 100_000_000
+    max_frames: int = 100
+    max_animation_pixels: int = 400_000_000
+    thumbnail_size: int = 320
+
+
+@dataclass
+class Analysis:
+    """What `analyse` learned about one valid image."""
+
+    format: str
+    content_type: str
+    width: int  # upright: EXIF orientation applied
+    height: int
+    frames: int
+    exif: dict[str, Any]
+    colors: list[tuple[str, float]]  # up to five (hex, share of pixels), most dominant first
+    thumbnail: bytes  # WebP, upright, no metadata
+    working: PILImage.Image = field(repr=False)  # frame 0, upright, at least thumbnail-sized
+
+
+def accepted_formats() -> str:
+    return ", ".join(sorted(ALLOWED_FORMATS))
+
+
+def measure(stream: BinaryIO, max_bytes: int) -> tuple[str, int]:
+    """sha256 and size of the whole stream, refusing an empty one or one over `max_bytes`.
+
+    Reads at most `max_bytes + 1` bytes, so a stream of any length is refused in bounded time.
+    """
+    digest, size = hashlib.sha256(), 0
+    stream.seek(0)
+    while chunk := stream.read(min(_CHUNK, max_bytes + 1 - size)):
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(f"the file is larger than {_megabytes(max_bytes)}")
+        digest.update(chunk)
+    stream.seek(0)
+    if size == 0:
+        raise ServiceError("the file is empty (0 bytes); send the image's contents")
+    return digest.hexdigest(), size
+
+
+def analyse(stream: BinaryIO, limits: Limits) -> Analysis:
+    """Check that the stream is one whole, allowed, sane image and describe it.
+
+    The format comes from the content alone. Dimensions and frame counts are checked from the
+    header before any pixel is decoded; then every frame is decoded once (JPEGs at a reduced DCT
+    scale, which still reads the whole entropy-coded stream, so truncation is caught).
+    """
+    with warnings.catch_warnings():
+        # Pillow only warns between MAX_IMAGE_PIXELS and twice that (also for a GIF frame or a
+        # TIFF tile): a bomb either way.
+        warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+        return _analyse(stream, limits)
+
+
+def _analyse(stream: BinaryIO, limits: Limits) -> Analysis:
+    image = open_image(stream)
+    fmt = _format(image)
+    full_size = image.size
+    pixels = full_size[0] * full_size[1]
+    if pixels > limits.max_pixels:
+        raise InvalidImage(
+            f"the image has too many pixels ({full_size[0]}x{full_size[1]} = {pixels:,}; "
+            f"the limit is {limits.max_pixels:,})"
+        )
+    if fmt in _DECLARED_FRAMES:
+        frames = getattr(image, "n_frames", 1)
+        _check_frames(frames, frames * pixels, limits)
+
+    side = limits.thumbnail_size
+    working = _decode_first_frame(image, (side, side))
+    exif = exif_metadata(_read_exif(image))
+    frames = 1
+    # An MPO is a JPEG followed by helper pictures (depth maps, previews): only the first counts.
+    if getattr(image, "is_animated", False) and image.format != "MPO":
+        if working is image:
+            working = image.copy()  # keep frame 0 while the others are decoded
+        frames = _decode_other_frames(image, limits)
+
+    orientation = exif.get("orientation", 1)
+    width, height = full_size[::-1] if orientation in (5, 6, 7, 8) else full_size
+    thumb = make_rendition(working, side)
+    return Analysis(
+        format=fmt,
+        content_type=ALLOWED_FORMATS[fmt],
+        width=width,
+        height=height,
+        frames=frames,
+        exif=exif,
+        colors=dominant_colors(thumb),
+        # method 2: half the encoding time of 4 for files ~5% larger, on the upload's clock.
+        thumbnail=encode_webp(thumb, quality=80, method=2),
+        working=working,
+    )
+
+
+def open_image(stream: BinaryIO) -> PILImage.ImageFile.ImageFile:
+    """Identify the stream by content among the allowed formats; no pixel is decoded yet."""
+    stream.seek(0)
+    try:
+        return PILImage.open(stream, formats=list(ALLOWED_FORMATS))
+    except _BOMB as exc:
+        raise InvalidImage(f"the image has too many pixels: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        stream.seek(0)
+        kind = _sniff(stream.read(512))
+        if kind in ALLOWED_FORMATS:
+            raise InvalidImage(f"the {kind} file is damaged: its header cannot be read") from exc
+        what = f"{kind} is" if kind else "this file is not an image of a kind that is"
+        message = f"{what} not accepted; send one of {accepted_formats()}"
+        raise UnsupportedMediaType(message) from exc
+
+
+def open_working(stream: BinaryIO, side: int) -> PILImage.Image:
+    """Frame 0, decoded no smaller than `side` on its short edge where the format allows
+    (JPEG DCT scaling), upright, in RGB or RGBA. For the worker: no limits are checked."""
+    return _decode_first_frame(open_image(stream), (side, side))
+
+
+def _format(image: PILImage.Image) -> str:
+    # Pillow reports JPEGs carrying an MP extension (most phone photos) as "MPO".
+    return "JPEG" if image.format == "MPO" else image.format
+
+
+def _sniff(head: bytes) -> str | None:
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif", b"ftyphevc"):
+        return "a HEIC/AVIF image (this server has no decoder for it)"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WEBP"
+    if _SVG.match(head):
+        return "an SVG drawing"
+    return None
+
+
+def _check_frames(frames: int, total_pixels: int, limits: Limits) -> None:
+    if frames > limits.max_frames:
+        raise InvalidImage(
+            f"the animation has too many frames ({frames}; the limit is {limits.max_frames})"
+        )
+    if total_pixels > limits.max_animation_pixels:
+        raise InvalidImage(
+            f"the animation is too large to decode ({frames} frames, {total_pixels:,} pixels "
+            f"in all; the limit is {limits.max_animation_pixels:,})"
+        )
+
+
+def _decode_first_frame(image: PILImage.ImageFile.ImageFile, size: tuple[int, int]):
+    """Frame 0, upright, RGB(A). Copies are made only where needed: this can be 100 M pixels."""
+    try:
+        if _format(image) == "JPEG":
+            # DCT scaling (1/2, 1/4, 1/8) to the smallest size still >= `size`: most of the
+            # decoding work disappears, but every byte of the entropy-coded data is still read.
+            image.draft(None, size)
+        image.load()
+        if _read_exif(image).get(_TAG.Orientation, 1) in range(2, 9):
+            image = ImageOps.exif_transpose(image)
+        return _normalise_mode(image)
+    except _BOMB as exc:
+        raise InvalidImage(f"the image has too many pixels: {exc}") from exc
+    except _DECODE_ERRORS as exc:
+        raise InvalidImage(f"the image is damaged or truncated: {exc}") from exc
+
+
+def _decode_other_frames(image: PILImage.ImageFile.ImageFile, limits: Limits) -> int:
+    """Decode frames 1..n once, counting them; refuse as soon as a limit is passed."""
+    frames, decoded = 1, image.width * image.height
+    while True:
+        try:
+            image.seek(frames)
+        except EOFError:
+            return frames
+        except _BOMB as exc:
+            raise InvalidImage(f"frame {frames + 1} has too many pixels: {exc}") from exc
+        except _DECODE_ERRORS as exc:
+            raise InvalidImage(f"frame {frames + 1} is damaged: {exc}") from exc
+        frames += 1
+        decoded += image.width * image.height
+        _check_frames(frames, decoded, limits)
+        try:
+            image.load()
+        except _BOMB as exc:
+            raise InvalidImage(f"frame {frames} has too many pixels: {exc}") from exc
+        except _DECODE_ERRORS as exc:
+            raise InvalidImage(f"frame {frames} is damaged or truncated: {exc}") from exc
+
+
+def _normalise_mode(image: PILImage.Image) -> PILImage.Image:
+    """RGB, or RGBA where the image has transparency; 16-bit and float images scaled to 8."""
+    if image.mode in ("RGB", "RGBA"):
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        if values.size and values.max() > 255:
+            values = values / 257.0  # 16-bit samples
+        image = PILImage.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    try:
+        return image.convert("RGBA" if has_alpha else "RGB")
+    except ValueError as exc:
+        raise InvalidImage(f"the image's colour mode {image.mode} is not supported") from exc
+
+
+# --- renditions -------------------------------------------------------------------------------
+
+
+def make_rendition(image: PILImage.Image, size: int) -> PILImage.Image:
+    """A new image that fits in size x size (never enlarged), without the original's metadata.
+    The input is already upright and RGB(A); it is not copied at full size."""
+    scale = min(1.0, size / max(image.size))
+    target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    if target == image.size:
+        rendition = image.copy()
+    else:
+        rendition = image.resize(target, PILImage.Resampling.LANCZOS, reducing_gap=3.0)
+    rendition.info.clear()  # nothing of the original's metadata travels further
+    return rendition
+
+
+def encode_webp(image: PILImage.Image, quality: int, method: int = 4) -> bytes:
+    """WebP bytes with no EXIF, XMP or ICC profile: Pillow writes only what it is given."""
+    out = io.BytesIO()
+    image.save(out, "WEBP", quality=quality, method=method, exif=b"", xmp=b"", icc_profile=None)
+    return out.getvalue()
+
+
+def dominant_colors(image: PILImage.Image, count: int = 5) -> list[tuple[str, float]]:
+    """Up to `count` (hex colour, share of opaque pixels), most dominant first.
+
+    Median cut refined by k-means over a copy at most 48 pixels wide (about 2,000 pixels is
+    plenty for colours that cover a visible share), then clusters closer than a just-visible
+    difference merged, so one colour with grain is not reported twice.
+    """
+    small = image.copy()
+    small.thumbnail((48, 48), PILImage.Resampling.BOX)
+    pixels = np.asarray(small.convert("RGBA")).reshape(-1, 4)
+    pixels = pixels[pixels[:, 3] >= 128, :3]
+    if not len(pixels):
+        return []
+    strip = PILImage.fromarray(np.ascontiguousarray(pixels.reshape(1, -1, 3)), "RGB")
+    quantised = strip.quantize(
+        count + 3,
+        method=PILImage.Quantize.MEDIANCUT,
+        kmeans=len(pixels) // 200 + 1,  # iterate until under 0.5% of pixels change cluster
+        dither=PILImage.Dither.NONE,
+    )
+    palette = np.array(quantised.getpalette()[: 3 * 256], dtype=np.float64).reshape(-1, 3)
+    clusters = sorted(
+        ([float(n), palette[i]] for n, i in quantised.getcolors() or []), key=lambda c: -c[0]
+    )
+    merged: list[list] = []
+    for weight, colour in clusters:
+        for other in merged:
+            if np.linalg.norm(other[1] - colour) < 24:
+                total = other[0] + weight
+                other[1] = (other[1] * other[0] + colour * weight) / total
+                other[0] = total
+                break
+        else:
+            merged.append([weight, colour])
+    merged.sort(key=lambda c: -c[0])
+    total = float(len(pixels))
+    return [
+        ("#" + "".join(f"{round(v):02x}" for v in colour), round(weight / total, 4))
+        for weight, colour in merged[:count]
+    ]
+
+
+# --- EXIF -------------------------------------------------------------------------------------
+
+_TAG = ExifTags.Base
+_GPS = ExifTags.GPS
+# Kept verbatim-ish under "rest": what photographers look at. Serial numbers, owner names,
+# MakerNote, thumbnails and anything binary are left out on purpose.
+_REST_TAGS = [
+    _TAG.ExposureTime,
+    _TAG.FNumber,
+    _TAG.ISOSpeedRatings,
+    _TAG.FocalLength,
+    _TAG.FocalLengthIn35mmFilm,
+    _TAG.ExposureProgram,
+    _TAG.ExposureBiasValue,
+    _TAG.ExposureMode,
+    _TAG.MeteringMode,
+    _TAG.Flash,
+    _TAG.WhiteBalance,
+    _TAG.LightSource,
+    _TAG.SceneCaptureType,
+    _TAG.DigitalZoomRatio,
+    _TAG.SubjectDistance,
+    _TAG.ShutterSpeedValue,
+    _TAG.ApertureValue,
+    _TAG.MaxApertureValue,
+    _TAG.BrightnessValue,
+    _TAG.Contrast,
+    _TAG.Saturation,
+    _TAG.Sharpness,
+    _TAG.ColorSpace,
+    _TAG.LensMake,
+    _TAG.LensSpecification,
+    _TAG.Software,
+    _TAG.Artist,
+    _TAG.Copyright,
+    _TAG.ImageDescription,
+]
+MAX_TEXT = 256  # characters per string value
+MAX_REST_BYTES = 4096
+MAX_EXIF_BYTES = 8192
+
+
+def _read_exif(image: PILImage.Image) -> PILImage.Exif:
+    try:
+        return image.getexif()
+    except Exception:  # metadata is best effort; a broken EXIF block does not spoil the image
+        log.debug("unreadable EXIF", exc_info=True)
+        return PILImage.Exif()
+
+
+def exif_metadata(exif: PILImage.Exif | None) -> dict[str, Any]:
+    """A small, JSON-safe summary of EXIF: camera, lens, taken_at, orientation, gps, rest."""
+    if not exif:
+        return {}
+    try:
+        sub = exif.get_ifd(ExifTags.IFD.Exif)
+        gps_ifd = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    except Exception:
+        log.debug("unreadable EXIF sub-IFD", exc_info=True)
+        sub, gps_ifd = {}, {}
+    tags = {**dict(exif), **sub}
+    out: dict[str, Any] = {}
+    make, model = _text(tags.get(_TAG.Make)), _text(tags.get(_TAG.Model))
+    if make or model:
+        out["camera"] = _camera(make, model)
+        if make:
+            out["make"] = make
+        if model:
+            out["model"] = model
+    if lens := _text(tags.get(_TAG.LensModel)):
+        out["lens"] = lens
+    if taken_at := _taken_at(tags):
+        out["taken_at"] = taken_at
+    orientation = tags.get(_TAG.Orientation)
+    if isinstance(orientation, int) and 1 <= orientation <= 8:
+        out["orientation"] = orientation
+    if gps := _gps(gps_ifd):
+        out["gps"] = gps
+    if rest := _rest(tags):
+        out["rest"] = rest
+    if len(json.dumps(out)) > MAX_EXIF_BYTES:  # only absurdly long strings could get here
+        out.pop("rest", None)
+    return out
+
+
+def _camera(make: str | None, model: str | None) -> str:
+    if make and model:
+        # "Canon" + "Canon EOS R5", "NIKON CORPORATION" + "NIKON D850": do not repeat the brand.
+        if model.lower().startswith(make.split()[0].lower()):
+            return model
+        return f"{make} {model}"
+    return make or model or ""
+
+
+def _taken_at(tags: dict[int, Any]) -> str | None:
+    for when, offset, subsec in (
+        (_TAG.DateTimeOriginal, _TAG.OffsetTimeOriginal, _TAG.SubsecTimeOriginal),
+        (_TAG.DateTimeDigitized, _TAG.OffsetTimeDigitized, _TAG.SubsecTimeDigitized),
+        (_TAG.DateTime, _TAG.OffsetTime, _TAG.SubsecTime),
+    ):
+        text = _text(tags.get(when))
+        if not text:
+            continue
+        try:
+            moment = datetime.strptime(text[:19].replace("-", ":"), "%Y:%m:%d %H:%M:%S")
+        except ValueError:
+            continue  # "0000:00:00 00:00:00" and other placeholders
+        fraction = _text(tags.get(subsec)) or ""
+        if fraction.isdigit():
+            moment = moment.replace(microsecond=int(fraction[:6].ljust(6, "0")))
+        result = moment.isoformat()
+        zone = _text(tags.get(offset)) or ""
+        if re.fullmatch(r"[+-](0\d|1[0-4]):[0-5]\d", zone):
+            result += zone
+        return result  # without an offset EXIF time is local time, and ISO 8601 says so
+    return None
+
+
+def _gps(ifd: dict[int, Any]) -> dict[str, float] | None:
+    lat = _degrees(ifd.get(_GPS.GPSLatitude), ifd.get(_GPS.GPSLatitudeRef), "S")
+    lon = _degrees(ifd.get(_GPS.GPSLongitude), ifd.get(_GPS.GPSLongitudeRef), "W")
+    if lat is None or lon is None or abs(lat) > 90 or abs(lon) > 180:
+        return None
+    gps = {"lat": round(lat, 6), "lon": round(lon, 6)}
+    altitude = _number(ifd.get(_GPS.GPSAltitude))
+    if altitude is not None:
+        ref = ifd.get(_GPS.GPSAltitudeRef)
+        below = ref in (1, b"\x01") or (isinstance(ref, bytes) and ref[:1] == b"\x01")
+        gps["alt"] = round(-altitude if below else altitude, 2)
+    return gps
+
+
+def _degrees(value: Any, ref: Any, negative: str) -> float | None:
+    if not isinstance(value, tuple) or not 1 <= len(value) <= 3:
+        return None
+    parts = [_number(v) for v in value]
+    if any(p is None for p in parts):
+        return None
+    degrees = sum(p / 60**i for i, p in enumerate(parts))
+    ref = ref.decode("ascii", "ignore") if isinstance(ref, bytes) else ref
+    return -degrees if isinstance(ref, str) and ref.strip().upper() == negative else degrees
+
+
+def _rest(tags: dict[int, Any]) -> dict[str, Any]:
+    rest: dict[str, Any] = {}
+    size = 2
+    for tag in _REST_TAGS:
+        value = _json_value(tags.get(tag))
+        if value is None or value == "" or value == []:
+            continue
+        entry = len(json.dumps({tag.name: value})) - 1
+        if size + entry > MAX_REST_BYTES:
+            continue
+        rest[tag.name] = value
+        size += entry
+    return rest
+
+
+def _json_value(value: Any) -> Any:
+    """Numbers, text and short lists of them; bytes and anything else are dropped."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, tuple | list):
+        items = [_json_value(v) for v in value[:16]]
+        return [v for v in items if v is not None] or None
+    return _number(value)
+
+
+def _number(value: Any) -> float | int | None:
+    """A finite number from an int, float or EXIF rational (IFDRational); None otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    if not math.isfinite(number):
+        return None
+    return int(number) if number.is_integer() and abs(number) < 2**53 else round(number, 6)
+
+
+def _text(value: Any) -> str | None:
+    """A clean display string: no NULs, control or surrogate characters, at most MAX_TEXT."""
+    if isinstance(value, bytes):
+        return None
+    if not isinstance(value, str):
+        return None
+    value = "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Cs", "Co"))
+    return value.strip()[:MAX_TEXT] or None
+
+
+def _megabytes(size: int) -> str:
+    mb = size / (1024 * 1024)
+    return f"{mb:g} MB" if mb >= 1 else f"{size:,} bytes"
