@@ -86,6 +86,8 @@ class Config:
     # Animated GIF/WebP/PNG and multi-page TIFF: every frame is decoded once at upload.
     MAX_ANIMATION_FRAMES = int(os.environ.get("MAX_ANIMATION_FRAMES", "100"))
     MAX_ANIMATION_PIXELS = int(os.environ.get("MAX_ANIMATION_PIXELS", str(400_000_000)))
+    # How long a direct (presigned) upload URL stays valid; the app refuses completion after.
+    UPLOAD_URL_SECONDS = int(os.environ.get("UPLOAD_URL_SECONDS", "900"))
     THUMBNAIL_SIZE = int(os.environ.get("THUMBNAIL_SIZE", "320"))
 
     # Bulk import by URL (app/services/fetch.py).
@@ -98,7 +100,9 @@ class Config:
     # tests and intranets only, since every address listed is open to anyone who can import.
     IMPORT_ALLOW_NETWORKS = _csv(os.environ.get("IMPORT_ALLOW_NETWORKS", ""))
 
-    JOB_TIMEOUT_SECONDS = int(os.environ.get("JOB_TIMEOUT_SECONDS", "600"))
+    # Also how long a job of a worker that died (SIGKILL, lost host) counts as running: RQ
+    # declares it abandoned, and retries it, once the timeout plus 60 s have passed.
+    JOB_TIMEOUT_SECONDS = int(os.environ.get("JOB_TIMEOUT_SECONDS", "300"))
     # Images pending or processing longer than this, with no live job, are queued again by the
     # sweep that every worker schedules each RECONCILE_INTERVAL_SECONDS (and `flask reconcile`).
     RECONCILE_AFTER_SECONDS = int(os.environ.get("RECONCILE_AFTER_SECONDS", "300"))

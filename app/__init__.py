@@ -102,6 +102,7 @@ def _development_secret(instance_path: str) -> str:
 
 def _register_error_handlers(app: Flask) -> None:
     from app.api.errors import ApiError, error_response, http_error_response, wants_json
+    from app.plugin_api import StorageUnavailable
     from app.services import ServiceError
 
     @app.errorhandler(ApiError)
@@ -114,6 +115,15 @@ def _register_error_handlers(app: Flask) -> None:
         if wants_json():
             return error_response(exc.status, exc.message, exc.code)
         return render_template("error.html", status=exc.status, message=exc.message), exc.status
+
+    @app.errorhandler(StorageUnavailable)
+    def storage_unavailable(exc: StorageUnavailable):
+        db.session.rollback()
+        app.logger.error("storage unavailable: %s", exc)
+        message = "file storage cannot be reached just now; nothing was saved, try again shortly"
+        if wants_json():
+            return error_response(503, message, headers={"Retry-After": "30"})
+        return render_template("error.html", status=503, message=message), 503
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

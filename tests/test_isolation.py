@@ -58,7 +58,17 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         )
         .json
     )
+    direct = (
+        app.test_client()
+        .post(
+            "/api/v1/uploads",
+            json={"filename": "d.jpg", "content_type": "image/jpeg", "size_bytes": 10},
+            headers=team_a.headers(),
+        )
+        .json
+    )
     ids = {
+        "upload_id": direct["image_id"],
         "image_id": image["id"],
         "key_id": str(key_id),
         "user_id": str(owner.user_id),
@@ -94,6 +104,7 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("GET", "/api/v1/imports/<import_id>/report.csv"),
         ("PATCH", "/api/v1/images/<image_id>"),
         ("POST", "/images/<image_id>/retry"),
+        ("POST", "/api/v1/uploads/<upload_id>/complete"),
     ]:
         assert expected in checked
     owner_view = app.test_client().get(f"/api/v1/images/{image['id']}", headers=team_a.headers())

@@ -15,7 +15,8 @@ from app.auth.current import client_ip
 from app.services import keys
 from app.tenancy import set_request_team
 
-PUBLIC_ENDPOINTS = {"api.openapi"}
+# Endpoints with their own credential: a signed upload URL carries its token.
+PUBLIC_ENDPOINTS = {"api.openapi", "api.receive_upload"}
 access_log = logging.getLogger("likeness.access")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from flask import g, redirect, request, send_file, url_for
@@ -13,7 +14,7 @@ from app.auth.current import current_actor
 from app.extensions import db
 from app.models import Image
 from app.runtime import storage
-from app.services import NotFound, audit, reconcile
+from app.services import audit, reconcile, renditions
 from app.services import images as image_service
 from app.services.ingest import ingest
 from app.services.search import MAX_K, similar_images
@@ -213,31 +214,38 @@ def retry_image(image_id):
 @bp.get("/images/<image_id>/file")
 @scope_required("read")
 def get_image_file(image_id):
-    refuse_unknown_args("variant")
+    refuse_unknown_args("variant", "format", "quality", "width")
     image = get_owned(Image, image_id)
     variant = request.args.get("variant", "original")
     if variant not in VARIANTS:
         raise ApiError(400, f"variant must be one of {', '.join(VARIANTS)}")
-    return send_variant(image, variant)
+    fmt = request.args.get("format")
+    quality = int_arg("quality", 0, 1, 95) or None
+    width = int_arg("width", 0, 1, 100_000) or None
+    if fmt is None and quality is None and width is None:
+        return send_variant(image, variant)
+    rendition = renditions.derived(image, variant, fmt, quality, width)
+    return send_stored(rendition.key, rendition.content_type, rendition.filename)
 
 
 def send_variant(image: Image, variant: str):
     """The bytes of one rendition, or a redirect to a short-lived direct URL."""
-    key = {
-        "original": image.storage_key,
-        "thumbnail": image.thumbnail_key,
-        "preview": image.preview_key,
-    }[variant]
-    if key is None:
-        raise NotFound(f"the {variant} is not ready yet (the image is {image.status})")
+    key = renditions.source_key(image, variant)
+    mimetype = image.content_type if variant == "original" else "image/webp"
+    name = image.filename if variant == "original" else f"{variant}.webp"
+    return send_stored(key, mimetype, name)
+
+
+def send_stored(key: str, mimetype: str, download_name: str):
+    """Stream a stored object (ETag from its key: stored objects never change), or redirect
+    to the store's short-lived URL."""
     if url := storage().url(key, 300):
         return redirect(url, 302)
-    mimetype = image.content_type if variant == "original" else "image/webp"
     response = send_file(
         storage().open(key),
         mimetype=mimetype,
-        download_name=image.filename if variant == "original" else f"{variant}.webp",
-        etag=f"{image.sha256}-{variant}",
+        download_name=download_name,
+        etag=hashlib.sha256(key.encode()).hexdigest()[:32],
         max_age=3600,
         conditional=True,
     )

@@ -84,6 +84,7 @@ def list_images(
 def delete_image(image: Image) -> None:
     """Remove the row, its embeddings and its files; searches stop returning it at once."""
     keys = [k for k in (image.storage_key, image.thumbnail_key, image.preview_key) if k]
+    keys += (image.meta or {}).get("renditions", [])
     team_id = image.team_id
     db.session.execute(delete(Embedding).where(Embedding.image_id == image.id))
     db.session.delete(image)

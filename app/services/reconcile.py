@@ -20,6 +20,7 @@ from sqlalchemy import select
 from app import queue
 from app.extensions import db
 from app.models import Image, ImportBatch, ImportItem, utcnow
+from app.services import uploads
 from app.services.imports import ITEMS_PER_JOB
 from app.tenancy import unscoped
 
@@ -67,6 +68,9 @@ def reconcile(older_than: timedelta) -> int:
         if queue.enqueue_process_image(image_id):
             log.info("reconcile queued image %s again", image_id)
             queued += 1
+    removed = uploads.remove_expired()
+    if removed:
+        log.info("reconcile removed %d direct uploads never completed", removed)
     for batch_id, start, stop in stale_import_slices(older_than):
         if not _alive(queue.import_job_id(batch_id, start)) and queue.enqueue_import(
             batch_id, start, stop

@@ -1,0 +1,236 @@
+"""Direct (presigned) uploads: the client sends the bytes to storage, then asks to complete.
+
+With S3 the client posts straight to the bucket through a presigned POST; with local storage it
+posts to a signed, expiring URL of the application. Either way the application, not the store,
+enforces expiry and size: completion checks the object against what was declared, validates it
+exactly like an upload, and removes it on rejection. Uploads never completed are removed by
+the reconcile sweep once expired.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import uuid
+from datetime import timedelta
+from typing import BinaryIO
+
+from flask import current_app
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import DirectUpload, utcnow
+from app.plugin_api import ObjectNotFound
+from app.runtime import storage
+from app.services import NotFound, ServiceError
+from app.services import images as image_service
+from app.services.ingest import (
+    ALLOWED_FORMATS,
+    IngestResult,
+    TooLarge,
+    UnsupportedMediaType,
+    clean_filename,
+    ingest,
+)
+from app.tenancy import unscoped
+
+log = logging.getLogger(__name__)
+
+ALLOWED_TYPES = sorted(set(ALLOWED_FORMATS.values()))
+_SALT = "likeness-direct-upload"
+
+
+class Expired(ServiceError):
+    code, status = "expired", 410
+
+
+def _lifetime() -> int:
+    return int(current_app.config["UPLOAD_URL_SECONDS"])
+
+
+def create(
+    team_id: uuid.UUID,
+    filename: object,
+    content_type: object,
+    size_bytes: object,
+    tags: list[str],
+    *,
+    user_id: uuid.UUID | None = None,
+    key_id: uuid.UUID | None = None,
+) -> tuple[DirectUpload, dict | None]:
+    """Record a direct upload; returns it with the store's presigned POST (None for local)."""
+    if not isinstance(filename, str) or not filename.strip():
+        raise ServiceError("filename is a non-empty string", code="validation_error", status=422)
+    if not isinstance(content_type, str) or content_type.lower() not in ALLOWED_TYPES:
+        raise UnsupportedMediaType(f"content_type must be one of {', '.join(ALLOWED_TYPES)}")
+    max_bytes = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
+    if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes < 1:
+        raise ServiceError(
+            "size_bytes is a positive whole number", code="validation_error", status=422
+        )
+    if size_bytes > max_bytes:
+        raise TooLarge(f"files are limited to {current_app.config['MAX_UPLOAD_MB']} MB")
+    upload_id = uuid.uuid4()
+    upload = DirectUpload(
+        id=upload_id,
+        team_id=team_id,
+        filename=clean_filename(filename),
+        content_type=content_type.lower(),
+        size_bytes=size_bytes,
+        storage_key=f"teams/{team_id}/uploads/{upload_id}/original",
+        tags=tags,
+        created_by_user_id=user_id,
+        created_by_key_id=key_id,
+        expires_at=utcnow() + timedelta(seconds=_lifetime()),
+    )
+    db.session.add(upload)
+    db.session.commit()
+    presigned = storage().presign_upload(
+        upload.storage_key, upload.content_type, upload.size_bytes, _lifetime()
+    )
+    return upload, presigned
+
+
+def sign(upload: DirectUpload) -> str:
+    """The token of the application's own upload URL (local storage)."""
+    serializer = URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=_SALT)
+    return serializer.dumps({"id": str(upload.id), "team": str(upload.team_id)})
+
+
+def from_token(token: str) -> DirectUpload:
+    """The open upload a signed token names; expired or tampered tokens are refused."""
+    serializer = URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=_SALT)
+    try:
+        payload = serializer.loads(token, max_age=_lifetime())
+        upload_id, team_id = uuid.UUID(payload["id"]), uuid.UUID(payload["team"])
+    except (BadSignature, KeyError, TypeError, ValueError):
+        raise ServiceError(
+            "this upload URL is not valid or has expired", code="forbidden", status=403
+        ) from None
+    with unscoped():
+        upload = db.session.get(DirectUpload, upload_id)
+    if upload is None or upload.team_id != team_id or upload.completed_at is not None:
+        raise ServiceError(
+            "this upload URL is not valid or has expired", code="forbidden", status=403
+        )
+    if upload.expires_at <= utcnow():
+        raise Expired("this upload URL has expired; start a new upload")
+    return upload
+
+
+def receive(upload: DirectUpload, stream: BinaryIO, content_type: str | None) -> None:
+    """Store bytes sent to the application's upload URL, within the declared type and size."""
+    if (content_type or "").lower() != upload.content_type:
+        raise UnsupportedMediaType(f"this upload accepts only {upload.content_type}")
+    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+        size = 0
+        while chunk := stream.read(1024 * 1024):
+            size += len(chunk)
+            if size > upload.size_bytes:
+                raise TooLarge(f"this upload accepts at most {upload.size_bytes} bytes")
+            spool.write(chunk)
+        if size == 0:
+            raise ServiceError("the file is empty")
+        spool.seek(0)
+        storage().save(upload.storage_key, spool, upload.content_type)
+
+
+def get(upload_id: str) -> DirectUpload:
+    try:
+        upload_uuid = uuid.UUID(str(upload_id))
+    except ValueError:
+        raise NotFound("no such upload") from None
+    upload = db.session.scalar(select(DirectUpload).where(DirectUpload.id == upload_uuid))
+    if upload is None:
+        raise NotFound("no such upload")
+    return upload
+
+
+def complete(upload: DirectUpload) -> IngestResult:
+    """Validate what was uploaded exactly like an upload; the object is removed either way."""
+    if upload.completed_at is not None:
+        raise ServiceError("this upload was already completed", code="conflict", status=409)
+    try:
+        if upload.expires_at <= utcnow():
+            raise Expired("this upload expired before it was completed; start a new one")
+        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+            try:
+                with storage().open(upload.storage_key) as source:
+                    _copy_at_most(source, spool, upload.size_bytes)
+            except ObjectNotFound:
+                raise ServiceError(
+                    "nothing was uploaded for this upload yet",
+                    code="validation_error",
+                    status=422,
+                ) from None
+            if spool.tell() != upload.size_bytes:
+                raise ServiceError(
+                    f"{spool.tell()} bytes were uploaded but {upload.size_bytes} were declared",
+                    code="validation_error",
+                    status=422,
+                )
+            spool.seek(0)
+            result = ingest(
+                upload.team_id,
+                spool,
+                upload.filename,
+                user_id=upload.created_by_user_id,
+                key_id=upload.created_by_key_id,
+                image_id=upload.id,
+            )
+        if not result.existing and upload.tags:
+            image_service.set_tags(result.image, upload.tags)
+        upload.completed_at = utcnow()
+        db.session.commit()
+        return result
+    except ServiceError:
+        db.session.rollback()
+        _discard(upload)
+        raise
+    finally:
+        _delete_object(upload.storage_key)
+
+
+def _copy_at_most(source: BinaryIO, target: BinaryIO, limit: int) -> None:
+    copied = 0
+    while chunk := source.read(1024 * 1024):
+        copied += len(chunk)
+        if copied > limit:
+            raise ServiceError(
+                f"more than the declared {limit} bytes were uploaded",
+                code="too_large",
+                status=413,
+            )
+        target.write(chunk)
+
+
+def _delete_object(key: str) -> None:
+    try:
+        storage().delete(key)
+    except Exception:
+        log.exception("could not delete the uploaded object %s", key)
+
+
+def _discard(upload: DirectUpload) -> None:
+    """A refused upload leaves no row behind (its object goes in `complete`'s finally)."""
+    row = db.session.get(DirectUpload, upload.id)
+    if row is not None:
+        db.session.delete(row)
+        db.session.commit()
+
+
+def remove_expired(grace: timedelta = timedelta(minutes=5)) -> int:
+    """Delete uploads never completed, and their objects, once expired; returns how many."""
+    cutoff = utcnow() - grace
+    with unscoped():
+        stale = db.session.scalars(
+            select(DirectUpload).where(
+                DirectUpload.completed_at.is_(None), DirectUpload.expires_at < cutoff
+            )
+        ).all()
+        for upload in stale:
+            _delete_object(upload.storage_key)
+            db.session.delete(upload)
+        db.session.commit()
+    return len(stale)

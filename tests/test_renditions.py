@@ -1,0 +1,98 @@
+"""On-demand file versions: format, quality and width from an allowed set, made once, kept."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image as PILImage
+
+from tests import samples
+
+
+@pytest.fixture
+def image(team_a, upload, run_jobs):
+    item = upload(team_a, [(samples.jpeg(1, size=(1600, 1200)), "big.jpg")]).json["items"][0]
+    run_jobs()
+    return item
+
+
+def get(client, team, image_id, query):
+    return client.get(f"/api/v1/images/{image_id}/file?{query}", headers=team.headers())
+
+
+@pytest.mark.parametrize(
+    ("query", "fmt", "size"),
+    [
+        ("format=jpeg&width=640", "JPEG", (640, 480)),
+        ("format=webp&quality=50&width=320", "WEBP", (320, 240)),
+        ("format=png&width=160", "PNG", (160, 120)),
+        ("width=2560", "WEBP", (1600, 1200)),  # never upscaled
+        ("variant=preview&format=jpeg", "JPEG", (1280, 960)),
+        ("variant=thumbnail&format=png", "PNG", (320, 240)),
+    ],
+)
+def test_versions_have_the_asked_format_and_size(client, team_a, image, query, fmt, size):
+    response = get(client, team_a, image["id"], query)
+    assert response.status_code == 200, response.json
+    picture = PILImage.open(io.BytesIO(response.data))
+    assert picture.format == fmt and picture.size == size
+    assert response.mimetype == f"image/{fmt.lower()}"
+    assert not picture.getexif()
+
+
+def test_quality_changes_the_bytes_and_versions_are_kept(client, team_a, image, instance_path):
+    low = get(client, team_a, image["id"], "format=jpeg&quality=10&width=1024")
+    high = get(client, team_a, image["id"], "format=jpeg&quality=95&width=1024")
+    assert len(low.data) < len(high.data)
+    stored = sorted(p.name for p in (instance_path / "storage").rglob("renditions/*"))
+    assert stored == ["original-w1024-q10.jpeg", "original-w1024-q95.jpeg"]
+    again = get(client, team_a, image["id"], "format=jpeg&quality=10&width=1024")
+    assert again.data == low.data
+    cached = client.get(
+        f"/api/v1/images/{image['id']}/file?format=jpeg&quality=10&width=1024",
+        headers={**team_a.headers(), "If-None-Match": low.headers["ETag"]},
+    )
+    assert cached.status_code == 304
+    client.delete(f"/api/v1/images/{image['id']}", headers=team_a.headers())
+    left = [p for p in (instance_path / "storage").rglob("*") if p.is_file()]
+    assert [p for p in left if image["id"] in str(p)] == []  # versions went with the image
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "format=gif",
+        "format=svg",
+        "quality=0",
+        "quality=96",
+        "quality=high",
+        "width=333",
+        "width=-1",
+        "format=png&quality=50",
+        "variant=raw",
+        "size=10",
+    ],
+)
+def test_bad_version_parameters_are_400(client, team_a, image, query, instance_path):
+    response = get(client, team_a, image["id"], query)
+    assert response.status_code == 400 and response.json["error"]["code"] == "bad_request"
+    assert not list((instance_path / "storage").rglob("renditions/*"))
+
+
+def test_exif_orientation_and_gps_do_not_leak_into_versions(client, team_a, upload, run_jobs):
+    picture = PILImage.new("RGB", (200, 100), "red")
+    picture.paste(PILImage.new("RGB", (100, 100), "blue"), (100, 0))
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0), 3: "E", 4: (2.0, 21.0, 3.0)}
+    out = io.BytesIO()
+    picture.save(out, "JPEG", exif=exif, quality=95)
+    item = upload(team_a, [(out.getvalue(), "rotated.jpg")]).json["items"][0]
+    run_jobs()
+    version = PILImage.open(
+        io.BytesIO(get(client, team_a, item["id"], "format=png&width=160").data)
+    )
+    assert version.size == (100, 200) and not version.getexif()
+    top, bottom = version.getpixel((50, 20)), version.getpixel((50, 180))
+    assert top[2] < 100 < top[0] and bottom[2] > 100 > bottom[0]  # upright: red above blue
