@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import pytest
@@ -40,9 +39,10 @@ def test_emails_are_nfkc_normalised_and_case_folded(app, team_a, person):
 def test_unknown_email_and_wrong_password_look_the_same(app, team_a, person):
     person(team_a, "member", email="real@example.com")
     client = app.test_client()
+    login(client, "warm-up@example.com", "x")  # first request compiles templates
     timings = {"wrong": [], "unknown": []}
     bodies = {}
-    for _ in range(5):  # the account's throttle allows five failures
+    for _ in range(4):  # the account's throttle allows five failures
         for kind, email in (("wrong", "real@example.com"), ("unknown", "ghost@example.com")):
             started = time.perf_counter()
             response = login(client, email, "not the password")
@@ -50,7 +50,8 @@ def test_unknown_email_and_wrong_password_look_the_same(app, team_a, person):
             bodies[kind] = (response.status_code, response.get_data(as_text=True))
     assert bodies["wrong"] == bodies["unknown"]
     assert bodies["wrong"][0] == 401
-    ratio = statistics.median(timings["wrong"]) / statistics.median(timings["unknown"])
+    # The fastest of each: the least disturbed by whatever else the machine is doing.
+    ratio = min(timings["wrong"]) / min(timings["unknown"])
     # Both pay for one scrypt verification (~50 ms); without the dummy hash an unknown email
     # answers in about a millisecond. The wide band allows for a loaded machine.
     assert 1 / 3 < ratio < 3, timings
