@@ -57,15 +57,6 @@ def register_cli(app: Flask) -> None:
         try:
             user = accounts.create_user(email, password)
             accounts.add_member(user, team, role)
-            audit.record(
-                CLI,
-                "member.add",
-                team.id,
-                target_type="user",
-                target_id=user.id,
-                target=user.email,
-                role=role,
-            )
             db.session.commit()
         except ServiceError as exc:
             _fail(exc)
@@ -85,16 +76,11 @@ def register_cli(app: Flask) -> None:
         team = _team(team_slug)
         try:
             key, full = keys.create_key(
-                team, name, keys.parse_scopes(scopes), expires_in_days=expires_in_days
-            )
-            audit.record(
-                CLI,
-                "key.create",
-                team.id,
-                target_type="key",
-                target_id=key.id,
-                target=f"{key.prefix} ({key.name})",
-                scopes=key.scopes,
+                team,
+                name,
+                keys.parse_scopes(scopes),
+                expires_in_days=expires_in_days,
+                actor=CLI,
             )
             db.session.commit()
         except ServiceError as exc:
@@ -126,15 +112,7 @@ def register_cli(app: Flask) -> None:
                 key = keys.get_key(key_id)
             except ServiceError as exc:
                 _fail(exc)
-            keys.revoke_key(key)
-            audit.record(
-                CLI,
-                "key.revoke",
-                team.id,
-                target_type="key",
-                target_id=key.id,
-                target=f"{key.prefix} ({key.name})",
-            )
+            keys.revoke_key(key, actor=CLI)
             db.session.commit()
         click.echo(f"lk_{key.prefix}")
 
@@ -163,30 +141,12 @@ def register_cli(app: Flask) -> None:
         team = _team(team_slug)
         try:
             if invite:
-                created, token = members.create_invite(team, email, role, None)
-                audit.record(
-                    CLI,
-                    "member.invite",
-                    team.id,
-                    target_type="invite",
-                    target_id=created.id,
-                    target=created.email,
-                    role=role,
-                )
+                created, token = members.create_invite(team, email, role, None, actor=CLI)
                 db.session.commit()
                 click.echo(f"Invite for {created.email} ({role}), valid 7 days:")
                 click.echo(f"/invites/{token}")
                 return
-            membership = members.add_member(team, email, role, password)
-            audit.record(
-                CLI,
-                "member.add",
-                team.id,
-                target_type="user",
-                target_id=membership.user_id,
-                target=membership.user.email,
-                role=role,
-            )
+            membership = members.add_member(team, email, role, password, actor=CLI)
             db.session.commit()
         except ServiceError as exc:
             _fail(exc)
@@ -201,16 +161,7 @@ def register_cli(app: Flask) -> None:
         team = _team(team_slug)
         user = accounts.get_user_by_email(email)
         try:
-            membership = members.set_role(team.id, user.id if user else "-", role)
-            audit.record(
-                CLI,
-                "member.role_change",
-                team.id,
-                target_type="user",
-                target_id=membership.user_id,
-                target=membership.user.email,
-                role=role,
-            )
+            membership = members.set_role(team.id, user.id if user else "-", role, actor=CLI)
             db.session.commit()
         except ServiceError as exc:
             _fail(exc)
@@ -224,15 +175,7 @@ def register_cli(app: Flask) -> None:
         team = _team(team_slug)
         user = accounts.get_user_by_email(email)
         try:
-            membership = members.remove_member(team.id, user.id if user else "-")
-            audit.record(
-                CLI,
-                "member.remove",
-                team.id,
-                target_type="user",
-                target_id=membership.user_id,
-                target=membership.user.email,
-            )
+            membership = members.remove_member(team.id, user.id if user else "-", actor=CLI)
             db.session.commit()
         except ServiceError as exc:
             _fail(exc)
@@ -296,14 +239,7 @@ def register_cli(app: Flask) -> None:
                             continue
                         if tag_names:
                             image_service.set_tags(result.image, tag_names)
-                        audit.record(
-                            CLI,
-                            "image.upload",
-                            team.id,
-                            target_type="image",
-                            target_id=result.image.id,
-                            target=result.image.filename,
-                        )
+                        audit.record_image(CLI, "image.upload", result.image)
                         db.session.commit()
                         created += 1
                     except (ServiceError, OSError) as exc:
@@ -316,16 +252,9 @@ def register_cli(app: Flask) -> None:
         with open(source, "rb") as fh:
             data = fh.read(imports.MAX_CSV_BYTES + 1)
         try:
-            batch = imports.create_batch(team.id, imports.parse_csv(data), tag_names, enqueue=False)
-            audit.record(
-                CLI,
-                "import.create",
-                team.id,
-                target_type="import",
-                target_id=batch.id,
-                target=f"{batch.total} URLs",
+            batch = imports.create_batch(
+                team.id, imports.parse_csv(data), tag_names, actor=CLI, enqueue=False
             )
-            db.session.commit()
         except ServiceError as exc:
             _fail(exc)
         with team_scope(team.id), click.progressbar(length=batch.total, label="Fetching") as bar:

@@ -29,15 +29,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rq import SimpleWorker  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from app import create_app  # noqa: E402
 from app.embedded_redis import EmbeddedRedis  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Image, ImportItem  # noqa: E402
 from app.queue import get_queue, get_redis  # noqa: E402
 from app.services import accounts, imports, processing  # noqa: E402
 from app.tenancy import team_scope  # noqa: E402
+from bench._app import make_app as make_bench_app  # noqa: E402
 from bench._photos import DEFAULT_DIR, photo_jpeg  # noqa: E402
-from config import Config  # noqa: E402
 
 TARGET_RATIO = 0.9
 
@@ -77,27 +76,9 @@ def serve(images: list[bytes]) -> ThreadingHTTPServer:
 
 
 def make_app(instance: str, redis_url: str):
-    config = type(
-        "BenchConfig",
-        (Config,),
-        {
-            "ENV": "bench",
-            "SECRET_KEY": "bench",
-            "INSTANCE_PATH": instance,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{os.path.join(instance, 'bench.db')}",
-            "REDIS_URL": redis_url,
-            "QUEUE_NAME": "likeness-bench",
-            "STORAGE_ROOT": os.path.join(instance, "storage"),
-            "INDEX_CACHE_DIR": os.path.join(instance, "index-cache"),
-            "PLUGINS_BUILTIN_ONLY": True,
-            "IMPORT_ALLOW_NETWORKS": ["127.0.0.1/32"],
-            "IMPORT_MAX_URLS": 100_000,
-        },
+    return make_bench_app(
+        instance, redis_url, IMPORT_ALLOW_NETWORKS=["127.0.0.1/32"], IMPORT_MAX_URLS=100_000
     )
-    app = create_app(config)
-    with app.app_context():
-        db.create_all()
-    return app
 
 
 def in_process(app, urls: list[str]) -> float:

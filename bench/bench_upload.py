@@ -29,12 +29,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from werkzeug.serving import make_server  # noqa: E402
 from werkzeug.test import encode_multipart  # noqa: E402
 
-from app import create_app  # noqa: E402
 from app.embedded_redis import EmbeddedRedis  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.services import accounts, keys  # noqa: E402
+from bench._app import make_app as make_bench_app  # noqa: E402
 from bench._photos import DEFAULT_DIR, photo_jpeg  # noqa: E402
-from config import Config  # noqa: E402
 
 TARGET_MS = 150.0
 
@@ -58,24 +57,8 @@ def variant(jpeg: bytes, n: int) -> bytes:
 
 
 def make_app(instance: str, redis_url: str):
-    config = type(
-        "BenchConfig",
-        (Config,),
-        {
-            "ENV": "bench",
-            "SECRET_KEY": "bench",
-            "INSTANCE_PATH": instance,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{os.path.join(instance, 'bench.db')}",
-            "REDIS_URL": redis_url,
-            "QUEUE_NAME": "likeness-bench",
-            "STORAGE_ROOT": os.path.join(instance, "storage"),
-            "INDEX_CACHE_DIR": os.path.join(instance, "index-cache"),
-            "PLUGINS_BUILTIN_ONLY": True,
-        },
-    )
-    app = create_app(config)
+    app = make_bench_app(instance, redis_url)
     with app.app_context():
-        db.create_all()
         team = accounts.create_team("Bench")
         _, key = keys.create_key(team, "bench", ["read", "write"])
         db.session.commit()

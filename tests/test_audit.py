@@ -36,7 +36,9 @@ def test_state_changes_are_recorded_newest_first(app, client, team_a, person, up
         "image.delete",
         "image.upload",
     ]
-    assert actions[5:] == ["auth.login"]  # the admin's sign-in by the `person` fixture
+    # Before those: the admin's sign-in (the `person` fixture) and the fixture's two keys.
+    assert actions[5:] == ["auth.login", "key.create", "key.create"]
+    assert items[-1]["actor"] == "system" and items[-1]["actor_type"] == "system"
     upload_event = items[4]
     assert upload_event["target"] == "holiday.jpg" and upload_event["target_id"] == image["id"]
     assert upload_event["actor"].startswith(f"key {team_a.key.split('_')[1]} ")

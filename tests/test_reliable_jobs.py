@@ -136,14 +136,24 @@ def test_the_periodic_sweep_requeues_stuck_images_and_schedules_the_next(
     assert image_status(app, image["id"]) == "ready"
 
 
-def test_retry_reruns_an_image_in_error(app, client, team_a, upload, run_jobs, instance_path):
-    image = upload(team_a, [(samples.jpeg(5), "flaky.jpg")]).json["items"][0]
+def original_path(app, instance_path, image):
     with app.app_context():
-        original = db.session.get(Image, uuid.UUID(image["id"])).storage_key
-    path = instance_path / "storage" / original
+        return instance_path / "storage" / db.session.get(Image, uuid.UUID(image["id"])).storage_key
+
+
+def failed_image(app, instance_path, upload, run_jobs, team, seed):
+    """An image whose original vanished before processing (a permanent failure), and the
+    bytes to put back."""
+    image = upload(team, [(samples.jpeg(seed), f"broken-{seed}.jpg")]).json["items"][0]
+    path = original_path(app, instance_path, image)
     saved = path.read_bytes()
-    path.unlink()  # the original vanishes: a permanent failure
+    path.unlink()
     run_jobs()
+    return image, path, saved
+
+
+def test_retry_reruns_an_image_in_error(app, client, team_a, upload, run_jobs, instance_path):
+    image, path, saved = failed_image(app, instance_path, upload, run_jobs, team_a, 5)
     body = client.get(f"/api/v1/images/{image['id']}", headers=team_a.headers()).json
     assert body["status"] == "error" and "missing" in body["error"]
 
@@ -161,13 +171,7 @@ def test_retry_reruns_an_image_in_error(app, client, team_a, upload, run_jobs, i
 
 
 def test_gallery_retry_button(app, team_a, upload, run_jobs, instance_path, person):
-    image = upload(team_a, [(samples.jpeg(6), "broken.jpg")]).json["items"][0]
-    with app.app_context():
-        original = db.session.get(Image, uuid.UUID(image["id"])).storage_key
-    path = instance_path / "storage" / original
-    saved = path.read_bytes()
-    path.unlink()
-    run_jobs()
+    image, path, saved = failed_image(app, instance_path, upload, run_jobs, team_a, 6)
     viewer = person(team_a, "viewer")
     assert b"Retry" not in viewer.client.get("/").data
     member = person(team_a, "member")
@@ -187,9 +191,7 @@ def test_worker_killed_mid_job_still_ends_ready(app, app_env, team_a, upload, in
     heartbeat lapses (the job timeout plus 60 s), the sweep retries it, and it completes."""
     env = {**app_env, "JOB_TIMEOUT_SECONDS": "5"}
     image = upload(team_a, [(samples.jpeg(7), "victim.jpg")]).json["items"][0]
-    with app.app_context():
-        key = db.session.get(Image, uuid.UUID(image["id"])).storage_key
-    path = instance_path / "storage" / key
+    path = original_path(app, instance_path, image)
     saved = path.read_bytes()
     path.unlink()
     os.mkfifo(path)  # reading the original blocks: the job is stuck mid-way, deterministically

@@ -118,14 +118,7 @@ def create_images():
     for image in created:
         if tags:
             image_service.set_tags(image, tags)
-        audit.record(
-            current_actor(),
-            "image.upload",
-            image.team_id,
-            target_type="image",
-            target_id=image.id,
-            target=image.filename,
-        )
+        audit.record_image(current_actor(), "image.upload", image)
     db.session.commit()
     items = [
         image_json(r.image, existing=True) if r.existing else image_json(r.image) for r in results
@@ -164,15 +157,7 @@ def edit_image(image_id):
     if body.get("collection_id") is not None:
         raise ApiError(422, "no such collection", "validation_error")
     changed = image_service.edit_image(image, changes)
-    audit.record(
-        current_actor(),
-        "image.edit",
-        image.team_id,
-        target_type="image",
-        target_id=image.id,
-        target=image.filename,
-        fields=changed,
-    )
+    audit.record_image(current_actor(), "image.edit", image, fields=changed)
     db.session.commit()
     return image_json(image)
 
@@ -181,14 +166,7 @@ def edit_image(image_id):
 @scope_required("write")
 def delete_image(image_id):
     image = get_owned(Image, image_id)
-    audit.record(
-        current_actor(),
-        "image.delete",
-        image.team_id,
-        target_type="image",
-        target_id=image.id,
-        target=image.filename,
-    )
+    audit.record_image(current_actor(), "image.delete", image)
     image_service.delete_image(image)
     return "", 204
 
@@ -199,14 +177,7 @@ def retry_image(image_id):
     image = get_owned(Image, image_id)
     if image.status != "error":
         raise ApiError(409, f"only an image in error can be retried; this one is {image.status}")
-    audit.record(
-        current_actor(),
-        "image.retry",
-        image.team_id,
-        target_type="image",
-        target_id=image.id,
-        target=image.filename,
-    )
+    audit.record_image(current_actor(), "image.retry", image)
     reconcile.retry_image(image)
     return image_json(image), 202
 

@@ -12,10 +12,9 @@ from app.api.auth import scope_required
 from app.api.errors import ApiError
 from app.api.images import refuse_unknown_args
 from app.auth.current import current_actor
-from app.extensions import db
 from app.models import ImportBatch
-from app.services import audit, imports
 from app.services import images as image_service
+from app.services import imports
 from app.tenancy import current_team_id, get_owned
 
 
@@ -55,16 +54,9 @@ def create_import():
         requests, tags = _requests_from_csv()
     else:
         requests, tags = _requests_from_json()
-    batch = imports.create_batch(current_team_id(), requests, tags, key_id=g.api_key.id)
-    audit.record(
-        current_actor(),
-        "import.create",
-        batch.team_id,
-        target_type="import",
-        target_id=batch.id,
-        target=f"{batch.total} URLs",
+    batch = imports.create_batch(
+        current_team_id(), requests, tags, actor=current_actor(), key_id=g.api_key.id
     )
-    db.session.commit()
     return {"id": str(batch.id), **imports.progress(batch)}, 202
 
 

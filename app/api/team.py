@@ -99,15 +99,7 @@ def create_key():
         created_by=g.api_key.created_by,
         creator_role=_key_creator_role(),
         expires_in_days=body.get("expires_in_days"),
-    )
-    audit.record(
-        current_actor(),
-        "key.create",
-        key.team_id,
-        target_type="key",
-        target_id=key.id,
-        target=f"{key.prefix} ({key.name})",
-        scopes=key.scopes,
+        actor=current_actor(),
     )
     db.session.commit()
     return key_json(key, key=full), 201
@@ -117,15 +109,7 @@ def create_key():
 @scope_required("admin")
 def revoke_key(key_id):
     key = keys.get_key(key_id)
-    keys.revoke_key(key)
-    audit.record(
-        current_actor(),
-        "key.revoke",
-        key.team_id,
-        target_type="key",
-        target_id=key.id,
-        target=f"{key.prefix} ({key.name})",
-    )
+    keys.revoke_key(key, actor=current_actor())
     db.session.commit()
     return "", 204
 
@@ -137,16 +121,10 @@ def rotate_key(key_id):
     if request.get_data():
         json_body(())  # nothing to send; anything sent must be an empty object
     new_key, full = keys.rotate_key(
-        key, created_by=g.api_key.created_by, creator_role=_key_creator_role()
-    )
-    audit.record(
-        current_actor(),
-        "key.rotate",
-        key.team_id,
-        target_type="key",
-        target_id=new_key.id,
-        target=f"{new_key.prefix} ({new_key.name})",
-        replaces=key.prefix,
+        key,
+        created_by=g.api_key.created_by,
+        creator_role=_key_creator_role(),
+        actor=current_actor(),
     )
     db.session.commit()
     return key_json(new_key, key=full), 201
@@ -175,16 +153,11 @@ def add_member():
     body = json_body(("email", "role"), ("password", "invite"))
     if body.get("invite"):
         invite, token = members.create_invite(
-            _team(), body["email"], body["role"], g.api_key.created_by
-        )
-        audit.record(
-            current_actor(),
-            "member.invite",
-            invite.team_id,
-            target_type="invite",
-            target_id=invite.id,
-            target=invite.email,
-            role=invite.role,
+            _team(),
+            body["email"],
+            body["role"],
+            g.api_key.created_by,
+            actor=current_actor(),
         )
         db.session.commit()
         link = url_for("auth.accept_invite", token=token, _external=True)
@@ -194,15 +167,8 @@ def add_member():
             "role": invite.role,
             "expires_at": iso(invite.expires_at),
         }, 201
-    membership = members.add_member(_team(), body["email"], body["role"], body.get("password"))
-    audit.record(
-        current_actor(),
-        "member.add",
-        membership.team_id,
-        target_type="user",
-        target_id=membership.user_id,
-        target=membership.user.email,
-        role=membership.role,
+    membership = members.add_member(
+        _team(), body["email"], body["role"], body.get("password"), actor=current_actor()
     )
     db.session.commit()
     return member_json(membership), 201
@@ -212,16 +178,7 @@ def add_member():
 @scope_required("admin")
 def change_member_role(user_id):
     body = json_body(("role",))
-    membership = members.set_role(current_team_id(), user_id, body["role"])
-    audit.record(
-        current_actor(),
-        "member.role_change",
-        membership.team_id,
-        target_type="user",
-        target_id=membership.user_id,
-        target=membership.user.email,
-        role=membership.role,
-    )
+    membership = members.set_role(current_team_id(), user_id, body["role"], actor=current_actor())
     db.session.commit()
     return member_json(membership)
 
@@ -229,15 +186,7 @@ def change_member_role(user_id):
 @bp.delete("/members/<user_id>")
 @scope_required("admin")
 def remove_member(user_id):
-    membership = members.remove_member(current_team_id(), user_id)
-    audit.record(
-        current_actor(),
-        "member.remove",
-        membership.team_id,
-        target_type="user",
-        target_id=membership.user_id,
-        target=membership.user.email,
-    )
+    members.remove_member(current_team_id(), user_id, actor=current_actor())
     db.session.commit()
     return "", 204
 

@@ -59,14 +59,6 @@ def complete_upload(upload_id):
     result = uploads.complete(upload)
     if result.existing:
         return image_json(result.image, existing=True), 200
-    audit.record(
-        current_actor(),
-        "image.upload",
-        result.image.team_id,
-        target_type="image",
-        target_id=result.image.id,
-        target=result.image.filename,
-        direct=True,
-    )
+    audit.record_image(current_actor(), "image.upload", result.image, direct=True)
     db.session.commit()
     return image_json(result.image), 201

@@ -145,15 +145,8 @@ def accept_invite(token: str):
     has_account = accounts.get_user_by_email(invite.email) is not None
     if request.method == "POST":
         try:
-            invite, user = members.accept_invite(token, request.form.get("password", ""))
-            audit.record(
-                Actor.for_user(user, client_ip()),
-                "member.join",
-                invite.team_id,
-                target_type="user",
-                target_id=user.id,
-                target=user.email,
-                role=invite.role,
+            invite, user = members.accept_invite(
+                token, request.form.get("password", ""), client_ip()
             )
             db.session.commit()
         except ServiceError as exc:

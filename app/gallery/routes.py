@@ -64,13 +64,6 @@ def get_status_badge(image_id: str):
 def retry_image(image_id: str):
     image = get_owned(Image, image_id)
     if image.status == "error":
-        audit.record(
-            current_actor(),
-            "image.retry",
-            image.team_id,
-            target_type="image",
-            target_id=image.id,
-            target=image.filename,
-        )
+        audit.record_image(current_actor(), "image.retry", image)
         reconcile.retry_image(image)
     return render_template("gallery/_status_badge.html", image=image)

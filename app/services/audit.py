@@ -64,6 +64,22 @@ def record(
     return event
 
 
+SYSTEM = Actor.system()
+
+
+def record_image(actor: Actor, action: str, image, **details) -> AuditEvent:
+    """An event about one image, named by its filename."""
+    return record(
+        actor,
+        action,
+        image.team_id,
+        target_type="image",
+        target_id=image.id,
+        target=image.filename,
+        **details,
+    )
+
+
 def _cursor(event_id: int) -> str:
     return base64.urlsafe_b64encode(str(event_id).encode()).decode().rstrip("=")
 

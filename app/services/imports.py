@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 from app import queue
 from app.extensions import db
 from app.models import ImportBatch, ImportItem, utcnow
-from app.services import ServiceError
+from app.services import ServiceError, audit
 from app.services import images as image_service
+from app.services.audit import SYSTEM, Actor
 from app.services.fetch import FetchError, fetch, policy_from_config
 from app.services.ingest import ingest
 from app.tenancy import team_scope
@@ -91,6 +92,7 @@ def create_batch(
     requests: list[ItemRequest],
     tags: list[str],
     *,
+    actor: Actor = SYSTEM,
     user_id: uuid.UUID | None = None,
     key_id: uuid.UUID | None = None,
     enqueue: bool = True,
@@ -120,6 +122,15 @@ def create_batch(
                 tags=request.tags or [],
             )
         )
+    db.session.flush()
+    audit.record(
+        actor,
+        "import.create",
+        team_id,
+        target_type="import",
+        target_id=batch.id,
+        target=f"{batch.total} URLs",
+    )
     db.session.commit()
     if enqueue:
         enqueue_batch(batch)

@@ -13,7 +13,8 @@ from sqlalchemy import select, update
 
 from app.extensions import db
 from app.models import ROLES, SCOPES, ApiKey, Membership, Team, User, utcnow
-from app.services import NotFound, ServiceError
+from app.services import NotFound, ServiceError, audit
+from app.services.audit import SYSTEM, Actor
 from app.tenancy import unscoped
 
 ROLE_SCOPES = {"admin": {"read", "write", "admin"}, "member": {"read", "write"}, "viewer": {"read"}}
@@ -48,16 +49,46 @@ def parse_scopes(value: str | list[str]) -> list[str]:
     return scopes
 
 
+def _label(key: ApiKey) -> str:
+    return f"{key.prefix} ({key.name})"
+
+
+def _record(actor: Actor, action: str, key: ApiKey, **details) -> None:
+    audit.record(
+        actor,
+        action,
+        key.team_id,
+        target_type="key",
+        target_id=key.id,
+        target=_label(key),
+        **details,
+    )
+
+
 def create_key(
     team: Team,
     name: str,
     scopes: list[str],
     *,
+    actor: Actor = SYSTEM,
     created_by: User | None = None,
     creator_role: str | None = None,
     expires_in_days: int | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its full text, which is never stored or shown again."""
+    key, full = _new_key(team, name, scopes, created_by, creator_role, expires_in_days)
+    _record(actor, "key.create", key, scopes=key.scopes)
+    return key, full
+
+
+def _new_key(
+    team: Team,
+    name: str,
+    scopes: list[str],
+    created_by: User | None,
+    creator_role: str | None,
+    expires_in_days: int | None,
+) -> tuple[ApiKey, str]:
     name = " ".join((name or "").split())
     if not name or len(name) > 100:
         raise ServiceError("a key name is 1 to 100 characters", code="validation_error", status=422)
@@ -160,14 +191,15 @@ def get_key(key_id: str | uuid.UUID) -> ApiKey:
     return key
 
 
-def revoke_key(key: ApiKey) -> None:
+def revoke_key(key: ApiKey, *, actor: Actor = SYSTEM) -> None:
     """Revoke now; the very next request with this key is refused. Revoking twice is a no-op."""
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+        _record(actor, "key.revoke", key)
 
 
 def rotate_key(
-    key: ApiKey, *, created_by: User | None, creator_role: str | None
+    key: ApiKey, *, created_by: User | None, creator_role: str | None, actor: Actor = SYSTEM
 ) -> tuple[ApiKey, str]:
     """A new secret with the same name, scopes and expiry period; the old key is revoked."""
     if key.revoked_at is not None:
@@ -176,14 +208,8 @@ def rotate_key(
     if key.expires_at is not None:
         days = max(1, round((key.expires_at - key.created_at).total_seconds() / 86400))
     team = db.session.get(Team, key.team_id)
-    new_key, full = create_key(
-        team,
-        key.name,
-        key.scopes,
-        created_by=created_by,
-        creator_role=creator_role,
-        expires_in_days=days,
-    )
+    new_key, full = _new_key(team, key.name, key.scopes, created_by, creator_role, days)
     new_key.rotated_from_id = key.id
-    revoke_key(key)
+    key.revoked_at = utcnow()
+    _record(actor, "key.rotate", new_key, replaces=key.prefix)
     return new_key, full

@@ -11,7 +11,8 @@ from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.models import ROLES, ApiKey, Invite, Membership, Team, User, utcnow
-from app.services import Conflict, NotFound, ServiceError, accounts
+from app.services import Conflict, NotFound, ServiceError, accounts, audit
+from app.services.audit import SYSTEM, Actor
 from app.tenancy import team_scope, unscoped
 
 INVITE_DAYS = 7
@@ -44,7 +45,21 @@ def get_membership(team_id: uuid.UUID, user_id: str | uuid.UUID) -> Membership:
     return membership
 
 
-def add_member(team: Team, email: str, role: str, password: str | None = None) -> Membership:
+def _record(actor: Actor, action: str, membership: Membership, **details) -> None:
+    audit.record(
+        actor,
+        action,
+        membership.team_id,
+        target_type="user",
+        target_id=membership.user_id,
+        target=membership.user.email,
+        **details,
+    )
+
+
+def add_member(
+    team: Team, email: str, role: str, password: str | None = None, *, actor: Actor = SYSTEM
+) -> Membership:
     """Add an existing account to the team, or create it when a password is given."""
     _check_role(role)
     user = accounts.get_user_by_email(accounts.valid_email(email))
@@ -60,7 +75,9 @@ def add_member(team: Team, email: str, role: str, password: str | None = None) -
         select(Membership).where(Membership.team_id == team.id, Membership.user_id == user.id)
     ):
         raise Conflict("that account is already a member of this team")
-    return accounts.add_member(user, team, role)
+    membership = accounts.add_member(user, team, role)
+    _record(actor, "member.add", membership, role=role)
+    return membership
 
 
 def _lock_team(team_id: uuid.UUID) -> None:
@@ -77,7 +94,9 @@ def _admin_count(team_id: uuid.UUID) -> int:
     )
 
 
-def set_role(team_id: uuid.UUID, user_id: str | uuid.UUID, role: str) -> Membership:
+def set_role(
+    team_id: uuid.UUID, user_id: str | uuid.UUID, role: str, *, actor: Actor = SYSTEM
+) -> Membership:
     """Change a member's role; the team's last admin cannot be demoted."""
     _check_role(role)
     _lock_team(team_id)
@@ -85,10 +104,13 @@ def set_role(team_id: uuid.UUID, user_id: str | uuid.UUID, role: str) -> Members
     if membership.role == "admin" and role != "admin" and _admin_count(team_id) <= 1:
         raise Conflict("the last admin of a team cannot be demoted; make someone else admin first")
     membership.role = role
+    _record(actor, "member.role_change", membership, role=role)
     return membership
 
 
-def remove_member(team_id: uuid.UUID, user_id: str | uuid.UUID) -> Membership:
+def remove_member(
+    team_id: uuid.UUID, user_id: str | uuid.UUID, *, actor: Actor = SYSTEM
+) -> Membership:
     """Remove a member and revoke the keys they made for this team; never the last admin."""
     _lock_team(team_id)
     membership = get_membership(team_id, user_id)
@@ -100,6 +122,7 @@ def remove_member(team_id: uuid.UUID, user_id: str | uuid.UUID) -> Membership:
             .where(ApiKey.created_by_id == membership.user_id, ApiKey.revoked_at.is_(None))
             .values(revoked_at=utcnow())
         )
+    _record(actor, "member.remove", membership)
     db.session.delete(membership)
     return membership
 
@@ -108,7 +131,9 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_invite(team: Team, email: str, role: str, created_by: User | None) -> tuple[Invite, str]:
+def create_invite(
+    team: Team, email: str, role: str, created_by: User | None, *, actor: Actor = SYSTEM
+) -> tuple[Invite, str]:
     """An invite for one address; returns it with the token for the link (not stored)."""
     _check_role(role)
     email = accounts.valid_email(email)
@@ -128,6 +153,15 @@ def create_invite(team: Team, email: str, role: str, created_by: User | None) ->
     )
     db.session.add(invite)
     db.session.flush()
+    audit.record(
+        actor,
+        "member.invite",
+        team.id,
+        target_type="invite",
+        target_id=invite.id,
+        target=email,
+        role=role,
+    )
     return invite, token
 
 
@@ -144,7 +178,7 @@ def find_invite(token: str) -> Invite:
     return invite
 
 
-def accept_invite(token: str, password: str) -> tuple[Invite, User]:
+def accept_invite(token: str, password: str, ip: str | None = None) -> tuple[Invite, User]:
     """Join the invite's team: an existing account proves its password, a new one sets it."""
     invite = find_invite(token)
     user = accounts.get_user_by_email(invite.email)

@@ -82,28 +82,14 @@ def add_member():
     email, role = request.form.get("email", ""), request.form.get("role", "member")
     try:
         if request.form.get("mode") == "invite":
-            invite, token = members.create_invite(_team(), email, role, current_user)
-            audit.record(
-                current_actor(),
-                "member.invite",
-                _team().id,
-                target_type="invite",
-                target_id=invite.id,
-                target=invite.email,
-                role=role,
+            invite, token = members.create_invite(
+                _team(), email, role, current_user, actor=current_actor()
             )
             db.session.commit()
             link = url_for("auth.accept_invite", token=token, _external=True)
             return _members_page(invite_link=link, invite=invite)
-        membership = members.add_member(_team(), email, role, request.form.get("password") or None)
-        audit.record(
-            current_actor(),
-            "member.add",
-            _team().id,
-            target_type="user",
-            target_id=membership.user_id,
-            target=membership.user.email,
-            role=role,
+        members.add_member(
+            _team(), email, role, request.form.get("password") or None, actor=current_actor()
         )
         db.session.commit()
     except ServiceError as exc:
@@ -116,16 +102,7 @@ def add_member():
 @role_required("admin")
 def change_role(user_id: str):
     try:
-        membership = members.set_role(_team().id, user_id, request.form.get("role", ""))
-        audit.record(
-            current_actor(),
-            "member.role_change",
-            _team().id,
-            target_type="user",
-            target_id=membership.user_id,
-            target=membership.user.email,
-            role=membership.role,
-        )
+        members.set_role(_team().id, user_id, request.form.get("role", ""), actor=current_actor())
         db.session.commit()
     except ServiceError as exc:
         db.session.rollback()
@@ -139,15 +116,7 @@ def change_role(user_id: str):
 @role_required("admin")
 def remove_member(user_id: str):
     try:
-        membership = members.remove_member(_team().id, user_id)
-        audit.record(
-            current_actor(),
-            "member.remove",
-            _team().id,
-            target_type="user",
-            target_id=membership.user_id,
-            target=membership.user.email,
-        )
+        members.remove_member(_team().id, user_id, actor=current_actor())
         db.session.commit()
     except ServiceError as exc:
         db.session.rollback()
@@ -189,15 +158,7 @@ def create_key():
             created_by=current_user,
             creator_role=g.membership.role,
             expires_in_days=int(days) if days else None,
-        )
-        audit.record(
-            current_actor(),
-            "key.create",
-            _team().id,
-            target_type="key",
-            target_id=key.id,
-            target=f"{key.prefix} ({key.name})",
-            scopes=key.scopes,
+            actor=current_actor(),
         )
         db.session.commit()
     except ServiceError as exc:
@@ -210,15 +171,7 @@ def create_key():
 @role_required("admin")
 def revoke_key(key_id: str):
     key = keys.get_key(key_id)
-    keys.revoke_key(key)
-    audit.record(
-        current_actor(),
-        "key.revoke",
-        _team().id,
-        target_type="key",
-        target_id=key.id,
-        target=f"{key.prefix} ({key.name})",
-    )
+    keys.revoke_key(key, actor=current_actor())
     db.session.commit()
     return _keys_page()
 
@@ -229,16 +182,10 @@ def rotate_key(key_id: str):
     key = keys.get_key(key_id)
     try:
         new_key, full = keys.rotate_key(
-            key, created_by=current_user, creator_role=g.membership.role
-        )
-        audit.record(
-            current_actor(),
-            "key.rotate",
-            _team().id,
-            target_type="key",
-            target_id=new_key.id,
-            target=f"{new_key.prefix} ({new_key.name})",
-            replaces=key.prefix,
+            key,
+            created_by=current_user,
+            creator_role=g.membership.role,
+            actor=current_actor(),
         )
         db.session.commit()
     except ServiceError as exc:
