@@ -184,6 +184,11 @@ def test_admin_manages_keys_and_members_in_settings(live_server, page, runner, c
         "viewer"
     )
 
+    # A refusal comes back as a fragment that is shown, not dropped.
+    page.get_by_label("Role of boss@example.com").select_option("member")
+    expect(page.get_by_role("alert")).to_contain_text("last admin")
+    expect(page.get_by_label("Role of boss@example.com")).to_have_value("admin")
+
     # The switcher moves the whole UI to the other team, where boss is only a viewer.
     page.get_by_label("Current team").select_option(label="Other Team")
     expect(page).to_have_url(live_server + "/")

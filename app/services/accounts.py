@@ -13,7 +13,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
 from app.models import ROLES, LoginSession, Membership, Team, User, utcnow
-from app.services import Conflict, ServiceError
+from app.services import Conflict, ServiceError, audit
+from app.services.audit import Actor
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
 MIN_PASSWORD_LENGTH = 10
@@ -116,7 +117,7 @@ def authenticate(email: str, password: str) -> User | None:
     return user if check_password_hash(user.password_hash, password) else None
 
 
-def change_password(user: User, current: str, new: str) -> None:
+def change_password(user: User, current: str, new: str, *, actor: Actor) -> None:
     """Set a new password after checking the current one; every login session ends."""
     if not check_password_hash(user.password_hash, (current or "")[:1024]):
         raise ServiceError("the current password is wrong", code="validation_error", status=422)
@@ -124,6 +125,15 @@ def change_password(user: User, current: str, new: str) -> None:
     user.password_hash = hash_password(new)
     user.password_changed_at = utcnow()
     end_all_sessions(user.id)
+    for membership in user.memberships:
+        audit.record(
+            actor,
+            "auth.password_change",
+            membership.team_id,
+            target_type="user",
+            target_id=user.id,
+            target=user.email,
+        )
 
 
 def _hash_token(token: str) -> str:

@@ -37,17 +37,11 @@ def change_password():
     user = current_user._get_current_object()
     try:
         accounts.change_password(
-            user, request.form.get("current_password", ""), request.form.get("new_password", "")
+            user,
+            request.form.get("current_password", ""),
+            request.form.get("new_password", ""),
+            actor=current_actor(),
         )
-        for membership in user.memberships:
-            audit.record(
-                current_actor(),
-                "auth.password_change",
-                membership.team_id,
-                target_type="user",
-                target_id=user.id,
-                target=user.email,
-            )
         db.session.commit()
     except ServiceError as exc:
         db.session.rollback()
