@@ -264,3 +264,21 @@ def test_members_cli(app, runner, team_a):
     assert out.exit_code == 0 and out.output.strip().splitlines()[-1] == "cli@example.com"
     out = runner.invoke(args=["members", "remove", "nobody@example.com", "--team", slug])
     assert out.exit_code != 0 and "no such member" in out.output
+
+
+@pytest.mark.parametrize(
+    "config_overrides", [{"LOGIN_MAX_FAILURES_PER_ACCOUNT": 3}], ids=["three-tries"]
+)
+def test_invite_password_checks_are_throttled_like_logins(app, team_a, team_b, person):
+    existing = person(team_b, "member", email="guessed@example.com")
+    admin = person(team_a, "admin")
+    response = admin.client.post(
+        "/settings/members", data={"email": existing.email, "role": "member", "mode": "invite"}
+    )
+    link = re.search(r"(/invites/[A-Za-z0-9_-]+)", response.get_data(as_text=True)).group(1)
+    guesser = app.test_client()
+    for _ in range(3):
+        assert guesser.post(link, data={"password": "guess guess guess"}).status_code == 422
+    blocked = guesser.post(link, data={"password": PASSWORD})
+    assert blocked.status_code == 429 and "Retry-After" in blocked.headers
+    assert role_of(app, team_a, existing.email) is None

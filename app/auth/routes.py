@@ -144,6 +144,12 @@ def accept_invite(token: str):
     invite = members.find_invite(token)
     has_account = accounts.get_user_by_email(invite.email) is not None
     if request.method == "POST":
+        # For an existing account the form is a password check: throttled like the login.
+        limits = _throttle_limits()
+        if has_account and (wait := throttle.retry_after(invite.email, client_ip(), limits)):
+            flash(f"Too many failed attempts. Try again in {wait // 60 + 1} minutes.", "error")
+            page = render_template("auth/invite.html", invite=invite, has_account=has_account)
+            return page, 429, {"Retry-After": str(wait)}
         try:
             invite, user = members.accept_invite(
                 token, request.form.get("password", ""), client_ip()
@@ -151,6 +157,8 @@ def accept_invite(token: str):
             db.session.commit()
         except ServiceError as exc:
             db.session.rollback()
+            if has_account:
+                throttle.record_failure(invite.email, client_ip(), limits)
             flash(exc.message, "error")
             page = render_template("auth/invite.html", invite=invite, has_account=has_account)
             return page, exc.status
