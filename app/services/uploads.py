@@ -151,12 +151,13 @@ def complete(upload: DirectUpload) -> IngestResult:
     """Validate what was uploaded exactly like an upload; the object is removed either way."""
     if upload.completed_at is not None:
         raise ServiceError("this upload was already completed", code="conflict", status=409)
+    key = upload.storage_key  # read now: a refused upload's row is gone by the `finally`
     try:
         if upload.expires_at <= utcnow():
             raise Expired("this upload expired before it was completed; start a new one")
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
             try:
-                with storage().open(upload.storage_key) as source:
+                with storage().open(key) as source:
                     _copy_at_most(source, spool, upload.size_bytes)
             except ObjectNotFound:
                 raise ServiceError(
@@ -189,7 +190,7 @@ def complete(upload: DirectUpload) -> IngestResult:
         _discard(upload)
         raise
     finally:
-        _delete_object(upload.storage_key)
+        _delete_object(key)
 
 
 def _copy_at_most(source: BinaryIO, target: BinaryIO, limit: int) -> None:
