@@ -42,6 +42,14 @@ def role_of(app, team, email):
         )
 
 
+def invite_path(admin, email, role):
+    """An admin invites `email` in the browser; the path of the link shown to them."""
+    response = admin.client.post(
+        "/settings/members", data={"email": email, "role": role, "mode": "invite"}
+    )
+    return re.search(r"(/invites/[A-Za-z0-9_-]+)", response.get_data(as_text=True)).group(1)
+
+
 def test_admin_adds_a_member_changes_the_role_and_removes_them(app, team_a, person):
     admin = person(team_a, "admin")
     added = admin.client.post(
@@ -121,10 +129,7 @@ def test_invite_link_joins_once_and_expires(app, team_a, person):
     assert role_of(app, team_a, "guest@example.com") == "viewer"
     assert app.test_client().get(link.group(1)).status_code == 404  # used up
 
-    second = admin.client.post(
-        "/settings/members", data={"email": "late@example.com", "role": "member", "mode": "invite"}
-    )
-    late_link = re.search(r"(/invites/[A-Za-z0-9_-]+)", second.get_data(as_text=True)).group(1)
+    late_link = invite_path(admin, "late@example.com", "member")
     with app.app_context():
         db.session.execute(update(Invite).values(expires_at=utcnow() - timedelta(seconds=1)))
         db.session.commit()
@@ -136,10 +141,7 @@ def test_invite_link_joins_once_and_expires(app, team_a, person):
 def test_invite_for_an_existing_account_needs_its_password(app, team_a, team_b, person):
     existing = person(team_b, "member", email="both@example.com")
     admin = person(team_a, "admin")
-    response = admin.client.post(
-        "/settings/members", data={"email": existing.email, "role": "member", "mode": "invite"}
-    )
-    link = re.search(r"(/invites/[A-Za-z0-9_-]+)", response.get_data(as_text=True)).group(1)
+    link = invite_path(admin, existing.email, "member")
     assert app.test_client().post(link, data={"password": "not theirs!!"}).status_code == 422
     assert role_of(app, team_a, existing.email) is None
     assert app.test_client().post(link, data={"password": PASSWORD}).status_code == 302
@@ -272,10 +274,7 @@ def test_members_cli(app, runner, team_a):
 def test_invite_password_checks_are_throttled_like_logins(app, team_a, team_b, person):
     existing = person(team_b, "member", email="guessed@example.com")
     admin = person(team_a, "admin")
-    response = admin.client.post(
-        "/settings/members", data={"email": existing.email, "role": "member", "mode": "invite"}
-    )
-    link = re.search(r"(/invites/[A-Za-z0-9_-]+)", response.get_data(as_text=True)).group(1)
+    link = invite_path(admin, existing.email, "member")
     guesser = app.test_client()
     for _ in range(3):
         assert guesser.post(link, data={"password": "guess guess guess"}).status_code == 422
