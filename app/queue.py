@@ -39,30 +39,41 @@ def get_queue() -> Queue:
     return Queue(current_app.config["QUEUE_NAME"], connection=get_redis())
 
 
+def _enqueue_once(func: str, *args, job_id: str, at: datetime | None = None, **options) -> bool:
+    """Queue `func(*args)` under a deterministic id: True if queued now or already there.
+
+    Every job here is idempotent and named, so an id already in Redis means the work is
+    waiting; a Redis outage is logged and left to the reconcile sweep.
+    """
+    options.setdefault("job_timeout", current_app.config["JOB_TIMEOUT_SECONDS"])
+    options.setdefault("failure_ttl", 7 * 24 * 3600)
+    try:
+        if at is None:
+            get_queue().enqueue(func, *args, job_id=job_id, unique=True, **options)
+        else:
+            get_queue().enqueue_at(at, func, *args, job_id=job_id, unique=True, **options)
+    except DuplicateJobError:
+        pass
+    except redis.RedisError as exc:
+        log.warning("could not queue %s, the reconcile sweep will: %s", job_id, exc)
+        return False
+    return True
+
+
 def process_job_id(image_id: uuid.UUID | str) -> str:
     return f"process-image-{image_id}"
 
 
 def enqueue_process_image(image_id: uuid.UUID) -> bool:
     """Queue processing of one image; True if queued now or already waiting."""
-    try:
-        get_queue().enqueue(
-            "app.jobs.process_image",
-            str(image_id),
-            job_id=process_job_id(image_id),
-            unique=True,
-            retry=PROCESS_RETRY,
-            job_timeout=current_app.config["JOB_TIMEOUT_SECONDS"],
-            result_ttl=0,  # nothing to keep, and the id is free for the next run at once
-            failure_ttl=7 * 24 * 3600,
-            description=f"process image {image_id}",
-        )
-    except DuplicateJobError:
-        pass
-    except redis.RedisError as exc:
-        log.warning("could not queue image %s, reconcile will: %s", image_id, exc)
-        return False
-    return True
+    return _enqueue_once(
+        "app.jobs.process_image",
+        str(image_id),
+        job_id=process_job_id(image_id),
+        retry=PROCESS_RETRY,
+        result_ttl=0,  # nothing to keep, and the id is free for the next run at once
+        description=f"process image {image_id}",
+    )
 
 
 IMPORT_RETRY = Retry(max=2, interval=[15, 60])
@@ -74,26 +85,16 @@ def import_job_id(batch_id: uuid.UUID | str, start: int) -> str:
 
 def enqueue_import(batch_id: uuid.UUID, start: int, stop: int) -> bool:
     """Queue the import of items start..stop-1 of a batch (one job id per slice)."""
-    try:
-        get_queue().enqueue(
-            "app.jobs.import_items",
-            str(batch_id),
-            start,
-            stop,
-            job_id=import_job_id(batch_id, start),
-            unique=True,
-            retry=IMPORT_RETRY,
-            job_timeout=current_app.config["JOB_TIMEOUT_SECONDS"],
-            result_ttl=0,
-            failure_ttl=7 * 24 * 3600,
-            description=f"import items {start}-{stop - 1} of batch {batch_id}",
-        )
-    except DuplicateJobError:
-        pass
-    except redis.RedisError as exc:
-        log.warning("could not queue import %s: %s", batch_id, exc)
-        return False
-    return True
+    return _enqueue_once(
+        "app.jobs.import_items",
+        str(batch_id),
+        start,
+        stop,
+        job_id=import_job_id(batch_id, start),
+        retry=IMPORT_RETRY,
+        result_ttl=0,
+        description=f"import items {start}-{stop - 1} of batch {batch_id}",
+    )
 
 
 # The debounce windows' clock; tests pin it so a request cannot straddle two windows.
@@ -151,20 +152,11 @@ def schedule_reconcile() -> bool:
     """Make sure one reconcile sweep is scheduled for the next interval (an idempotent call)."""
     interval = max(1, current_app.config["RECONCILE_INTERVAL_SECONDS"])
     bucket = int(clock() // interval) + 1
-    try:
-        get_queue().enqueue_at(
-            datetime.fromtimestamp(bucket * interval, UTC),
-            "app.jobs.reconcile",
-            job_id=f"reconcile-{bucket}",
-            unique=True,
-            job_timeout=current_app.config["JOB_TIMEOUT_SECONDS"],
-            result_ttl=interval,
-            failure_ttl=24 * 3600,
-            description="reconcile stuck images",
-        )
-    except DuplicateJobError:
-        pass
-    except redis.RedisError as exc:
-        log.warning("could not schedule the reconcile sweep: %s", exc)
-        return False
-    return True
+    return _enqueue_once(
+        "app.jobs.reconcile",
+        job_id=f"reconcile-{bucket}",
+        at=datetime.fromtimestamp(bucket * interval, UTC),
+        result_ttl=interval,
+        failure_ttl=24 * 3600,
+        description="reconcile stuck images",
+    )

@@ -67,15 +67,23 @@ def current_team_id() -> uuid.UUID | None:
     return value if isinstance(value, uuid.UUID) else None
 
 
-def get_owned(model: type[T], object_id: str | uuid.UUID) -> T:
-    """The team-owned row with this id in the current team, or a 404 (bad ids included)."""
+def find_owned(model: type[T], object_id: str | uuid.UUID) -> T | None:
+    """The team-owned row with this id in the current team, or None (bad ids included)."""
     try:
         object_id = object_id if isinstance(object_id, uuid.UUID) else uuid.UUID(str(object_id))
     except ValueError:
-        abort(404)
+        return None
     row = db.session.scalar(select(model).where(model.id == object_id))
     # The criteria hook already confines the query; this check is the belt to its braces.
     if row is None or row.team_id != current_team_id():
+        return None
+    return row
+
+
+def get_owned(model: type[T], object_id: str | uuid.UUID) -> T:
+    """The team-owned row with this id in the current team, or a 404."""
+    row = find_owned(model, object_id)
+    if row is None:
         abort(404)
     return row
 

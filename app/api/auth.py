@@ -44,7 +44,8 @@ def authenticate_api_key():
     if key is None:
         raise ApiError(401, "the API key is malformed, unknown, revoked or expired")
     g.api_key = key
-    g.api_scopes = keys.effective_scopes(key)
+    g.api_creator_role = keys.role_of_creator(key)
+    g.api_scopes = keys.effective_scopes(key, g.api_creator_role)
     keys.touch(key, client_ip())
     set_request_team(key.team_id)
     return None

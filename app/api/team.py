@@ -34,20 +34,14 @@ def json_body(required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict
     return body
 
 
+def no_body() -> None:
+    """For actions that take no input: nothing, or an empty JSON object, and nothing else."""
+    if request.get_data():
+        json_body(())
+
+
 def _team() -> Team:
     return db.session.get(Team, current_team_id())
-
-
-def _key_creator_role() -> str | None:
-    """The role behind the calling key, which caps the scopes of keys it creates."""
-    creator = g.api_key.created_by_id
-    if creator is None:
-        return None  # made by an operator on the command line
-    return db.session.scalar(
-        select(Membership.role).where(
-            Membership.team_id == current_team_id(), Membership.user_id == creator
-        )
-    )
 
 
 @bp.get("/team")
@@ -97,7 +91,7 @@ def create_key():
         body["name"],
         keys.parse_scopes(body["scopes"]),
         created_by=g.api_key.created_by,
-        creator_role=_key_creator_role(),
+        creator_role=g.api_creator_role,
         expires_in_days=body.get("expires_in_days"),
         actor=current_actor(),
     )
@@ -118,12 +112,11 @@ def revoke_key(key_id):
 @scope_required("admin")
 def rotate_key(key_id):
     key = keys.get_key(key_id)
-    if request.get_data():
-        json_body(())  # nothing to send; anything sent must be an empty object
+    no_body()
     new_key, full = keys.rotate_key(
         key,
         created_by=g.api_key.created_by,
-        creator_role=_key_creator_role(),
+        creator_role=g.api_creator_role,
         actor=current_actor(),
     )
     db.session.commit()

@@ -8,7 +8,7 @@ from app.api import bp
 from app.api.auth import scope_required
 from app.api.errors import ApiError
 from app.api.images import image_json
-from app.api.team import iso, json_body
+from app.api.team import iso, json_body, no_body
 from app.auth.current import current_actor
 from app.extensions import db
 from app.services import audit, uploads
@@ -54,8 +54,7 @@ def receive_upload(token):
 @scope_required("write")
 def complete_upload(upload_id):
     upload = uploads.get(upload_id)
-    if request.get_data():
-        json_body(())
+    no_body()
     result = uploads.complete(upload)
     if result.existing:
         return image_json(result.image, existing=True), 200

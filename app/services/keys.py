@@ -15,7 +15,7 @@ from app.extensions import db
 from app.models import ROLES, SCOPES, ApiKey, Membership, Team, User, utcnow
 from app.services import NotFound, ServiceError, audit
 from app.services.audit import SYSTEM, Actor
-from app.tenancy import unscoped
+from app.tenancy import find_owned, unscoped
 
 ROLE_SCOPES = {"admin": {"read", "write", "admin"}, "member": {"read", "write"}, "viewer": {"read"}}
 PRESETS = {"read-only": ["read"], "upload": ["read", "write"], "full": ["read", "write", "admin"]}
@@ -93,10 +93,11 @@ def _new_key(
     if not name or len(name) > 100:
         raise ServiceError("a key name is 1 to 100 characters", code="validation_error", status=422)
     scopes = parse_scopes(scopes)
-    if creator_role is not None and not set(scopes) <= ROLE_SCOPES[creator_role]:
+    allowed = ROLE_SCOPES.get(creator_role, set()) if creator_role is not None else set(SCOPES)
+    if not set(scopes) <= allowed:
         raise ServiceError(
             f"a {creator_role} cannot create a key with scope "
-            f"{', '.join(sorted(set(scopes) - ROLE_SCOPES[creator_role]))}",
+            f"{', '.join(sorted(set(scopes) - allowed))}",
             code="forbidden",
             status=403,
         )
@@ -139,20 +140,28 @@ def authenticate_key(raw: str | None) -> ApiKey | None:
     return key
 
 
-def effective_scopes(key: ApiKey) -> set[str]:
-    """The key's scopes, cut down to what its creator's role allows today.
-
-    A key made by someone later demoted loses what the new role lacks; keys made by the
-    system (CLI) have no creator and keep their scopes.
-    """
+def role_of_creator(key: ApiKey) -> str | None:
+    """The role the key's creator holds in its team today: None for a key made on the command
+    line (it has no creator), "" for a creator who has left the team."""
     if key.created_by_id is None:
-        return set(key.scopes)
+        return None
     with unscoped():
         role = db.session.scalar(
             select(Membership.role).where(
                 Membership.team_id == key.team_id, Membership.user_id == key.created_by_id
             )
         )
+    return role or ""
+
+
+def effective_scopes(key: ApiKey, role: str | None) -> set[str]:
+    """The key's scopes, cut down to what its creator's role (`role_of_creator`) allows today.
+
+    A key made by someone later demoted loses what the new role lacks; keys made by the
+    system (CLI) have no creator and keep their scopes.
+    """
+    if role is None:
+        return set(key.scopes)
     return set(key.scopes) & ROLE_SCOPES.get(role, set())
 
 
@@ -181,11 +190,8 @@ def list_keys() -> list[ApiKey]:
 
 
 def get_key(key_id: str | uuid.UUID) -> ApiKey:
-    try:
-        key_uuid = key_id if isinstance(key_id, uuid.UUID) else uuid.UUID(str(key_id))
-    except ValueError:
-        raise NotFound("no such key") from None
-    key = db.session.scalar(select(ApiKey).where(ApiKey.id == key_uuid))
+    """One of the current team's keys, or NotFound."""
+    key = find_owned(ApiKey, key_id)
     if key is None:
         raise NotFound("no such key")
     return key

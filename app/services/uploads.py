@@ -33,7 +33,7 @@ from app.services.ingest import (
     clean_filename,
     ingest,
 )
-from app.tenancy import unscoped
+from app.tenancy import find_owned, unscoped
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +137,8 @@ def receive(upload: DirectUpload, stream: BinaryIO, content_type: str | None) ->
 
 
 def get(upload_id: str) -> DirectUpload:
-    try:
-        upload_uuid = uuid.UUID(str(upload_id))
-    except ValueError:
-        raise NotFound("no such upload") from None
-    upload = db.session.scalar(select(DirectUpload).where(DirectUpload.id == upload_uuid))
+    """One of the current team's direct uploads, or NotFound."""
+    upload = find_owned(DirectUpload, upload_id)
     if upload is None:
         raise NotFound("no such upload")
     return upload

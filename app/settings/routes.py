@@ -22,9 +22,10 @@ def _team():
     return g.membership.team
 
 
-def _fragment_or_page(fragment: str, page: str, **context):
+def _fragment_or_page(fragment: str, page: str, status: int = 200, **context):
+    """The partial for htmx, the whole page otherwise (one URL serves both)."""
     template = fragment if request.headers.get("HX-Request") else page
-    return render_template(template, **context), 200, {"Vary": "HX-Request"}
+    return render_template(template, **context), status, {"Vary": "HX-Request"}
 
 
 @bp.get("/")
@@ -58,10 +59,7 @@ def change_password():
 
 def _members_page(status: int = 200, **context):
     context.setdefault("members", members.list_members(_team().id))
-    template = (
-        "settings/_members.html" if request.headers.get("HX-Request") else "settings/members.html"
-    )
-    return render_template(template, **context), status, {"Vary": "HX-Request"}
+    return _fragment_or_page("settings/_members.html", "settings/members.html", status, **context)
 
 
 @bp.get("/members")
@@ -126,8 +124,7 @@ def remove_member(user_id: str):
 def _keys_page(status: int = 200, **context):
     context.setdefault("api_keys", keys.list_keys())
     context.setdefault("presets", keys.PRESETS)
-    template = "settings/_keys.html" if request.headers.get("HX-Request") else "settings/keys.html"
-    return render_template(template, **context), status, {"Vary": "HX-Request"}
+    return _fragment_or_page("settings/_keys.html", "settings/keys.html", status, **context)
 
 
 @bp.get("/keys")
