@@ -40,6 +40,16 @@ def refuse_unknown_args(*allowed: str) -> None:
         raise ApiError(400, f"unknown query parameter {', '.join(unknown)}")
 
 
+def refuse_unknown_form_fields() -> None:
+    """Multipart bodies carry `file` parts and optional `tags`; anything else (team_id, ...) is
+    refused rather than ignored."""
+    unknown = sorted((set(request.form) - {"tags"}) | (set(request.files) - {"file"}))
+    if unknown:
+        raise ApiError(
+            400, f"unsupported field {', '.join(unknown)}; send 'file' parts and optional 'tags'"
+        )
+
+
 def image_json(image: Image, **extra) -> dict:
     def file_url(variant: str) -> str:
         return url_for("api.get_image_file", image_id=image.id, variant=variant, _external=True)
@@ -94,11 +104,7 @@ def list_images():
 @bp.post("/images")
 @scope_required("write")
 def create_images():
-    unknown = sorted((set(request.form) - {"tags"}) | (set(request.files) - {"file"}))
-    if unknown:
-        raise ApiError(
-            400, f"unsupported field {', '.join(unknown)}; send 'file' parts and optional 'tags'"
-        )
+    refuse_unknown_form_fields()
     tags = image_service.parse_tags(request.form.get("tags", ""))
     files = request.files.getlist("file")
     if not files:

@@ -10,7 +10,7 @@ from flask import g, request, url_for
 from app.api import bp
 from app.api.auth import scope_required
 from app.api.errors import ApiError
-from app.api.images import refuse_unknown_args
+from app.api.images import refuse_unknown_args, refuse_unknown_form_fields
 from app.auth.current import current_actor
 from app.models import ImportBatch
 from app.services import images as image_service
@@ -36,9 +36,7 @@ def _requests_from_json() -> tuple[list[imports.ItemRequest], list[str]]:
 
 
 def _requests_from_csv() -> tuple[list[imports.ItemRequest], list[str]]:
-    unknown = sorted((set(request.form) - {"tags"}) | (set(request.files) - {"file"}))
-    if unknown:
-        raise ApiError(400, f"unsupported field {', '.join(unknown)}")
+    refuse_unknown_form_fields()
     upload = request.files.get("file")
     if upload is None:
         raise ApiError(400, "send the CSV as a multipart 'file' part")

@@ -29,11 +29,9 @@ log = logging.getLogger(__name__)
 ALIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
-def _job_alive(image_id: uuid.UUID) -> bool:
-    return _alive(queue.process_job_id(image_id))
-
-
-def _alive(job_id: str) -> bool:
+def _still_queued(job_id: str) -> bool:
+    """True if the job is waiting or running. A finished, failed or stopped job is deleted, so
+    that its id can be queued again."""
     connection = queue.get_redis()
     try:
         job = Job.fetch(job_id, connection=connection)
@@ -63,7 +61,7 @@ def reconcile(older_than: timedelta) -> int:
     StartedJobRegistry(queue=queue.get_queue()).cleanup()
     queued = 0
     for image_id in stale_images(older_than):
-        if _job_alive(image_id):
+        if _still_queued(queue.process_job_id(image_id)):
             continue
         if queue.enqueue_process_image(image_id):
             log.info("reconcile queued image %s again", image_id)
@@ -72,7 +70,7 @@ def reconcile(older_than: timedelta) -> int:
     if removed:
         log.info("reconcile removed %d direct uploads never completed", removed)
     for batch_id, start, stop in stale_import_slices(older_than):
-        if not _alive(queue.import_job_id(batch_id, start)) and queue.enqueue_import(
+        if not _still_queued(queue.import_job_id(batch_id, start)) and queue.enqueue_import(
             batch_id, start, stop
         ):
             log.info("reconcile queued items %d-%d of import %s again", start, stop - 1, batch_id)
@@ -98,7 +96,7 @@ def stale_import_slices(older_than: timedelta) -> list[tuple[uuid.UUID, int, int
 
 def retry_image(image: Image) -> None:
     """Run processing again for an image that ended in `error`."""
-    _job_alive(image.id)  # clears the failed job so its id can be used again
+    _still_queued(queue.process_job_id(image.id))  # frees the failed job's id
     image.status, image.error = "pending", None
     db.session.commit()
     queue.enqueue_process_image(image.id)
