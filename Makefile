@@ -10,15 +10,23 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed-app: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The test extra includes everything `make run` needs, so a test of `make run` installs nothing.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $@
+	$(BIN)/pip install --quiet -e '.[dev,test]'
+	touch $@ $(VENV)/.installed-app
 
+# Development defaults; anything already in the environment wins. With REDIS_URL set, the
+# `redis` line of Procfile.dev is not started.
+run: export LIKENESS_ENV ?= development
+run: export LIKENESS_INSTANCE_PATH ?= $(CURDIR)/instance
+run: export PATH := $(CURDIR)/$(BIN):$(PATH)
 run: $(VENV)/.installed-app
-	$(BIN)/python -m app.devrun
+	mkdir -p "$$LIKENESS_INSTANCE_PATH"
+	flask --app wsgi db upgrade
+	honcho -f Procfile.dev start $(if $(REDIS_URL),-c redis=0)
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

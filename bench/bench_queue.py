@@ -29,7 +29,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rq import SimpleWorker  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from app.embedded_redis import EmbeddedRedis  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Image, ImportItem  # noqa: E402
 from app.queue import get_queue, get_redis  # noqa: E402
@@ -37,6 +36,7 @@ from app.services import accounts, imports, processing  # noqa: E402
 from app.tenancy import team_scope  # noqa: E402
 from bench._app import make_app as make_bench_app  # noqa: E402
 from bench._photos import DEFAULT_DIR, photo_jpeg  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 TARGET_RATIO = 0.9
 
@@ -138,7 +138,7 @@ def main() -> int:
     origin = serve(images)
     urls = [f"http://127.0.0.1:{origin.server_port}/{n}.jpg" for n in range(args.images)]
     work = tempfile.mkdtemp(prefix="lk-bench-", dir="/tmp")
-    redis = EmbeddedRedis(os.path.join(work, "redis"))
+    redis = RedisServer(os.path.join(work, "redis"))
     os.makedirs(redis.directory)
     try:
         app = make_app(os.path.join(work, "instance"), redis.start())

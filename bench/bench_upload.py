@@ -29,11 +29,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from werkzeug.serving import make_server  # noqa: E402
 from werkzeug.test import encode_multipart  # noqa: E402
 
-from app.embedded_redis import EmbeddedRedis  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.services import accounts, keys  # noqa: E402
 from bench._app import make_app as make_bench_app  # noqa: E402
 from bench._photos import DEFAULT_DIR, photo_jpeg  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 TARGET_MS = 150.0
 
@@ -74,7 +74,7 @@ def main() -> int:
 
     jpeg = four_mb_jpeg(args.data)
     work = tempfile.mkdtemp(prefix="lk-bench-", dir="/tmp")  # short: a Unix socket lives here
-    redis = EmbeddedRedis(os.path.join(work, "redis"))
+    redis = RedisServer(os.path.join(work, "redis"))
     os.makedirs(redis.directory)
     try:
         app, key = make_app(os.path.join(work, "instance"), redis.start())

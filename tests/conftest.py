@@ -20,12 +20,12 @@ import redis
 from rq import SimpleWorker
 
 from app import create_app
-from app.embedded_redis import EmbeddedRedis
 from app.extensions import db
 from app.models import Team
 from app.queue import get_queue, get_redis
 from app.services import accounts, keys
 from config import BASE_DIR, Config, normalise_database_url
+from tests.redis_server import RedisServer
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
@@ -37,7 +37,7 @@ def redis_url():
         return
     # Unix socket paths are short (108 bytes): keep the folder near the root.
     directory = tempfile.mkdtemp(prefix="lk-redis-", dir="/tmp")
-    server = EmbeddedRedis(directory, persist=False)
+    server = RedisServer(directory)
     try:
         yield server.start()
     finally:

@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
-from app.embedded_redis import EmbeddedRedis
 from app.extensions import db
 from app.models import Embedding, Image
 from app.queue import get_queue
@@ -24,6 +23,7 @@ from app.tenancy import unscoped
 from config import BASE_DIR
 from tests import samples
 from tests.conftest import make_config
+from tests.redis_server import RedisServer
 
 
 def samples_file(seed):
@@ -54,7 +54,7 @@ def flask(app_env, *args, timeout=120):
 def own_redis(app_env):
     """A Redis server of this test's own, which the test may stop and start again."""
     directory = tempfile.mkdtemp(prefix="lk-own-", dir="/tmp")
-    server = EmbeddedRedis(directory, persist=False)
+    server = RedisServer(directory)
     url = server.start()
     yield server, url
     server.stop()
