@@ -6,15 +6,23 @@ name is what configuration selects, and it must equal the class's `name` attribu
     [project.entry-points."likeness.storage"]
     mystore = "mypkg.store:MyStorage"
 
-Plugins import only this module (and their own libraries). Every plugin is built with the
-application's configuration mapping and reads its own settings from it.
+Plugins import only this module (and their own libraries); this module imports nothing else of
+the application. Every plugin is built with the application's configuration mapping and reads
+its own settings from it.
+
+Besides the three contracts, this module holds what every caller of them shares: the vector
+layout of each metric (`VectorCodec`), the id sidecar an index saves beside its data
+(`check_ids`, `save_ids`, `load_ids`), and the metric's distances and similarity scores. The
+reusable contract test suite is `app.plugin_testing`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar, Literal
 
 import numpy as np
@@ -114,9 +122,10 @@ class Embedder(ABC):
       image once, no smaller than the largest `input_size` of the enabled embedders (JPEGs via
       `Image.draft`), and hands every embedder the same RGB image, EXIF orientation applied.
 
-    `embed_batch(images)` returns one row per image, in order. `labels(images)` may return, per
-    image, `(label, score)` pairs naming what it shows; embedders that cannot name things return
-    None.
+    `embed_batch(images)` returns one row per image, in order: a (len(images), codec.width)
+    array of the codec's dtype (`VectorCodec`; `self.codec` is this embedder's).
+    `labels(images)` may return, per image, `(label, score)` pairs naming what it shows;
+    embedders that cannot name things return None (the default).
     """
 
     name: ClassVar[str]
@@ -137,21 +146,31 @@ class Embedder(ABC):
     def embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
     def labels(self, images: Sequence[Image.Image]) -> list[list[tuple[str, float]]] | None:
+        """Per image, `(label, score)` pairs naming what it shows; None if the embedder cannot."""
         return None
+
+    @property
+    def codec(self) -> VectorCodec:
+        """The layout of this embedder's vectors."""
+        return VectorCodec(self.metric, self.dimensions)
 
 
 class VectorIndex(ABC):
     """A nearest-neighbour index over the vectors of one (team, embedder).
 
     Contract:
-    - `metrics`: the metrics this index supports; it is built as `cls(metric, dimensions, config)`.
-    - `build(ids, vectors)`: ids are strings (image ids), vectors as the embedder returns them.
-      An index may be built empty.
+    - `metrics`: the metrics this index supports; it is built as `cls(metric, dimensions, config)`
+      (ValueError for another metric) and finds the layout of its vectors in `self.codec`.
+    - `build(ids, vectors)`: ids are strings (image ids), vectors as the embedder returns them;
+      a mismatched count or width, or a duplicate id, raises ValueError (`check_ids` and
+      `codec.check_vectors` do both). An index may be built empty.
     - `save(directory) -> [file names]`: writes the index into an existing directory and names
       every file written, so the application can copy them to storage.
     - `load(directory)`: loads what `save` wrote, memory-mapped where the library allows.
     - `query(vector, k) -> [(id, distance)]`: at most k pairs, nearest first, distances in the
-      metric's units (`distances` below); an id is never returned twice.
+      metric's units (`distances` below); an id is never returned twice. A query of the wrong
+      width raises ValueError (`codec.check_query`).
+    - `len(index)`: the number of vectors built or loaded.
     """
 
     name: ClassVar[str]
@@ -160,8 +179,9 @@ class VectorIndex(ABC):
     def __init__(self, metric: Metric, dimensions: int, config: Mapping[str, Any]):
         if metric not in self.metrics:
             raise ValueError(f"index {self.name!r} does not support metric {metric!r}")
+        self.codec = VectorCodec(metric, dimensions)
         self.metric = metric
-        self.dimensions = dimensions
+        self.dimensions = self.codec.dimensions
         self.config = config
 
     @abstractmethod
@@ -180,6 +200,154 @@ class VectorIndex(ABC):
     def __len__(self) -> int: ...
 
 
+# --- vectors ---------------------------------------------------------------------------------
+
+
+def vector_dtype(metric: str) -> np.dtype:
+    """The dtype of a metric's vectors: uint8 (packed bits) for hamming, float32 otherwise."""
+    if metric == "hamming":
+        return np.dtype(np.uint8)
+    if metric in METRICS:
+        return np.dtype(np.float32)
+    raise ValueError(f"unknown metric {metric!r}; known: {', '.join(sorted(METRICS))}")
+
+
+@dataclass(frozen=True)
+class VectorCodec:
+    """How the vectors of one metric and dimensionality are laid out, checked and stored.
+
+    - hamming: `dimensions` bits (a multiple of 8) packed into `dimensions // 8` uint8 columns,
+      `np.packbits` order; angular and euclidean: `dimensions` float32 columns.
+    - `to_bytes` / `from_bytes`: one vector as stored in the database, the raw row in
+      little-endian order (`width * dtype.itemsize` bytes).
+    - `stack(rows)`: rows into one (n, width) matrix, (0, width) when there are none.
+    - `check_vectors(vectors, count)` and `check_query(vector)`: what indexes call on their
+      input; they raise ValueError for a wrong shape or values the dtype cannot hold (bytes
+      outside 0..255 for hamming, NaN or infinity for the float metrics).
+
+    An embedder's codec is `embedder.codec`; an index's is `index.codec`.
+    """
+
+    metric: Metric
+    dimensions: int
+
+    def __post_init__(self) -> None:
+        vector_dtype(self.metric)  # refuses an unknown metric
+        if isinstance(self.dimensions, bool) or not isinstance(self.dimensions, int | np.integer):
+            raise ValueError(f"dimensions must be an integer, got {self.dimensions!r}")
+        if self.dimensions <= 0:
+            raise ValueError(f"dimensions must be positive, got {self.dimensions}")
+        if self.metric == "hamming" and self.dimensions % 8:
+            raise ValueError(f"hamming vectors are whole bytes: {self.dimensions} bits is not")
+        object.__setattr__(self, "dimensions", int(self.dimensions))
+
+    @property
+    def dtype(self) -> np.dtype:
+        """uint8 for hamming, float32 otherwise."""
+        return vector_dtype(self.metric)
+
+    @property
+    def width(self) -> int:
+        """Columns per vector: packed bytes for hamming, one per dimension otherwise."""
+        return self.dimensions // 8 if self.metric == "hamming" else self.dimensions
+
+    @property
+    def _stored_dtype(self) -> np.dtype:
+        return self.dtype.newbyteorder("<")
+
+    def _coerce(self, array: Any, what: str) -> np.ndarray:
+        array = np.asarray(array)
+        if array.size:
+            if self.metric == "hamming":
+                if array.dtype.kind not in "biu" or array.min() < 0 or array.max() > 255:
+                    raise ValueError(
+                        f"{what}: hamming vectors are packed bits, integers 0..255 "
+                        f"(np.packbits), got {array.dtype}"
+                    )
+            elif array.dtype.kind not in "biuf" or not np.isfinite(array).all():
+                raise ValueError(f"{what}: {self.metric} vectors must be finite numbers")
+        return array
+
+    def empty(self) -> np.ndarray:
+        """A (0, width) matrix of the metric's dtype."""
+        return np.zeros((0, self.width), dtype=self.dtype)
+
+    def check_query(self, vector: Any) -> np.ndarray:
+        """One vector, flattened to (width,), of the metric's dtype; ValueError if it is not one."""
+        vector = self._coerce(vector, "query").reshape(-1)
+        if vector.shape[0] != self.width:
+            raise ValueError(f"expected a vector of width {self.width}, got {vector.shape[0]}")
+        return vector.astype(self.dtype, copy=False)
+
+    def check_vectors(self, vectors: Any, count: int) -> np.ndarray:
+        """`vectors` as an owned C-contiguous (count, width) matrix of the metric's dtype."""
+        vectors = self._coerce(vectors, "vectors")
+        if count == 0 and vectors.size == 0:
+            return self.empty()
+        if vectors.shape != (count, self.width):
+            raise ValueError(
+                f"expected vectors of shape ({count}, {self.width}), got {vectors.shape}"
+            )
+        return np.array(vectors, dtype=self.dtype, copy=True, order="C")
+
+    def to_bytes(self, vector: Any) -> bytes:
+        """One vector as stored: its row of `width` values, little-endian."""
+        return self.check_query(vector).astype(self._stored_dtype, copy=False).tobytes()
+
+    def from_bytes(self, data: bytes) -> np.ndarray:
+        """The (width,) vector `to_bytes` stored (read-only, sharing `data`'s memory)."""
+        expected = self.width * self.dtype.itemsize
+        if len(data) != expected:
+            raise ValueError(f"a stored vector holds {expected} bytes, got {len(data)}")
+        return np.frombuffer(data, dtype=self._stored_dtype).astype(self.dtype, copy=False)
+
+    def stack(self, rows: Iterable[Any]) -> np.ndarray:
+        """Vectors into one (n, width) matrix of the metric's dtype; (0, width) for none."""
+        rows = [np.asarray(row).reshape(-1) for row in rows]
+        if not rows:
+            return self.empty()
+        matrix = self._coerce(np.stack(rows), "vectors")  # one check for all rows: fast
+        if matrix.shape[1] != self.width:
+            raise ValueError(f"expected vectors of width {self.width}, got {matrix.shape[1]}")
+        return matrix.astype(self.dtype, copy=False)
+
+
+# --- the id sidecar ---------------------------------------------------------------------------
+
+IDS_FILE = "ids.npy"
+
+
+def check_ids(ids: Sequence[str]) -> np.ndarray:
+    """Ids as a fixed-width unicode array (saved without pickle); ValueError for an empty
+    string, a non-string or a duplicate."""
+    ids = list(ids)
+    if not all(isinstance(i, str) and i for i in ids):
+        raise ValueError("index ids must be non-empty strings")
+    if len(set(ids)) != len(ids):
+        raise ValueError("index ids must be unique")
+    return np.array(ids, dtype=str) if ids else np.zeros(0, dtype="<U1")
+
+
+def save_ids(directory: str, ids: np.ndarray) -> str:
+    """Write the ids (from `check_ids`) as `ids.npy` into `directory`; returns the file name.
+
+    Indexes that number their items 0..n-1 save this beside their own files, so item i maps
+    back to `ids[i]`.
+    """
+    np.save(os.path.join(directory, IDS_FILE), ids, allow_pickle=False)
+    return IDS_FILE
+
+
+def load_ids(directory: str) -> np.ndarray:
+    """Read the ids `save_ids` wrote; ValueError if the file is not a 1-d unicode array."""
+    ids = np.load(os.path.join(directory, IDS_FILE), allow_pickle=False)
+    if ids.ndim != 1 or ids.dtype.kind != "U":
+        raise ValueError(f"{IDS_FILE}: expected a 1-d unicode array, got {ids.dtype} {ids.shape}")
+    return ids
+
+
+# --- distances --------------------------------------------------------------------------------
+
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
@@ -190,11 +358,11 @@ def distances(metric: Metric, matrix: np.ndarray, vector: np.ndarray) -> np.ndar
     """
     if len(matrix) == 0:
         return np.zeros(0, dtype=np.float32)
+    dtype = vector_dtype(metric)
+    matrix, vector = matrix.astype(dtype, copy=False), vector.astype(dtype, copy=False)
     if metric == "hamming":
-        xor = np.bitwise_xor(matrix.astype(np.uint8, copy=False), vector.astype(np.uint8))
+        xor = np.bitwise_xor(matrix, vector)
         return _POPCOUNT[xor].sum(axis=1, dtype=np.int64).astype(np.float32)
-    matrix = matrix.astype(np.float32, copy=False)
-    vector = vector.astype(np.float32, copy=False)
     if metric == "angular":
         norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(vector)
         cos = np.divide(

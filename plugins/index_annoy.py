@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 from annoy import AnnoyIndex as _Annoy
 
-from app.plugin_api import Metric, VectorIndex
-from plugins.index_exact import check_ids, check_query, check_vectors, load_ids, save_ids
+from app.plugin_api import Metric, VectorIndex, check_ids, load_ids, save_ids
 
 INDEX_FILE = "index.ann"
 # Annoy's build is reproducible for a given seed only when it runs on one thread (with several,
@@ -47,7 +46,7 @@ class AnnoyIndex(VectorIndex):
     def build(self, ids: Sequence[str], vectors: np.ndarray) -> None:
         """Index `vectors[i]` under `ids[i]`."""
         new_ids = check_ids(ids)
-        vectors = check_vectors(self.metric, self.dimensions, vectors, len(new_ids))
+        vectors = self.codec.check_vectors(vectors, len(new_ids))
         annoy = self._new()
         for item, vector in enumerate(vectors):
             annoy.add_item(item, vector)
@@ -79,7 +78,7 @@ class AnnoyIndex(VectorIndex):
         k = min(int(k), len(self._ids))
         if k <= 0:
             return []
-        vector = check_query(self.metric, self.dimensions, vector)
+        vector = self.codec.check_query(vector)
         items, dists = self._annoy.get_nns_by_vector(
             vector.tolist(),
             k,

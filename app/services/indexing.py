@@ -16,7 +16,6 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.models import Embedding, IndexBuild, utcnow
 from app.runtime import plugins, storage
-from app.services.processing import vector_from_bytes
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +47,13 @@ def embeddings_query(team_id: uuid.UUID, embedder: str, after_id: int = 0):
 
 def load_vectors(rows, embedder: str) -> tuple[list[str], np.ndarray, int]:
     """(image ids, vectors, highest embedding id) from rows of `embeddings_query`."""
-    plugin = plugins().embedders[embedder]
-    width = plugin.dimensions // 8 if plugin.metric == "hamming" else plugin.dimensions
-    dtype = np.uint8 if plugin.metric == "hamming" else np.float32
+    codec = plugins().embedders[embedder].codec
     ids, vectors, watermark = [], [], 0
     for row in rows:
         ids.append(str(row.image_id))
-        vectors.append(vector_from_bytes(plugin.metric, row.vector))
+        vectors.append(codec.from_bytes(row.vector))
         watermark = max(watermark, row.id)
-    matrix = np.stack(vectors) if vectors else np.zeros((0, width), dtype=dtype)
-    return ids, matrix, watermark
+    return ids, codec.stack(vectors), watermark
 
 
 def build_index(team_id: uuid.UUID, embedder: str) -> IndexBuild | None:

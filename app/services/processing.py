@@ -6,7 +6,6 @@ import io
 import logging
 import uuid
 
-import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy import delete, select
 
@@ -25,14 +24,6 @@ PREVIEW_SIZE = 1280
 
 class PermanentFailure(Exception):
     """Retrying cannot help: the stored file is missing or cannot be decoded."""
-
-
-def vector_to_bytes(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector).tobytes()
-
-
-def vector_from_bytes(metric: str, data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype=np.uint8 if metric == "hamming" else np.float32)
 
 
 def _outdated_embedders(image: Image) -> list[str]:
@@ -87,7 +78,7 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
                     image_id=image.id,
                     embedder=name,
                     version=embedder.version,
-                    vector=vector_to_bytes(vector),
+                    vector=embedder.codec.to_bytes(vector),
                 )
             )
         image.preview_key = preview_key

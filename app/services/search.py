@@ -19,7 +19,6 @@ from app.plugin_api import VectorIndex, distances, similarity
 from app.runtime import plugins, state, storage
 from app.services import Conflict, ServiceError
 from app.services.indexing import current_build, embeddings_query, load_vectors
-from app.services.processing import vector_from_bytes
 
 MAX_K = 100
 
@@ -162,5 +161,5 @@ def similar_images(image: Image, k: int, embedder: str | None = None) -> SearchR
     )
     if data is None:
         raise Conflict(f"the image is {image.status}, not yet processed by {embedder}")
-    vector = vector_from_bytes(plugins().embedders[embedder].metric, data)
+    vector = plugins().embedders[embedder].codec.from_bytes(data)
     return nearest(image.team_id, embedder, vector, k, exclude={image.id})
