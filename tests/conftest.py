@@ -27,6 +27,10 @@ from app.services import accounts, keys
 from config import BASE_DIR, Config, normalise_database_url
 from tests.redis_server import RedisServer
 
+# The reusable plugin contract suites live in the app package: rewrite their asserts too, so a
+# failure shows the values compared.
+pytest.register_assert_rewrite("app.plugin_testing")
+
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
 
