@@ -14,8 +14,11 @@ $(VENV)/.installed-app: pyproject.toml | $(BIN)/python
 	touch $@
 
 # The test extra includes everything `make run` needs, so a test of `make run` installs nothing.
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev,test]'
+# The example third-party plugin is installed like any other plugin package: its tests and the
+# end-to-end test find it through its entry point.
+EXAMPLE_PLUGIN := tests/example_plugin
+$(VENV)/.installed-test: pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev,test]' -e $(EXAMPLE_PLUGIN)
 	touch $@ $(VENV)/.installed-app
 
 # Development defaults; anything already in the environment wins. With REDIS_URL set, the
