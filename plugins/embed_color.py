@@ -58,7 +58,7 @@ class ColorEmbedder(Embedder):
 
     def embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         """One L2-normalised descriptor per image, in order."""
-        out = np.zeros((len(images), self.dimensions), dtype=np.float32)
+        out = np.zeros((len(images), self.codec.width), dtype=self.codec.dtype)
         for row, image in enumerate(images):
             out[row] = self._histogram(image)
         return out

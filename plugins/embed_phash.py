@@ -34,7 +34,8 @@ class PHashEmbedder(Embedder):
 
     def embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         """One packed 64-bit hash per image, in order."""
-        out = np.zeros((len(images), self.dimensions // 8), dtype=np.uint8)
+        codec = self.codec  # packed bits: width dimensions // 8, uint8
+        out = np.zeros((len(images), codec.width), dtype=codec.dtype)
         for row, image in enumerate(images):
             bits = imagehash.phash(image, hash_size=_HASH_SIZE).hash
             out[row] = np.packbits(np.asarray(bits, dtype=bool).reshape(-1))
