@@ -66,6 +66,11 @@ def alive(pid: int) -> bool:
         return False
 
 
+def command_name(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
+
+
 class MakeRun:
     def __init__(self, instance: str, port: int):
         env = {k: v for k, v in os.environ.items() if k not in FOREIGN}
@@ -122,7 +127,7 @@ def run_once(instance: str, check) -> None:
         health = run.wait_healthy()
         assert health["status"] == "ok", health
         pids = descendants(run.process.pid)
-        names = {open(f"/proc/{pid}/comm").read().strip() for pid in pids if alive(pid)}
+        names = {command_name(pid) for pid in pids if alive(pid)}
         assert {"honcho", "gunicorn", "redis-server"} <= names, names
         check(redis.Redis(unix_socket_path=os.path.join(instance, "redis.sock")))
     finally:
