@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -167,9 +168,18 @@ def _first_party(names: set[str]) -> set[str]:
     return {n for n in names if n.split(".")[0] in FIRST_PARTY}
 
 
-@pytest.mark.parametrize("module", ["app/plugin_api.py", "app/plugin_testing.py"])
-def test_the_contract_imports_nothing_of_the_app(module):
-    assert _first_party(_imports(ROOT / module)) <= {"app.plugin_api"}
+@pytest.mark.parametrize(
+    ("module", "libraries"),
+    [
+        ("app/plugin_api.py", {"numpy", "PIL"}),
+        ("app/plugin_testing.py", {"numpy", "PIL", "pytest"}),
+    ],
+)
+def test_the_contract_imports_nothing_of_the_app(module, libraries):
+    imports = _imports(ROOT / module)
+    assert _first_party(imports) <= {"app.plugin_api"}
+    third_party = {n.split(".")[0] for n in imports - _first_party(imports)}
+    assert third_party - set(sys.stdlib_module_names) - {"__future__"} <= libraries
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "plugins").glob("*.py")), ids=lambda p: p.name)
