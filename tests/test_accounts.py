@@ -76,15 +76,16 @@ def test_unknown_email_and_wrong_password_look_the_same(app, team_a, person):
 
 
 THROTTLE = {
-    "LOGIN_MAX_FAILURES_PER_ACCOUNT": 3,
+    "LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS": 3,
     "LOGIN_MAX_FAILURES_PER_ADDRESS": 6,
+    "LOGIN_MAX_FAILURES_PER_ACCOUNT": 10,
     "LOGIN_THROTTLE_WINDOW_SECONDS": 2,
 }
 tight_throttle = pytest.mark.parametrize("config_overrides", [THROTTLE], ids=["throttle"])
 
 
 @tight_throttle
-def test_login_is_throttled_per_account_then_allowed_again(app, team_a, person):
+def test_login_is_throttled_per_account_and_address_then_allowed_again(app, team_a, person):
     person(team_a, "member", email="target@example.com")
     client = app.test_client()
     for _ in range(3):
@@ -117,6 +118,60 @@ def test_login_is_throttled_per_client_address(app, team_a, person):
     assert response.status_code == 302
 
 
+def login_from(client, address, email, password=PASSWORD):
+    return client.post(
+        "/login",
+        data={"email": email, "password": password},
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+@tight_throttle
+def test_an_attacker_cannot_lock_the_owner_out_from_another_address(app, team_a, person):
+    person(team_a, "member", email="owner@example.com")
+    attacker = app.test_client()
+    answers = [
+        login_from(attacker, "203.0.113.66", "owner@example.com", "guess guess guess").status_code
+        for _ in range(20)
+    ]
+    assert answers == [401] * 3 + [429] * 17  # refused ones are not even checked
+    # The attacker's address waits, even with the right password ...
+    assert login_from(attacker, "203.0.113.66", "owner@example.com").status_code == 429
+    # ... while the owner, from their own address, signs in as usual.
+    assert login_from(app.test_client(), "198.51.100.7", "owner@example.com").status_code == 302
+
+
+@tight_throttle
+def test_failures_from_many_addresses_reach_the_higher_per_account_ceiling(app, team_a, person):
+    person(team_a, "member", email="popular@example.com")
+    for n in range(5):  # two guesses from each of five addresses: no pair or address trips
+        for _ in range(2):
+            response = login_from(
+                app.test_client(), f"203.0.113.{n}", "popular@example.com", "guess guess!"
+            )
+            assert response.status_code == 401
+    blocked = login_from(app.test_client(), "198.51.100.7", "popular@example.com")
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize(
+    "config_overrides",
+    [{**THROTTLE, "LOGIN_THROTTLE_WINDOW_SECONDS": 60}],
+    ids=["throttle"],
+)
+def test_a_successful_login_clears_its_own_address_counter(app, team_a, person):
+    person(team_a, "member", email="typo@example.com")
+    client = app.test_client()
+    for _ in range(2):
+        response = login_from(client, "198.51.100.7", "typo@example.com", "typo typo typo")
+        assert response.status_code == 401
+    assert login_from(client, "198.51.100.7", "typo@example.com").status_code == 302
+    for _ in range(2):  # two more typos: had the counter stayed, the third would be refused
+        response = login_from(app.test_client(), "198.51.100.7", "typo@example.com", "typo!!!!!")
+        assert response.status_code == 401
+    assert login_from(app.test_client(), "198.51.100.7", "typo@example.com").status_code == 302
+
+
 def test_forwarded_for_is_trusted_only_behind_a_configured_proxy(app_env, team_a):
     proxied = app_with_account(
         app_env,
@@ -124,7 +179,6 @@ def test_forwarded_for_is_trusted_only_behind_a_configured_proxy(app_env, team_a
         "proxied@example.com",
         TRUSTED_PROXY_COUNT=1,
         LOGIN_MAX_FAILURES_PER_ADDRESS=2,
-        LOGIN_MAX_FAILURES_PER_ACCOUNT=100,
     )
     client = proxied.test_client()
     for n in range(2):

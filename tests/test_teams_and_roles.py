@@ -269,7 +269,7 @@ def test_members_cli(app, runner, team_a):
 
 
 @pytest.mark.parametrize(
-    "config_overrides", [{"LOGIN_MAX_FAILURES_PER_ACCOUNT": 3}], ids=["three-tries"]
+    "config_overrides", [{"LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS": 3}], ids=["three-tries"]
 )
 def test_invite_password_checks_are_throttled_like_logins(app, team_a, team_b, person):
     existing = person(team_b, "member", email="guessed@example.com")

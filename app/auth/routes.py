@@ -53,12 +53,7 @@ def start_login(user: User, team_id=None) -> None:
 
 
 def _throttle_limits() -> throttle.Limits:
-    config = current_app.config
-    return throttle.Limits(
-        per_account=config["LOGIN_MAX_FAILURES_PER_ACCOUNT"],
-        per_address=config["LOGIN_MAX_FAILURES_PER_ADDRESS"],
-        window_seconds=config["LOGIN_THROTTLE_WINDOW_SECONDS"],
-    )
+    return throttle.Limits.from_config(current_app.config)
 
 
 def _record_login(action: str, email: str, user: User | None) -> None:
@@ -91,7 +86,7 @@ def login():
         # One message, status and (through the dummy hash) timing for every failure.
         flash("Wrong email or password.", "error")
         return render_template("auth/login.html", next=next_url), 401
-    throttle.clear_account(email)
+    throttle.record_success(email, client_ip(), limits)
     _record_login("auth.login", email, user)
     start_login(user)
     return redirect(next_url or url_for("gallery.index"))
