@@ -121,6 +121,15 @@ class Config:
     LOGIN_MAX_FAILURES_PER_ACCOUNT = int(os.environ.get("LOGIN_MAX_FAILURES_PER_ACCOUNT", "100"))
     LOGIN_THROTTLE_WINDOW_SECONDS = int(os.environ.get("LOGIN_THROTTLE_WINDOW_SECONDS", "900"))
 
+    # A login session ends when unused this long, and in any case this long after the login
+    # (enforced on the server-side LoginSession record, whatever the cookie says).
+    SESSION_IDLE_TIMEOUT_SECONDS = int(
+        os.environ.get("SESSION_IDLE_TIMEOUT_SECONDS", str(7 * 24 * 3600))
+    )
+    SESSION_ABSOLUTE_TIMEOUT_SECONDS = int(
+        os.environ.get("SESSION_ABSOLUTE_TIMEOUT_SECONDS", str(30 * 24 * 3600))
+    )
+
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = ENV != "development"

@@ -115,7 +115,8 @@ class ApiKey(TeamOwned, db.Model):
 
 class LoginSession(db.Model):
     """One browser login. The session cookie names it; logging out or changing the password
-    revokes it, so a copied cookie stops working even though Flask's cookie is still signed."""
+    revokes it, so a copied cookie stops working even though Flask's cookie is still signed.
+    It also ends by itself: unused for the idle lifetime, or older than the absolute one."""
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -126,6 +127,8 @@ class LoginSession(db.Model):
     ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(255))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Written at most once a minute (accounts.TOUCH_INTERVAL), not on every request.
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Invite(TeamOwned, db.Model):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app import create_app
 from app.extensions import db
-from app.models import Team, User
+from app.models import LoginSession, Team, User, utcnow
 from app.services import Conflict, accounts
 from tests.conftest import PASSWORD, make_config
 
@@ -292,3 +293,83 @@ def test_unauthenticated_api_requests_get_json_401(client):
     response = client.get("/api/v1/team")
     assert response.status_code == 401
     assert response.json["error"]["code"] == "unauthorized"
+
+
+# --- session lifetimes --------------------------------------------------------------------
+
+
+def latest_session(app, email) -> LoginSession:
+    with app.app_context():
+        return db.session.scalar(
+            select(LoginSession)
+            .join(User, User.id == LoginSession.user_id)
+            .where(User.email == email)
+            .order_by(LoginSession.created_at.desc())
+        )
+
+
+def set_session_times(app, session_id, **times) -> None:
+    """Move a login session back in time by editing its row (no sleeping)."""
+    with app.app_context():
+        db.session.execute(
+            update(LoginSession).where(LoginSession.id == session_id).values(**times)
+        )
+        db.session.commit()
+
+
+def signed_in(client) -> bool:
+    response = client.get("/")
+    return response.status_code == 200
+
+
+def test_an_idle_session_expires(app, team_a, person):
+    someone = person(team_a, "member", email="idle@example.com")
+    record = latest_session(app, someone.email)
+    now = utcnow()
+    set_session_times(app, record.id, last_seen_at=now - timedelta(days=7) + timedelta(minutes=5))
+    assert signed_in(someone.client)  # idle for a little under 7 days: still signed in
+    set_session_times(app, record.id, last_seen_at=now - timedelta(days=7, minutes=1))
+    response = someone.client.get("/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    set_session_times(app, record.id, last_seen_at=utcnow())  # no way back for the cookie
+    assert not signed_in(someone.client)
+
+
+def test_a_busy_session_still_ends_at_its_absolute_lifetime(app, team_a, person):
+    someone = person(team_a, "member", email="busy@example.com")
+    record = latest_session(app, someone.email)
+    set_session_times(app, record.id, created_at=utcnow() - timedelta(days=29, hours=23))
+    assert signed_in(someone.client)
+    set_session_times(app, record.id, created_at=utcnow() - timedelta(days=30, minutes=1))
+    assert not signed_in(someone.client)  # in use every minute, and still over
+    assert login(someone.client, someone.email).status_code == 302  # a new login is a new session
+    assert signed_in(someone.client)
+
+
+@pytest.mark.parametrize(
+    "config_overrides",
+    [{"SESSION_IDLE_TIMEOUT_SECONDS": 3600, "SESSION_ABSOLUTE_TIMEOUT_SECONDS": 4 * 3600}],
+    ids=["short"],
+)
+def test_session_lifetimes_are_configurable(app, team_a, person):
+    idle = person(team_a, "member", email="idle@example.com")
+    record = latest_session(app, idle.email)
+    set_session_times(app, record.id, last_seen_at=utcnow() - timedelta(minutes=61))
+    assert not signed_in(idle.client)
+    old = person(team_a, "member", email="old@example.com")
+    record = latest_session(app, old.email)
+    set_session_times(app, record.id, created_at=utcnow() - timedelta(hours=4, minutes=1))
+    assert not signed_in(old.client)
+
+
+def test_last_seen_is_written_at_most_once_a_minute(app, team_a, person):
+    someone = person(team_a, "member", email="seen@example.com")
+    record = latest_session(app, someone.email)
+    assert signed_in(someone.client)
+    first = latest_session(app, someone.email).last_seen_at
+    assert signed_in(someone.client)
+    assert latest_session(app, someone.email).last_seen_at == first  # no write per request
+    earlier = utcnow() - timedelta(minutes=2)
+    set_session_times(app, record.id, last_seen_at=earlier)
+    assert signed_in(someone.client)
+    assert latest_session(app, someone.email).last_seen_at > earlier + timedelta(minutes=1)

@@ -17,9 +17,13 @@ SESSION_TOKEN = "login_token"
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    # The signed cookie alone is not enough: its login session must still be live, so logging
-    # out or changing the password ends every copy of the cookie.
-    return accounts.session_user(user_id, session.get(SESSION_TOKEN))
+    # The signed cookie alone is not enough: its login session must still be live (not ended
+    # by logout or a password change, not idle or old past its lifetimes).
+    return accounts.session_user(
+        user_id,
+        session.get(SESSION_TOKEN),
+        accounts.SessionLifetimes.from_config(current_app.config),
+    )
 
 
 @login_manager.unauthorized_handler

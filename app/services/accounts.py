@@ -7,6 +7,9 @@ import re
 import secrets
 import unicodedata
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -20,6 +23,23 @@ _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
 MIN_PASSWORD_LENGTH = 10
 # Verified against when the email is unknown, so both failures cost the same time.
 _DUMMY_HASH = generate_password_hash("likeness-timing-equaliser")
+# A login session's `last_seen_at` is written at most this often, not on every request.
+TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class SessionLifetimes:
+    """A login session ends when unused for `idle`, and in any case `absolute` after login."""
+
+    idle: timedelta
+    absolute: timedelta
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> SessionLifetimes:
+        return cls(
+            idle=timedelta(seconds=config["SESSION_IDLE_TIMEOUT_SECONDS"]),
+            absolute=timedelta(seconds=config["SESSION_ABSOLUTE_TIMEOUT_SECONDS"]),
+        )
 
 
 def normalise_email(email: str) -> str:
@@ -154,8 +174,12 @@ def start_session(user: User, ip: str | None, user_agent: str | None) -> str:
     return token
 
 
-def session_user(user_id: str, token: str | None) -> User | None:
-    """The user of a live login session, or None if the session ended or never existed."""
+def session_user(user_id: str, token: str | None, lifetimes: SessionLifetimes) -> User | None:
+    """The user of a live login session, or None if it ended, expired or never existed.
+
+    A session expires when unused for the idle lifetime or older than the absolute one; its
+    last use is written at most once per TOUCH_INTERVAL, so requests cost no write each.
+    """
     if not token or not isinstance(token, str) or len(token) > 100:
         return None
     try:
@@ -167,6 +191,21 @@ def session_user(user_id: str, token: str | None) -> User | None:
     )
     if record is None or record.revoked_at is not None or record.user_id != user_uuid:
         return None
+    now = utcnow()
+    if now >= record.created_at + lifetimes.absolute or now >= record.last_seen_at + lifetimes.idle:
+        record.revoked_at = now  # over for good: nothing can bring this cookie back
+        db.session.commit()
+        return None
+    if now - record.last_seen_at >= TOUCH_INTERVAL:
+        # The condition keeps concurrent requests of one session from all writing.
+        db.session.execute(
+            update(LoginSession)
+            .where(LoginSession.id == record.id, LoginSession.last_seen_at < now - TOUCH_INTERVAL)
+            .values(last_seen_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        # The loader runs first in a request (login_required), so this commits nothing else.
+        db.session.commit()
     return db.session.get(User, user_uuid)
 
 
