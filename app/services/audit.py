@@ -67,9 +67,6 @@ def record(
 
 SYSTEM = Actor.system()
 
-# A person's own events: kept out of every team's log (`record_personal`).
-PERSONAL_ACTIONS = ("auth.login", "auth.login_failed", "auth.logout", "auth.password_change")
-
 
 def record_personal(
     actor: Actor, action: str, user: User | None, email: str, **details
