@@ -110,9 +110,25 @@ class Config:
 
     # How many proxies in front of the app set X-Forwarded-For/-Proto; 0 trusts no such header.
     TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
-    LOGIN_MAX_FAILURES_PER_ACCOUNT = int(os.environ.get("LOGIN_MAX_FAILURES_PER_ACCOUNT", "5"))
+    # Failed logins allowed per window: on one account from one address, from one address over
+    # all accounts, and on one account from all addresses together. The last is the ceiling
+    # against guessing from many addresses; it is far above the first, so that one address
+    # (whose refused tries are not counted) can never lock the owner out of theirs.
+    LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS = int(
+        os.environ.get("LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS", "5")
+    )
     LOGIN_MAX_FAILURES_PER_ADDRESS = int(os.environ.get("LOGIN_MAX_FAILURES_PER_ADDRESS", "30"))
+    LOGIN_MAX_FAILURES_PER_ACCOUNT = int(os.environ.get("LOGIN_MAX_FAILURES_PER_ACCOUNT", "100"))
     LOGIN_THROTTLE_WINDOW_SECONDS = int(os.environ.get("LOGIN_THROTTLE_WINDOW_SECONDS", "900"))
+
+    # A login session ends when unused this long, and in any case this long after the login
+    # (enforced on the server-side LoginSession record, whatever the cookie says).
+    SESSION_IDLE_TIMEOUT_SECONDS = int(
+        os.environ.get("SESSION_IDLE_TIMEOUT_SECONDS", str(7 * 24 * 3600))
+    )
+    SESSION_ABSOLUTE_TIMEOUT_SECONDS = int(
+        os.environ.get("SESSION_ABSOLUTE_TIMEOUT_SECONDS", str(30 * 24 * 3600))
+    )
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

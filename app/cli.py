@@ -137,7 +137,11 @@ def register_cli(app: Flask) -> None:
     @click.option("--password", help="Creates the account if it does not exist.")
     @click.option("--invite", is_flag=True, help="Print an invite link instead.")
     def add_member(email, team_slug, role, password, invite):
-        """Add someone to a team (or invite them); prints the email or the invite path."""
+        """Add someone to a team (or invite them); prints the email or the invite path.
+
+        Operators are trusted to add an existing account or set a new one's password directly;
+        team admins (Settings, API) can only invite.
+        """
         team = _team(team_slug)
         try:
             if invite:
@@ -146,7 +150,7 @@ def register_cli(app: Flask) -> None:
                 click.echo(f"Invite for {created.email} ({role}), valid 7 days:")
                 click.echo(f"/invites/{token}")
                 return
-            membership = members.add_member(team, email, role, password, actor=CLI)
+            membership = members.operator_add_member(team, email, role, password, actor=CLI)
             db.session.commit()
         except ServiceError as exc:
             _fail(exc)
@@ -180,6 +184,25 @@ def register_cli(app: Flask) -> None:
         except ServiceError as exc:
             _fail(exc)
         click.echo(membership.user.email)
+
+    @app.cli.group("audit")
+    def audit_group():
+        """Read audit events that belong to no team."""
+
+    @audit_group.command("user")
+    @click.argument("email")
+    @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+    def audit_user(email, limit):
+        """A person's own events (sign-ins, failed sign-ins, logouts, password changes), newest
+        first; prints the count last."""
+        events = audit.events_about_email(accounts.normalise_email(email), limit)
+        for event in events:
+            at = event.at.strftime("%Y-%m-%d %H:%M:%S")
+            details = " ".join(f"{k}={v}" for k, v in sorted((event.details or {}).items()))
+            click.echo(
+                f"{at}  {event.action}  {event.ip or '-'}  {event.actor}  {details}".rstrip()
+            )
+        click.echo(f"{len(events)} events")
 
     @app.cli.command()
     @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")

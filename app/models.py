@@ -115,7 +115,8 @@ class ApiKey(TeamOwned, db.Model):
 
 class LoginSession(db.Model):
     """One browser login. The session cookie names it; logging out or changing the password
-    revokes it, so a copied cookie stops working even though Flask's cookie is still signed."""
+    revokes it, so a copied cookie stops working even though Flask's cookie is still signed.
+    It also ends by itself: unused for the idle lifetime, or older than the absolute one."""
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -126,6 +127,8 @@ class LoginSession(db.Model):
     ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(255))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Written at most once a minute (accounts.TOUCH_INTERVAL), not on every request.
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Invite(TeamOwned, db.Model):
@@ -149,14 +152,22 @@ class Invite(TeamOwned, db.Model):
 class AuditEvent(TeamOwned, db.Model):
     """Who did what to which object, from where and when. Rows are only ever added.
 
-    `team_id` is empty only for failed logins with an email no account has: no team's admins
-    should see those, but operators can.
+    A team's events (`team_id` set) are actions taken in that team, read by its admins. A
+    person's own events (sign-ins, failed sign-ins, logouts, password changes) have no team:
+    `user_id` names the account they concern (empty for an email no account has), and only
+    that person and operators read them, never the teams the person belongs to.
     """
 
-    __table_args__ = (Index("ix_audit_event_team_id_desc", "team_id", "id"),)
+    __table_args__ = (
+        Index("ix_audit_event_team_id_desc", "team_id", "id"),
+        Index("ix_audit_event_user_id_desc", "user_id", "id"),
+    )
 
     team_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("team.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("user.id", ondelete="CASCADE")
     )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app import create_app
 from app.extensions import db
-from app.models import Team, User
+from app.models import LoginSession, Team, User, utcnow
 from app.services import Conflict, accounts
 from tests.conftest import PASSWORD, make_config
 
@@ -76,15 +77,16 @@ def test_unknown_email_and_wrong_password_look_the_same(app, team_a, person):
 
 
 THROTTLE = {
-    "LOGIN_MAX_FAILURES_PER_ACCOUNT": 3,
+    "LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS": 3,
     "LOGIN_MAX_FAILURES_PER_ADDRESS": 6,
+    "LOGIN_MAX_FAILURES_PER_ACCOUNT": 10,
     "LOGIN_THROTTLE_WINDOW_SECONDS": 2,
 }
 tight_throttle = pytest.mark.parametrize("config_overrides", [THROTTLE], ids=["throttle"])
 
 
 @tight_throttle
-def test_login_is_throttled_per_account_then_allowed_again(app, team_a, person):
+def test_login_is_throttled_per_account_and_address_then_allowed_again(app, team_a, person):
     person(team_a, "member", email="target@example.com")
     client = app.test_client()
     for _ in range(3):
@@ -117,6 +119,60 @@ def test_login_is_throttled_per_client_address(app, team_a, person):
     assert response.status_code == 302
 
 
+def login_from(client, address, email, password=PASSWORD):
+    return client.post(
+        "/login",
+        data={"email": email, "password": password},
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+@tight_throttle
+def test_an_attacker_cannot_lock_the_owner_out_from_another_address(app, team_a, person):
+    person(team_a, "member", email="owner@example.com")
+    attacker = app.test_client()
+    answers = [
+        login_from(attacker, "203.0.113.66", "owner@example.com", "guess guess guess").status_code
+        for _ in range(20)
+    ]
+    assert answers == [401] * 3 + [429] * 17  # refused ones are not even checked
+    # The attacker's address waits, even with the right password ...
+    assert login_from(attacker, "203.0.113.66", "owner@example.com").status_code == 429
+    # ... while the owner, from their own address, signs in as usual.
+    assert login_from(app.test_client(), "198.51.100.7", "owner@example.com").status_code == 302
+
+
+@tight_throttle
+def test_failures_from_many_addresses_reach_the_higher_per_account_ceiling(app, team_a, person):
+    person(team_a, "member", email="popular@example.com")
+    for n in range(5):  # two guesses from each of five addresses: no pair or address trips
+        for _ in range(2):
+            response = login_from(
+                app.test_client(), f"203.0.113.{n}", "popular@example.com", "guess guess!"
+            )
+            assert response.status_code == 401
+    blocked = login_from(app.test_client(), "198.51.100.7", "popular@example.com")
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize(
+    "config_overrides",
+    [{**THROTTLE, "LOGIN_THROTTLE_WINDOW_SECONDS": 60}],
+    ids=["throttle"],
+)
+def test_a_successful_login_clears_its_own_address_counter(app, team_a, person):
+    person(team_a, "member", email="typo@example.com")
+    client = app.test_client()
+    for _ in range(2):
+        response = login_from(client, "198.51.100.7", "typo@example.com", "typo typo typo")
+        assert response.status_code == 401
+    assert login_from(client, "198.51.100.7", "typo@example.com").status_code == 302
+    for _ in range(2):  # two more typos: had the counter stayed, the third would be refused
+        response = login_from(app.test_client(), "198.51.100.7", "typo@example.com", "typo!!!!!")
+        assert response.status_code == 401
+    assert login_from(app.test_client(), "198.51.100.7", "typo@example.com").status_code == 302
+
+
 def test_forwarded_for_is_trusted_only_behind_a_configured_proxy(app_env, team_a):
     proxied = app_with_account(
         app_env,
@@ -124,7 +180,6 @@ def test_forwarded_for_is_trusted_only_behind_a_configured_proxy(app_env, team_a
         "proxied@example.com",
         TRUSTED_PROXY_COUNT=1,
         LOGIN_MAX_FAILURES_PER_ADDRESS=2,
-        LOGIN_MAX_FAILURES_PER_ACCOUNT=100,
     )
     client = proxied.test_client()
     for n in range(2):
@@ -238,3 +293,83 @@ def test_unauthenticated_api_requests_get_json_401(client):
     response = client.get("/api/v1/team")
     assert response.status_code == 401
     assert response.json["error"]["code"] == "unauthorized"
+
+
+# --- session lifetimes --------------------------------------------------------------------
+
+
+def latest_session(app, email) -> LoginSession:
+    with app.app_context():
+        return db.session.scalar(
+            select(LoginSession)
+            .join(User, User.id == LoginSession.user_id)
+            .where(User.email == email)
+            .order_by(LoginSession.created_at.desc())
+        )
+
+
+def set_session_times(app, session_id, **times) -> None:
+    """Move a login session back in time by editing its row (no sleeping)."""
+    with app.app_context():
+        db.session.execute(
+            update(LoginSession).where(LoginSession.id == session_id).values(**times)
+        )
+        db.session.commit()
+
+
+def signed_in(client) -> bool:
+    response = client.get("/")
+    return response.status_code == 200
+
+
+def test_an_idle_session_expires(app, team_a, person):
+    someone = person(team_a, "member", email="idle@example.com")
+    record = latest_session(app, someone.email)
+    now = utcnow()
+    set_session_times(app, record.id, last_seen_at=now - timedelta(days=7) + timedelta(minutes=5))
+    assert signed_in(someone.client)  # idle for a little under 7 days: still signed in
+    set_session_times(app, record.id, last_seen_at=now - timedelta(days=7, minutes=1))
+    response = someone.client.get("/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    set_session_times(app, record.id, last_seen_at=utcnow())  # no way back for the cookie
+    assert not signed_in(someone.client)
+
+
+def test_a_busy_session_still_ends_at_its_absolute_lifetime(app, team_a, person):
+    someone = person(team_a, "member", email="busy@example.com")
+    record = latest_session(app, someone.email)
+    set_session_times(app, record.id, created_at=utcnow() - timedelta(days=29, hours=23))
+    assert signed_in(someone.client)
+    set_session_times(app, record.id, created_at=utcnow() - timedelta(days=30, minutes=1))
+    assert not signed_in(someone.client)  # in use every minute, and still over
+    assert login(someone.client, someone.email).status_code == 302  # a new login is a new session
+    assert signed_in(someone.client)
+
+
+@pytest.mark.parametrize(
+    "config_overrides",
+    [{"SESSION_IDLE_TIMEOUT_SECONDS": 3600, "SESSION_ABSOLUTE_TIMEOUT_SECONDS": 4 * 3600}],
+    ids=["short"],
+)
+def test_session_lifetimes_are_configurable(app, team_a, person):
+    idle = person(team_a, "member", email="idle@example.com")
+    record = latest_session(app, idle.email)
+    set_session_times(app, record.id, last_seen_at=utcnow() - timedelta(minutes=61))
+    assert not signed_in(idle.client)
+    old = person(team_a, "member", email="old@example.com")
+    record = latest_session(app, old.email)
+    set_session_times(app, record.id, created_at=utcnow() - timedelta(hours=4, minutes=1))
+    assert not signed_in(old.client)
+
+
+def test_last_seen_is_written_at_most_once_a_minute(app, team_a, person):
+    someone = person(team_a, "member", email="seen@example.com")
+    record = latest_session(app, someone.email)
+    assert signed_in(someone.client)
+    first = latest_session(app, someone.email).last_seen_at
+    assert signed_in(someone.client)
+    assert latest_session(app, someone.email).last_seen_at == first  # no write per request
+    earlier = utcnow() - timedelta(minutes=2)
+    set_session_times(app, record.id, last_seen_at=earlier)
+    assert signed_in(someone.client)
+    assert latest_session(app, someone.email).last_seen_at > earlier + timedelta(minutes=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -126,15 +127,53 @@ def test_wrong_password_then_login_and_logout(live_server, page, runner):
     expect(page).to_have_url(f"{live_server}/login?next=/")
 
 
-def sign_in(page, live_server, email):
+@contextlib.contextmanager
+def htmx_settled(page):
+    """Wait, after the block, until the htmx swap it caused has settled."""
+    page.evaluate(
+        """() => { window.__settled = new Promise(done =>
+             document.body.addEventListener("htmx:afterSettle", done, {once: true})) }"""
+    )
+    yield
+    page.evaluate("() => window.__settled.then(() => true)")
+
+
+@pytest.fixture
+def another_page(browser):
+    """Pages in browsers of their own (separate cookies): other people, at other desks."""
+    contexts = []
+
+    def make():
+        context = browser.new_context()
+        contexts.append(context)
+        new_page = context.new_page()
+        new_page.set_default_timeout(10_000)
+        return new_page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def sign_in(page, live_server, email, password=PASSWORD):
     page.goto(live_server + "/login")
     page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(live_server + "/")
 
 
-def test_admin_manages_keys_and_members_in_settings(live_server, page, runner, client):
+def join(page, link, password):
+    """Open an invite link and answer its one form; the page it lands on."""
+    page.goto(link)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Join the team").click()
+    return page
+
+
+def test_admin_manages_keys_and_members_in_settings(
+    live_server, page, runner, client, another_page
+):
     runner.invoke(args=["teams", "create", "Team"])
     runner.invoke(args=["teams", "create", "Other Team"])
     runner.invoke(
@@ -175,11 +214,15 @@ def test_admin_manages_keys_and_members_in_settings(live_server, page, runner, c
 
     page.get_by_role("link", name="Members").click()
     page.get_by_label("Email").fill("new@example.com")
-    page.get_by_label("Password for a new account").fill("long enough pw")
-    page.get_by_role("button", name="Add", exact=True).click()
+    page.get_by_role("button", name="Create invite link").click()
+    link = page.locator("code.secret").inner_text().strip()
+    join(another_page(), link, "long enough pw")  # the new person, in their own browser
+    page.get_by_role("link", name="Members").click()
     row = page.get_by_role("row", name="new@example.com")
     expect(row).to_be_visible()
-    row.get_by_label("Role of new@example.com").select_option("viewer")
+    # The swap must settle before the next change, or that one goes to a replaced element.
+    with htmx_settled(page):
+        row.get_by_label("Role of new@example.com").select_option("viewer")
     expect(page.get_by_role("row", name="new@example.com").get_by_role("combobox")).to_have_value(
         "viewer"
     )
@@ -199,3 +242,102 @@ def test_admin_manages_keys_and_members_in_settings(live_server, page, runner, c
     )
     page.get_by_role("link", name="Settings").click()
     expect(page.get_by_role("link", name="API keys")).to_have_count(0)
+
+
+def two_teams_with_admins(runner, app, upload):
+    """Alpha (with an image only it should ever see) and Beta, each with its admin."""
+    for name in ("Alpha", "Beta"):
+        runner.invoke(args=["teams", "create", name])
+        runner.invoke(
+            args=["users", "create", f"boss@{name.lower()}.test", "--team", name.lower()]
+            + ["--role", "admin", "--password", PASSWORD]
+        )
+    from app.extensions import db
+    from app.models import Team
+    from app.services import accounts, keys
+
+    with app.app_context():
+        _, key = keys.create_key(accounts.get_team_by_slug("alpha"), "k", ["read", "write"])
+        db.session.commit()
+        assert db.session.query(Team).count() == 2
+    upload({"X-API-Key": key}, [(samples.jpeg(1), "alpha-secret.jpg")])
+
+
+def invite_in_settings(page, live_server, email, role="viewer"):
+    """An admin adds someone in Settings; the invite link shown to them."""
+    page.goto(live_server + "/settings/members")
+    expect(page.get_by_label("Password")).to_have_count(0)  # admins set no passwords
+    page.get_by_label("Email").fill(email)
+    page.locator("form.row select[name=role]").select_option(role)
+    page.get_by_role("button", name="Create invite link").click()
+    expect(page.locator("code.secret")).to_contain_text("/invites/")
+    return page.locator("code.secret").inner_text().strip()
+
+
+def test_beta_then_alpha_invite_a_new_hire_whose_own_password_opens_only_alpha(
+    live_server, page, runner, app, upload, another_page
+):
+    two_teams_with_admins(runner, app, upload)
+    beta_admin, alpha_admin, new_hire = page, another_page(), another_page()
+    sign_in(beta_admin, live_server, "boss@beta.test")
+    beta_link = invite_in_settings(beta_admin, live_server, "newhire@alpha.test")
+    sign_in(alpha_admin, live_server, "boss@alpha.test")
+    alpha_link = invite_in_settings(alpha_admin, live_server, "newhire@alpha.test", "member")
+
+    join(new_hire, alpha_link, "the hire's own passphrase")
+    expect(new_hire).to_have_url(live_server + "/")
+    expect(new_hire.locator(".team")).to_have_text("Alpha")
+    expect(new_hire.get_by_text("alpha-secret.jpg")).to_be_visible()
+
+    # Beta's admin, holding Beta's link, cannot set or guess the account's password with it.
+    join(beta_admin, beta_link, "attacker-chosen")
+    expect(beta_admin.get_by_role("alert")).to_contain_text("not the password")
+    sign_in(beta_admin, live_server, "boss@beta.test")  # still just Beta's admin
+    expect(beta_admin.locator(".team")).to_have_text("Beta")
+    failed = another_page()
+    failed.goto(live_server + "/login")
+    failed.get_by_label("Email").fill("newhire@alpha.test")
+    failed.get_by_label("Password").fill("attacker-chosen")
+    failed.get_by_role("button", name="Log in").click()
+    expect(failed.get_by_role("alert")).to_have_text("Wrong email or password.")
+
+    # The new hire sees that wrong password among their own sign-ins; Beta's log does not.
+    new_hire.get_by_role("link", name="Settings").click()
+    expect(new_hire.get_by_role("heading", name="Recent sign-ins")).to_be_visible()
+    expect(new_hire.get_by_role("row", name="Wrong password")).to_have_count(2)
+    beta_admin.goto(live_server + "/settings/audit")
+    expect(beta_admin.get_by_text("member.invite")).to_be_visible()
+    expect(beta_admin.get_by_text("auth.login")).to_have_count(0)
+
+
+def test_alpha_admin_joins_beta_only_by_accepting_and_a_squatter_gets_nothing_of_alpha(
+    live_server, page, runner, app, upload, another_page
+):
+    two_teams_with_admins(runner, app, upload)
+    beta_admin, alpha_admin = page, another_page()
+    sign_in(beta_admin, live_server, "boss@beta.test")
+    sign_in(alpha_admin, live_server, "boss@alpha.test")
+
+    # Beta adds Alpha's admin: only an invite. Alpha's admin is in no new team until accepting.
+    link = invite_in_settings(beta_admin, live_server, "boss@alpha.test", "admin")
+    alpha_admin.reload()
+    expect(alpha_admin.get_by_label("Current team")).to_have_count(0)
+    alpha_admin.goto(link)  # signed in as the invited account: a confirmation, no password
+    expect(alpha_admin.get_by_label("Password")).to_have_count(0)
+    alpha_admin.get_by_role("button", name="Join the team").click()
+    expect(alpha_admin.get_by_label("Current team").locator("option")).to_have_text(
+        ["Alpha", "Beta"]
+    )
+
+    # Beta squats an Alpha address with its own invite, then Alpha invites the real person.
+    squat_link = invite_in_settings(beta_admin, live_server, "intern@alpha.test")
+    squatter = join(another_page(), squat_link, "attacker-chosen")
+    expect(squatter.locator(".team")).to_have_text("Beta")
+    with alpha_admin.expect_navigation(url=live_server + "/"):  # the switcher reloads the page
+        alpha_admin.get_by_label("Current team").select_option(label="Alpha")
+    alpha_link = invite_in_settings(alpha_admin, live_server, "intern@alpha.test")
+    intern = join(another_page(), alpha_link, "the intern's own")
+    expect(intern.get_by_role("alert")).to_contain_text("not the password")
+    squatter.reload()
+    expect(squatter.locator(".team")).to_have_text("Beta")  # no switcher: Alpha is not theirs
+    expect(squatter.get_by_text("alpha-secret.jpg")).to_have_count(0)

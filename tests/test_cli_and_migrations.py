@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
+from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from app.extensions import db
 from app.models import ApiKey
-from config import BASE_DIR
+from config import BASE_DIR, normalise_database_url
 
 
 def last_line(result) -> str:
@@ -91,24 +94,26 @@ def test_index_rebuild_of_an_empty_team(runner):
     assert last_line(result) == "color=v1"
 
 
-def test_migrations_build_exactly_the_models_schema(app_env, tmp_path):
+def empty_database_env(app_env, tmp_path) -> dict[str, str]:
+    """The environment of a `flask` process over an empty database (no app fixture here)."""
     from tests.conftest import TEST_DATABASE_URL
 
     env = {**os.environ, **app_env}
     if TEST_DATABASE_URL is None:
         env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'migrated.db'}"
     else:
-        # Start from an empty database: the app fixture is not used here.
-        from config import normalise_database_url
-
         engine = create_engine(normalise_database_url(TEST_DATABASE_URL))
         db.metadata.drop_all(engine)
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
         engine.dispose()
+    return env
+
+
+def db_upgrade(env, revision: str = "head") -> None:
     flask = os.path.join(os.path.dirname(sys.executable), "flask")
     result = subprocess.run(
-        [flask, "--app", "wsgi", "db", "upgrade"],
+        [flask, "--app", "wsgi", "db", "upgrade", revision],
         cwd=BASE_DIR,
         env=env,
         capture_output=True,
@@ -116,8 +121,17 @@ def test_migrations_build_exactly_the_models_schema(app_env, tmp_path):
     )
     assert result.returncode == 0, result.stderr
 
-    from config import normalise_database_url
 
+def drop_everything(engine) -> None:
+    db.metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    engine.dispose()
+
+
+def test_migrations_build_exactly_the_models_schema(app_env, tmp_path):
+    env = empty_database_env(app_env, tmp_path)
+    db_upgrade(env)
     engine = create_engine(normalise_database_url(env["DATABASE_URL"]))
     try:
         with engine.connect() as conn:
@@ -129,7 +143,112 @@ def test_migrations_build_exactly_the_models_schema(app_env, tmp_path):
             "alembic_version"
         }
     finally:
-        db.metadata.drop_all(engine)
+        drop_everything(engine)
+
+
+def lightweight_table(table: str, meta: sa.MetaData, /, **columns) -> sa.Table:
+    """A table as an old revision had it: only the columns named, with their types."""
+    return sa.Table(table, meta, *(sa.Column(col, kind) for col, kind in columns.items()))
+
+
+def test_migration_moves_sign_ins_out_of_team_logs(app_env, tmp_path):
+    """Revision 0004: one personal event per sign-in, instead of a copy in every team's log."""
+    env = empty_database_env(app_env, tmp_path)
+    db_upgrade(env, "0003")
+    meta, key, when, text = sa.MetaData(), sa.Uuid(), sa.DateTime(timezone=True), sa.String()
+    team = lightweight_table("team", meta, id=key, name=text, slug=text, created_at=when)
+    user = lightweight_table("user", meta, id=key, email=text, password_hash=text, created_at=when)
+    login_session = lightweight_table(
+        "login_session",
+        meta,
+        id=key,
+        token_hash=text,
+        user_id=key,
+        created_at=when,
+        last_seen_at=when,
+    )
+    events = lightweight_table(
+        "audit_event",
+        meta,
+        id=sa.Integer(),
+        team_id=key,
+        user_id=key,
+        at=when,
+        actor_type=text,
+        actor_user_id=key,
+        actor=text,
+        action=text,
+        target=text,
+        ip=text,
+        details=sa.JSON(),
+    )
+    team_a, team_b, person = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    start = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+    def event(n, team_id, action, seconds, **fields):
+        return {
+            "id": n,
+            "team_id": team_id,
+            "at": start + timedelta(seconds=seconds),
+            "actor_type": "user",
+            "actor_user_id": person,
+            "actor": "p@example.com",
+            "action": action,
+            "target": "p@example.com",
+            "ip": "198.51.100.7",
+            "details": {},
+            **fields,
+        }
+
+    stranger = {"actor_type": "anonymous", "actor_user_id": None, "actor": "x@example.com"}
+    engine = create_engine(normalise_database_url(env["DATABASE_URL"]))
+    try:
         with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
-        engine.dispose()
+            conn.execute(
+                team.insert(),
+                [
+                    {"id": team_a, "name": "A", "slug": "a", "created_at": start},
+                    {"id": team_b, "name": "B", "slug": "b", "created_at": start},
+                ],
+            )
+            conn.execute(
+                user.insert(),
+                {"id": person, "email": "p@example.com", "password_hash": "x", "created_at": start},
+            )
+            conn.execute(
+                login_session.insert(),
+                {
+                    "id": uuid.uuid4(),
+                    "token_hash": "t" * 64,
+                    "user_id": person,
+                    "created_at": start,
+                },
+            )
+            conn.execute(
+                events.insert(),
+                [
+                    event(1, team_a, "auth.login", 0),  # one login, copied to both teams
+                    event(2, team_b, "auth.login", 0.01),
+                    event(3, team_a, "member.add", 60, target="q@example.com"),  # A's own
+                    event(4, team_a, "auth.login_failed", 120),  # one failure, copied to both
+                    event(5, team_b, "auth.login_failed", 120.01),
+                    event(6, team_a, "auth.login", 900),  # a second login, later
+                    event(7, team_b, "auth.login", 900.01),
+                    event(8, None, "auth.login_failed", 901, target="x@example.com", **stranger),
+                ],
+            )
+        db_upgrade(env)
+        with engine.connect() as conn:
+            columns = (events.c.id, events.c.team_id, events.c.user_id, events.c.action)
+            rows = conn.execute(sa.select(*columns, events.c.actor_type).order_by(events.c.id))
+            last_seen = conn.execute(sa.select(login_session.c.last_seen_at)).scalar_one()
+            assert [tuple(row) for row in rows] == [
+                (1, None, person, "auth.login", "user"),
+                (3, team_a, None, "member.add", "user"),
+                (4, None, person, "auth.login_failed", "anonymous"),
+                (6, None, person, "auth.login", "user"),
+                (8, None, None, "auth.login_failed", "anonymous"),
+            ]
+        assert last_seen.replace(tzinfo=UTC) == start
+    finally:
+        drop_everything(engine)

@@ -143,28 +143,28 @@ def list_members():
 @bp.post("/members")
 @scope_required("admin")
 def add_member():
-    body = json_body(("email", "role"), ("password", "invite"))
-    if body.get("invite"):
-        invite, token = members.create_invite(
-            _team(),
-            body["email"],
-            body["role"],
-            g.api_key.created_by,
-            actor=current_actor(),
+    """Always an invite, whether or not the email has an account (the answer does not say)."""
+    body = request.get_json(silent=True)
+    if isinstance(body, dict) and "password" in body:
+        raise ApiError(
+            400,
+            "field password is not accepted: a team admin does not set passwords; the person "
+            "chooses theirs with the invite link (or signs in with the account they have)",
         )
-        db.session.commit()
-        link = url_for("auth.accept_invite", token=token, _external=True)
-        return {
-            "invite_url": link,
-            "email": invite.email,
-            "role": invite.role,
-            "expires_at": iso(invite.expires_at),
-        }, 201
-    membership = members.add_member(
-        _team(), body["email"], body["role"], body.get("password"), actor=current_actor()
+    body = json_body(("email", "role"), ("invite",))
+    if "invite" in body and body["invite"] is not True:
+        raise ApiError(400, "field invite may only be true: members are added by invite")
+    invite, token = members.create_invite(
+        _team(), body["email"], body["role"], g.api_key.created_by, actor=current_actor()
     )
     db.session.commit()
-    return member_json(membership), 201
+    link = url_for("auth.accept_invite", token=token, _external=True)
+    return {
+        "invite_url": link,
+        "email": invite.email,
+        "role": invite.role,
+        "expires_at": iso(invite.expires_at),
+    }, 201
 
 
 @bp.patch("/members/<user_id>")

@@ -6,20 +6,24 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_login import current_user, login_required, login_user, logout_user
 
 from app.auth import bp
-from app.auth.current import client_ip, current_actor
-from app.extensions import db, login_manager
+from app.auth.current import client_ip
+from app.extensions import login_manager
 from app.models import User
-from app.services import ServiceError, accounts, audit, members, throttle
-from app.services.audit import Actor
+from app.services import ServiceError, accounts, members, throttle
+from app.services.accounts import SessionLifetimes, Throttled
 
 SESSION_TOKEN = "login_token"
 
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    # The signed cookie alone is not enough: its login session must still be live, so logging
-    # out or changing the password ends every copy of the cookie.
-    return accounts.session_user(user_id, session.get(SESSION_TOKEN))
+    # The signed cookie alone is not enough: its login session must still be live (not ended
+    # by logout or a password change, not idle or old past its lifetimes).
+    return accounts.session_user(
+        user_id,
+        session.get(SESSION_TOKEN),
+        SessionLifetimes.from_config(current_app.config),
+    )
 
 
 @login_manager.unauthorized_handler
@@ -40,33 +44,28 @@ def safe_next(target: str | None) -> str | None:
     return target if not parts.scheme and not parts.netloc else None
 
 
-def start_login(user: User, team_id=None) -> None:
-    """A fresh session (new id, nothing carried over) for a user who just proved who they are."""
+def use_session(user: User, token: str, team_id=None) -> None:
+    """A fresh cookie session (new id, nothing carried over) naming a new login session."""
     session.clear()
-    session[SESSION_TOKEN] = accounts.start_session(
-        user, client_ip(), request.headers.get("User-Agent")
-    )
+    session[SESSION_TOKEN] = token
     if team_id is not None:
         session["team_id"] = str(team_id)
-    db.session.commit()
     login_user(user)
 
 
-def _throttle_limits() -> throttle.Limits:
-    config = current_app.config
-    return throttle.Limits(
-        per_account=config["LOGIN_MAX_FAILURES_PER_ACCOUNT"],
-        per_address=config["LOGIN_MAX_FAILURES_PER_ADDRESS"],
-        window_seconds=config["LOGIN_THROTTLE_WINDOW_SECONDS"],
-    )
+def user_agent() -> str | None:
+    return request.headers.get("User-Agent")
 
 
-def _record_login(action: str, email: str, user: User | None) -> None:
-    actor = Actor.for_user(user, client_ip()) if user else Actor("anonymous", email, ip=client_ip())
-    teams = [m.team_id for m in user.memberships] if user else [None]
-    for team_id in teams:
-        audit.record(actor, action, team_id, target_type="user", target=email)
-    db.session.commit()
+def throttle_limits() -> throttle.Limits:
+    return throttle.Limits.from_config(current_app.config)
+
+
+def _refused(template: str, exc: ServiceError, **context):
+    """The form again with the refusal shown; a throttled one says when to come back."""
+    flash(exc.message, "error")
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Throttled) else {}
+    return render_template(template, **context), exc.status, headers
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -76,35 +75,24 @@ def login():
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
         return render_template("auth/login.html", next=next_url)
-
-    email = accounts.normalise_email(request.form.get("email", ""))[:254]
-    limits = _throttle_limits()
-    wait = throttle.retry_after(email, client_ip(), limits)
-    if wait:
-        flash(f"Too many failed attempts. Try again in {wait // 60 + 1} minutes.", "error")
-        page = render_template("auth/login.html", next=next_url)
-        return page, 429, {"Retry-After": str(wait)}
-    user = accounts.authenticate(email, request.form.get("password", ""))
-    if user is None or not user.memberships:
-        throttle.record_failure(email, client_ip(), limits)
-        _record_login("auth.login_failed", email, accounts.get_user_by_email(email))
-        # One message, status and (through the dummy hash) timing for every failure.
-        flash("Wrong email or password.", "error")
-        return render_template("auth/login.html", next=next_url), 401
-    throttle.clear_account(email)
-    _record_login("auth.login", email, user)
-    start_login(user)
+    try:
+        user, token = accounts.sign_in(
+            request.form.get("email", ""),
+            request.form.get("password", ""),
+            ip=client_ip(),
+            user_agent=user_agent(),
+            limits=throttle_limits(),
+        )
+    except ServiceError as exc:
+        return _refused("auth/login.html", exc, next=next_url)
+    use_session(user, token)
     return redirect(next_url or url_for("gallery.index"))
 
 
 @bp.post("/logout")
 @login_required
 def logout():
-    user = current_user._get_current_object()
-    for membership in user.memberships:
-        audit.record(current_actor(), "auth.logout", membership.team_id, target_type="user")
-    accounts.end_session(session.get(SESSION_TOKEN))
-    db.session.commit()
+    accounts.sign_out(current_user._get_current_object(), session.get(SESSION_TOKEN), client_ip())
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
@@ -116,52 +104,44 @@ def setup():
         abort(404)  # first run only
     if request.method == "POST":
         try:
-            team = accounts.create_team(request.form.get("team", ""))
-            user = accounts.create_user(
-                request.form.get("email", ""), request.form.get("password", "")
+            team, user, token = accounts.set_up(
+                request.form.get("team", ""),
+                request.form.get("email", ""),
+                request.form.get("password", ""),
+                ip=client_ip(),
+                user_agent=user_agent(),
             )
-            accounts.add_member(user, team, "admin")
-            audit.record(
-                Actor.for_user(user, client_ip()),
-                "team.create",
-                team.id,
-                target_type="team",
-                target_id=team.id,
-                target=team.name,
-            )
-            db.session.commit()
         except ServiceError as exc:
-            db.session.rollback()
             flash(exc.message, "error")
             return render_template("auth/setup.html", form=request.form), 422
-        start_login(user, team.id)
+        use_session(user, token, team.id)
         return redirect(url_for("gallery.index"))
     return render_template("auth/setup.html", form={})
 
 
 @bp.route("/invites/<token>", methods=["GET", "POST"])
 def accept_invite(token: str):
+    # Loaded first, before anything else touches the database (the loader may commit).
+    signed_in = current_user._get_current_object() if current_user.is_authenticated else None
     invite = members.find_invite(token)
-    has_account = accounts.get_user_by_email(invite.email) is not None
+    # The owner, signed in, just confirms; anyone else sees one form for every address,
+    # whether or not it has an account, so the page does not tell which.
+    context = {"invite": invite, "owner_signed_in": signed_in and signed_in.email == invite.email}
     if request.method == "POST":
-        # For an existing account the form is a password check: throttled like the login.
-        limits = _throttle_limits()
-        if has_account and (wait := throttle.retry_after(invite.email, client_ip(), limits)):
-            flash(f"Too many failed attempts. Try again in {wait // 60 + 1} minutes.", "error")
-            page = render_template("auth/invite.html", invite=invite, has_account=has_account)
-            return page, 429, {"Retry-After": str(wait)}
         try:
-            invite, user = members.accept_invite(
-                token, request.form.get("password", ""), client_ip()
+            invite, user, session_token = members.accept_invite(
+                token,
+                request.form.get("password", ""),
+                signed_in=signed_in,
+                ip=client_ip(),
+                user_agent=user_agent(),
+                limits=throttle_limits(),
             )
-            db.session.commit()
         except ServiceError as exc:
-            db.session.rollback()
-            if has_account:
-                throttle.record_failure(invite.email, client_ip(), limits)
-            flash(exc.message, "error")
-            page = render_template("auth/invite.html", invite=invite, has_account=has_account)
-            return page, exc.status
-        start_login(user, invite.team_id)
+            return _refused("auth/invite.html", exc, **context)
+        if session_token is None:  # the owner, signed in already: same session, new team
+            session["team_id"] = str(invite.team_id)
+        else:
+            use_session(user, session_token, invite.team_id)
         return redirect(url_for("gallery.index"))
-    return render_template("auth/invite.html", invite=invite, has_account=has_account)
+    return render_template("auth/invite.html", **context)

@@ -7,19 +7,50 @@ import re
 import secrets
 import unicodedata
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
 from app.models import ROLES, LoginSession, Membership, Team, User, utcnow
-from app.services import Conflict, ServiceError, audit
+from app.services import Conflict, ServiceError, audit, throttle
 from app.services.audit import Actor
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
 MIN_PASSWORD_LENGTH = 10
 # Verified against when the email is unknown, so both failures cost the same time.
 _DUMMY_HASH = generate_password_hash("likeness-timing-equaliser")
+# A login session's `last_seen_at` is written at most this often, not on every request.
+TOUCH_INTERVAL = timedelta(minutes=1)
+WRONG_CREDENTIALS = "Wrong email or password."
+
+
+class Throttled(ServiceError):
+    """Too many failed password checks for this account from this address (or in all)."""
+
+    code, status = "rate_limited", 429
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"Too many failed attempts. Try again in {retry_after // 60 + 1} minutes.")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class SessionLifetimes:
+    """A login session ends when unused for `idle`, and in any case `absolute` after login."""
+
+    idle: timedelta
+    absolute: timedelta
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> SessionLifetimes:
+        return cls(
+            idle=timedelta(seconds=config["SESSION_IDLE_TIMEOUT_SECONDS"]),
+            absolute=timedelta(seconds=config["SESSION_ABSOLUTE_TIMEOUT_SECONDS"]),
+        )
 
 
 def normalise_email(email: str) -> str:
@@ -62,7 +93,7 @@ def valid_email(email: str) -> str:
     return email
 
 
-def _check_password_rules(password: str) -> None:
+def check_password_rules(password: str) -> None:
     if len(password or "") < MIN_PASSWORD_LENGTH:
         raise ServiceError(
             f"a password has at least {MIN_PASSWORD_LENGTH} characters",
@@ -87,7 +118,7 @@ def get_user_by_email(email: str) -> User | None:
 def create_user(email: str, password: str) -> User:
     """Create an account; the email must be new and the password long enough."""
     email = valid_email(email)
-    _check_password_rules(password)
+    check_password_rules(password)
     if db.session.scalar(select(User).where(User.email == email)):
         raise Conflict("an account with that email exists")
     user = User(email=email, password_hash=hash_password(password))
@@ -107,33 +138,78 @@ def add_member(user: User, team: Team, role: str) -> Membership:
     return membership
 
 
-def authenticate(email: str, password: str) -> User | None:
-    """The user with these credentials, or None, taking the same time either way."""
+def password_matches(user: User | None, password: str) -> bool:
+    """Whether `password` is the account's, taking the same time when there is no account."""
     password = (password or "")[:1024]  # hashing a megabyte would be a cheap way to load us
-    user = get_user_by_email(email)
     if user is None:
         check_password_hash(_DUMMY_HASH, password)
-        return None
-    return user if check_password_hash(user.password_hash, password) else None
+        return False
+    return check_password_hash(user.password_hash, password)
 
 
-def change_password(user: User, current: str, new: str, *, actor: Actor) -> None:
-    """Set a new password after checking the current one; every login session ends."""
+def authenticate(email: str, password: str) -> User | None:
+    """The user with these credentials, or None, taking the same time either way."""
+    user = get_user_by_email(email)
+    return user if password_matches(user, password) else None
+
+
+def refuse_if_throttled(email: str, ip: str | None, limits: throttle.Limits) -> None:
+    """Raise Throttled while this address must wait before checking this account's password."""
+    if wait := throttle.retry_after(email, ip, limits):
+        raise Throttled(wait)
+
+
+def record_failed_check(
+    email: str, user: User | None, ip: str | None, limits: throttle.Limits, **details
+) -> None:
+    """Count a wrong password against the throttle and tell the account's owner about it."""
+    throttle.record_failure(email, ip, limits)
+    anonymous = Actor("anonymous", email, ip=ip)  # whoever typed it has proved nothing
+    audit.record_personal(anonymous, "auth.login_failed", user, email, **details)
+
+
+def sign_in(
+    email: str, password: str, *, ip: str | None, user_agent: str | None, limits: throttle.Limits
+) -> tuple[User, str]:
+    """Check the credentials (throttled) and start a login session; returns the user and the
+    token for the session cookie. Every outcome is one of the person's own events."""
+    email = normalise_email(email)[:254]
+    refuse_if_throttled(email, ip, limits)
+    user = get_user_by_email(email)
+    if not password_matches(user, password) or not user.memberships:
+        record_failed_check(email, user, ip, limits)
+        db.session.commit()
+        # One message, status and (through the dummy hash) timing for every failure.
+        raise ServiceError(WRONG_CREDENTIALS, code="unauthorized", status=401)
+    throttle.record_success(email, ip, limits)
+    audit.record_personal(Actor.for_user(user, ip), "auth.login", user, email)
+    token = start_session(user, ip, user_agent)
+    db.session.commit()
+    return user, token
+
+
+def sign_out(user: User, token: str | None, ip: str | None) -> None:
+    """End this login session; the person's own event, not their teams'."""
+    end_session(token)
+    audit.record_personal(Actor.for_user(user, ip), "auth.logout", user, user.email)
+    db.session.commit()
+
+
+def change_password(
+    user: User, current: str, new: str, *, actor: Actor, user_agent: str | None
+) -> str:
+    """Set a new password after checking the current one; every login session ends, and the
+    token of a new one for this browser is returned."""
     if not check_password_hash(user.password_hash, (current or "")[:1024]):
         raise ServiceError("the current password is wrong", code="validation_error", status=422)
-    _check_password_rules(new)
+    check_password_rules(new)
     user.password_hash = hash_password(new)
     user.password_changed_at = utcnow()
     end_all_sessions(user.id)
-    for membership in user.memberships:
-        audit.record(
-            actor,
-            "auth.password_change",
-            membership.team_id,
-            target_type="user",
-            target_id=user.id,
-            target=user.email,
-        )
+    audit.record_personal(actor, "auth.password_change", user, user.email)
+    token = start_session(user, actor.ip, user_agent)
+    db.session.commit()
+    return token
 
 
 def _hash_token(token: str) -> str:
@@ -154,8 +230,12 @@ def start_session(user: User, ip: str | None, user_agent: str | None) -> str:
     return token
 
 
-def session_user(user_id: str, token: str | None) -> User | None:
-    """The user of a live login session, or None if the session ended or never existed."""
+def session_user(user_id: str, token: str | None, lifetimes: SessionLifetimes) -> User | None:
+    """The user of a live login session, or None if it ended, expired or never existed.
+
+    A session expires when unused for the idle lifetime or older than the absolute one; its
+    last use is written at most once per TOUCH_INTERVAL, so requests cost no write each.
+    """
     if not token or not isinstance(token, str) or len(token) > 100:
         return None
     try:
@@ -167,6 +247,21 @@ def session_user(user_id: str, token: str | None) -> User | None:
     )
     if record is None or record.revoked_at is not None or record.user_id != user_uuid:
         return None
+    now = utcnow()
+    if now >= record.created_at + lifetimes.absolute or now >= record.last_seen_at + lifetimes.idle:
+        record.revoked_at = now  # over for good: nothing can bring this cookie back
+        db.session.commit()
+        return None
+    if now - record.last_seen_at >= TOUCH_INTERVAL:
+        # The condition keeps concurrent requests of one session from all writing.
+        db.session.execute(
+            update(LoginSession)
+            .where(LoginSession.id == record.id, LoginSession.last_seen_at < now - TOUCH_INTERVAL)
+            .values(last_seen_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        # The loader runs first in a request (login_required), so this commits nothing else.
+        db.session.commit()
     return db.session.get(User, user_uuid)
 
 
@@ -185,6 +280,30 @@ def end_all_sessions(user_id: uuid.UUID) -> None:
         .where(LoginSession.user_id == user_id, LoginSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
+
+
+def set_up(
+    team_name: str, email: str, password: str, *, ip: str | None, user_agent: str | None
+) -> tuple[Team, User, str]:
+    """First run: the first team and its first admin, signed in; returns them and the token."""
+    try:
+        team = create_team(team_name)
+        user = create_user(email, password)
+    except ServiceError:
+        db.session.rollback()  # the team was already flushed
+        raise
+    add_member(user, team, "admin")
+    audit.record(
+        Actor.for_user(user, ip),
+        "team.create",
+        team.id,
+        target_type="team",
+        target_id=team.id,
+        target=team.name,
+    )
+    token = start_session(user, ip, user_agent)
+    db.session.commit()
+    return team, user, token
 
 
 def has_users() -> bool:

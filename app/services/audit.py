@@ -11,6 +11,7 @@ from sqlalchemy import or_, select
 from app.extensions import db
 from app.models import ApiKey, AuditEvent, User
 from app.services import ServiceError
+from app.tenancy import unscoped
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,61 @@ def record(
 
 
 SYSTEM = Actor.system()
+
+
+def record_personal(
+    actor: Actor, action: str, user: User | None, email: str, **details
+) -> AuditEvent:
+    """An event about one account (a sign-in, a password change), in no team's log.
+
+    The account's owner reads it (Settings → Account) and operators do (`flask audit user`);
+    the teams the person belongs to do not, since it happened in none of them. `user` is None
+    for an email no account has.
+    """
+    event = record(
+        actor,
+        action,
+        None,
+        target_type="user",
+        target_id=user.id if user else None,
+        target=email,
+        **details,
+    )
+    event.user_id = user.id if user else None
+    return event
+
+
+def personal_events(user: User, limit: int = 20) -> list[AuditEvent]:
+    """The account's own events, newest first."""
+    with unscoped():  # they belong to no team
+        return list(
+            db.session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.user_id == user.id, AuditEvent.team_id.is_(None))
+                .order_by(AuditEvent.id.desc())
+                .limit(limit)
+            )
+        )
+
+
+def events_about_email(email: str, limit: int) -> list[AuditEvent]:
+    """For operators: the personal events of the account with this email, or of the email
+    itself when no account has it (failed sign-ins), newest first."""
+    user = db.session.scalar(select(User).where(User.email == email))
+    about = (
+        AuditEvent.user_id == user.id
+        if user is not None
+        else (AuditEvent.user_id.is_(None) & (AuditEvent.target == email))
+    )
+    with unscoped():
+        return list(
+            db.session.scalars(
+                select(AuditEvent)
+                .where(about, AuditEvent.team_id.is_(None))
+                .order_by(AuditEvent.id.desc())
+                .limit(limit)
+            )
+        )
 
 
 def record_image(actor: Actor, action: str, image, **details) -> AuditEvent:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.models import ROLES, ApiKey, Invite, Membership, Team, User, utcnow
-from app.services import Conflict, NotFound, ServiceError, accounts, audit
+from app.services import Conflict, NotFound, ServiceError, accounts, audit, throttle
 from app.services.audit import SYSTEM, Actor
 from app.tenancy import team_scope, unscoped
 
@@ -57,10 +57,11 @@ def _record(actor: Actor, action: str, membership: Membership, **details) -> Non
     )
 
 
-def add_member(
+def operator_add_member(
     team: Team, email: str, role: str, password: str | None = None, *, actor: Actor = SYSTEM
 ) -> Membership:
-    """Add an existing account to the team, or create it when a password is given."""
+    """For operators only (the command line): add an existing account to the team, or create
+    it when a password is given. Team admins never do this; they send invites (`create_invite`)."""
     _check_role(role)
     user = accounts.get_user_by_email(accounts.valid_email(email))
     if user is None:
@@ -134,12 +135,20 @@ def _hash_token(token: str) -> str:
 def create_invite(
     team: Team, email: str, role: str, created_by: User | None, *, actor: Actor = SYSTEM
 ) -> tuple[Invite, str]:
-    """An invite for one address; returns it with the token for the link (not stored)."""
+    """An invite for one address; returns it with the token for the link (not stored).
+
+    This is how a team admin adds anyone: the link holder sets the password of a new account,
+    or proves an existing one. The work and the answer are the same whether or not the email
+    has an account, so an admin learns nothing about other teams' people from it.
+    """
     _check_role(role)
     email = accounts.valid_email(email)
-    user = accounts.get_user_by_email(email)
-    if user is not None and db.session.scalar(
-        select(Membership).where(Membership.team_id == team.id, Membership.user_id == user.id)
+    # One query either way: whether this address is already in the team (the admin can see
+    # that in the member list), never whether it has an account.
+    if db.session.scalar(
+        select(Membership.id)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.team_id == team.id, User.email == email)
     ):
         raise Conflict("that account is already a member of this team")
     token = secrets.token_urlsafe(32)
@@ -178,23 +187,55 @@ def find_invite(token: str) -> Invite:
     return invite
 
 
-def accept_invite(token: str, password: str, ip: str | None = None) -> tuple[Invite, User]:
-    """Join the invite's team: an existing account proves its password, a new one sets it."""
+def accept_invite(
+    token: str,
+    password: str,
+    *,
+    signed_in: User | None,
+    ip: str | None,
+    user_agent: str | None,
+    limits: throttle.Limits,
+) -> tuple[Invite, User, str | None]:
+    """Join the invite's team; returns the invite, the user and the token of a new login
+    session (None when the owner was signed in already and keeps their session).
+
+    The link alone proves nothing about an account: the owner of an existing one proves it
+    (signed in as it, or its password, throttled like a login), and for a new address the
+    link holder chooses the password. A wrong password is the account owner's event, as a
+    failed login is.
+    """
     invite = find_invite(token)
-    user = accounts.get_user_by_email(invite.email)
-    if user is None:
-        user = accounts.create_user(invite.email, password)
-    elif accounts.authenticate(invite.email, password) is None:
-        raise ServiceError(
-            "that is not the password of the account for this invite",
-            code="validation_error",
-            status=422,
-        )
+    email = invite.email
+    user = accounts.get_user_by_email(email)
+    owner_signed_in = user is not None and signed_in is not None and signed_in.id == user.id
+    if not owner_signed_in:
+        accounts.refuse_if_throttled(email, ip, limits)
+        try:
+            # The rules first, for both kinds of address: an existing account's password
+            # follows them too, so this answer says nothing about whether there is one.
+            accounts.check_password_rules(password)
+            if user is None:
+                user = accounts.create_user(email, password)
+            elif not accounts.password_matches(user, password):
+                raise ServiceError(
+                    "that is not the password of the account for this address",
+                    code="validation_error",
+                    status=422,
+                )
+        except ServiceError:
+            accounts.record_failed_check(email, user, ip, limits, via="invite")
+            db.session.commit()
+            raise
+        throttle.record_success(email, ip, limits)
+        audit.record_personal(Actor.for_user(user, ip), "auth.login", user, email, via="invite")
     if not db.session.scalar(
         select(Membership).where(
             Membership.team_id == invite.team_id, Membership.user_id == user.id
         )
     ):
-        accounts.add_member(user, invite.team, invite.role)
+        membership = accounts.add_member(user, invite.team, invite.role)
+        _record(Actor.for_user(user, ip), "member.join", membership, role=invite.role)
     invite.accepted_at = utcnow()
-    return invite, user
+    session_token = None if owner_signed_in else accounts.start_session(user, ip, user_agent)
+    db.session.commit()
+    return invite, user, session_token

@@ -1,14 +1,20 @@
-"""Login throttling: failures counted per account and per client address in Redis.
+"""Login throttling: failed logins counted in Redis per (account, address), per address and
+per account.
 
-Counters expire after a window, so there is no permanent lockout; success clears the
-account's counter. If Redis cannot be reached, logins are not throttled (and that is logged):
-being unable to sign in at all would be worse.
+An address that fails on one account waits after a few tries (per account and address); an
+address that sprays many accounts waits too (per address). Failures on one account from every
+address together have a much higher ceiling (per account): one address can never reach it
+alone, because its refused tries are not counted, so an attacker at one address cannot lock the
+owner out of theirs. Counters expire after a window, so there is no permanent lockout; a
+successful login clears its (account, address) counter. If Redis cannot be reached, logins are
+not throttled (and that is logged): being unable to sign in at all would be worse.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
@@ -20,40 +26,56 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Limits:
-    per_account: int
+    per_account_and_address: int
     per_address: int
+    per_account: int
     window_seconds: int
 
+    @classmethod
+    def from_config(cls, config: Mapping) -> Limits:
+        return cls(
+            per_account_and_address=config["LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_ADDRESS"],
+            per_address=config["LOGIN_MAX_FAILURES_PER_ADDRESS"],
+            per_account=config["LOGIN_MAX_FAILURES_PER_ACCOUNT"],
+            window_seconds=config["LOGIN_THROTTLE_WINDOW_SECONDS"],
+        )
 
-def _keys(email: str, address: str | None) -> tuple[str, str]:
+
+def _counters(email: str, address: str | None, limits: Limits) -> list[tuple[str, int]]:
+    """Each counter's Redis key with its limit: (account, address), address, account."""
     account = hashlib.sha256(email.encode()).hexdigest()[:32]
-    return f"likeness:login-fail:account:{account}", f"likeness:login-fail:ip:{address or '-'}"
+    address = address or "-"
+    return [
+        (f"likeness:login-fail:pair:{account}:{address}", limits.per_account_and_address),
+        (f"likeness:login-fail:ip:{address}", limits.per_address),
+        (f"likeness:login-fail:account:{account}", limits.per_account),
+    ]
 
 
 def retry_after(email: str, address: str | None, limits: Limits) -> int:
-    """Seconds until this account or address may try again; 0 when it may now."""
-    account_key, address_key = _keys(email, address)
+    """Seconds until this address may try this account again; 0 when it may now."""
+    counters = _counters(email, address, limits)
     try:
-        conn = get_redis()
-        pipe = conn.pipeline()
-        pipe.get(account_key).ttl(account_key).get(address_key).ttl(address_key)
-        account_count, account_ttl, address_count, address_ttl = pipe.execute()
+        pipe = get_redis().pipeline()
+        for key, _limit in counters:
+            pipe.get(key).ttl(key)
+        replies = pipe.execute()
     except redis.RedisError:
         log.warning("login throttle unavailable: Redis cannot be reached")
         return 0
-    waits = []
-    if int(account_count or 0) >= limits.per_account:
-        waits.append(max(int(account_ttl), 1))
-    if int(address_count or 0) >= limits.per_address:
-        waits.append(max(int(address_ttl), 1))
+    waits = [
+        max(int(ttl), 1)
+        for (_key, limit), count, ttl in zip(counters, replies[::2], replies[1::2], strict=True)
+        if int(count or 0) >= limit
+    ]
     return max(waits, default=0)
 
 
 def record_failure(email: str, address: str | None, limits: Limits) -> None:
-    """Count a failed login against the account and the address, for one window."""
+    """Count a failed login against every counter, for one window."""
     try:
         pipe = get_redis().pipeline()
-        for key in _keys(email, address):
+        for key, _limit in _counters(email, address, limits):
             # The window starts at the first failure and is not extended by later ones.
             pipe.set(key, 0, ex=limits.window_seconds, nx=True)
             pipe.incr(key)
@@ -62,8 +84,9 @@ def record_failure(email: str, address: str | None, limits: Limits) -> None:
         log.warning("login throttle unavailable: Redis cannot be reached")
 
 
-def clear_account(email: str) -> None:
+def record_success(email: str, address: str | None, limits: Limits) -> None:
+    """The owner got in from this address: forget its typos there (the other counters stay)."""
     try:
-        get_redis().delete(_keys(email, None)[0])
+        get_redis().delete(_counters(email, address, limits)[0][0])
     except redis.RedisError:
         log.warning("login throttle unavailable: Redis cannot be reached")

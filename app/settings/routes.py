@@ -4,12 +4,16 @@ from flask import flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
 from app.auth.current import choose_team, current_actor, role_required
-from app.auth.routes import start_login
+from app.auth.routes import use_session, user_agent
 from app.extensions import db
 from app.services import ServiceError, accounts, audit, keys, members
 from app.settings import bp
 
 AUDIT_PAGE_SIZE = 50
+PASSWORDS_ARE_THEIRS = (
+    "a team admin does not set passwords: send the invite link, and the person chooses "
+    "their own password (or signs in with the account they have)"
+)
 
 
 @bp.before_request
@@ -28,28 +32,32 @@ def _fragment_or_page(fragment: str, page: str, status: int = 200, **context):
     return render_template(template, **context), status, {"Vary": "HX-Request"}
 
 
+def _account_page(status: int = 200):
+    events = audit.personal_events(current_user._get_current_object())
+    return render_template("settings/account.html", sign_ins=events), status
+
+
 @bp.get("/")
 def account():
-    return render_template("settings/account.html")
+    return _account_page()
 
 
 @bp.post("/password")
 def change_password():
     user = current_user._get_current_object()
     try:
-        accounts.change_password(
+        token = accounts.change_password(
             user,
             request.form.get("current_password", ""),
             request.form.get("new_password", ""),
             actor=current_actor(),
+            user_agent=user_agent(),
         )
-        db.session.commit()
     except ServiceError as exc:
-        db.session.rollback()
         flash(exc.message, "error")
-        return render_template("settings/account.html"), exc.status
-    # Every session of this account ended with the change; this browser gets a new one.
-    start_login(user, session.get("team_id"))
+        return _account_page(exc.status)
+    # Every session of this account ended with the change; this browser has the new one.
+    use_session(user, token, session.get("team_id"))
     flash("Password changed. Other sessions are signed out.", "info")
     return redirect(url_for("settings.account"))
 
@@ -71,23 +79,23 @@ def list_members():
 @bp.post("/members")
 @role_required("admin")
 def add_member():
-    email, role = request.form.get("email", ""), request.form.get("role", "member")
+    """Always an invite: the person sets their own password, or proves their account."""
+    if request.form.get("password"):
+        return _members_page(422, error=PASSWORDS_ARE_THEIRS)
     try:
-        if request.form.get("mode") == "invite":
-            invite, token = members.create_invite(
-                _team(), email, role, current_user, actor=current_actor()
-            )
-            db.session.commit()
-            link = url_for("auth.accept_invite", token=token, _external=True)
-            return _members_page(invite_link=link, invite=invite)
-        members.add_member(
-            _team(), email, role, request.form.get("password") or None, actor=current_actor()
+        invite, token = members.create_invite(
+            _team(),
+            request.form.get("email", ""),
+            request.form.get("role", "member"),
+            current_user,
+            actor=current_actor(),
         )
         db.session.commit()
     except ServiceError as exc:
         db.session.rollback()
         return _members_page(exc.status, error=exc.message)
-    return _members_page()
+    link = url_for("auth.accept_invite", token=token, _external=True)
+    return _members_page(invite_link=link, invite=invite)
 
 
 @bp.post("/members/<user_id>/role")
