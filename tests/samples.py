@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -208,3 +209,36 @@ def svg() -> bytes:
         b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" '
         b'height="10"><rect width="10" height="10" fill="red"/></svg>'
     )
+
+
+@functools.cache
+def png_with_compressed_chunk(kind: bytes = b"zTXt", inflated: int = 100 * 1024 * 1024) -> bytes:
+    """A small, valid PNG with a `zTXt` or `iCCP` chunk before its pixels that inflates to
+    `inflated` bytes (about 100 KB that expands to 100 MB by default): Pillow refuses such a
+    chunk with a ValueError while it opens the file."""
+    import zlib
+
+    packer = zlib.compressobj(9)
+    block = b"\x00" * (1024 * 1024)
+    compressed = b"".join(packer.compress(block) for _ in range(inflated // len(block)))
+    compressed += packer.flush()
+    name = b"Comment" if kind == b"zTXt" else b"icc"
+    chunk = _png_chunk(kind, name + b"\x00\x00" + compressed)
+    png = encode(photo(1, (64, 48)), "PNG")
+    header_end = 8 + 25  # the signature and the IHDR chunk
+    return png[:header_end] + chunk + png[header_end:]
+
+
+def mutations(data: bytes, count: int, seed: int = 0) -> list[bytes]:
+    """`count` copies of `data`, each with a few bytes overwritten at random (deterministic):
+    the damaged and hostile files a decoder meets in the wild."""
+    import random
+
+    rng = random.Random(seed)
+    damaged = []
+    for _ in range(count):
+        copy = bytearray(data)
+        for _ in range(rng.choice((1, 2, 4, 8))):
+            copy[rng.randrange(len(copy))] = rng.randrange(256)
+        damaged.append(bytes(copy))
+    return damaged

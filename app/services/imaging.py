@@ -6,15 +6,16 @@ storage. `measure` and `analyse` together are the whole upload validation (see i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import math
 import re
-import struct
 import unicodedata
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -68,8 +69,6 @@ _SIGNATURES = [
 ]
 _SVG = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!DOCTYPE svg|<svg)", re.I | re.S)
 _BOMB = (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning)
-# Errors Pillow's decoders raise on bad input; anything else is our bug and should surface.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error)
 _CHUNK = 1024 * 1024
 
 
@@ -140,11 +139,37 @@ def analyse(stream: BinaryIO, limits: Limits) -> Analysis:
     header before any pixel is decoded; then every frame is decoded once (JPEGs at a reduced DCT
     scale, which still reads the whole entropy-coded stream, so truncation is caught).
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _unreadable_is_invalid():
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that (also for a GIF frame or a
         # TIFF tile): a bomb either way.
         warnings.simplefilter("error", PILImage.DecompressionBombWarning)
         return _analyse(stream, limits)
+
+
+@contextlib.contextmanager
+def _unreadable_is_invalid() -> Iterator[None]:
+    """Whatever Pillow raises while it parses or decodes untrusted bytes means the file is not
+    a valid image: a 422, never a 500.
+
+    Pillow parses lazily (opening, EXIF, frame counts, seeking, loading all read the file) and
+    its plugins raise almost anything on hostile input: ValueError for a text chunk that
+    inflates too far, OSError, TypeError, IndexError, SyntaxError, struct.error... so the whole
+    analysis is covered, not a list of calls and exception types. MemoryError is left alone:
+    it says more about the server at that moment than about the file.
+    """
+    try:
+        yield
+    except ServiceError:
+        raise
+    except _BOMB as exc:
+        raise InvalidImage(f"the image has too many pixels: {exc}") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Logged with its traceback: should this ever be a bug of ours, it shows up.
+        log.info("refused an image that could not be read", exc_info=True)
+        detail = str(exc) or type(exc).__name__
+        raise InvalidImage(f"the image is damaged or malformed: {detail}"[:500]) from exc
 
 
 def _analyse(stream: BinaryIO, limits: Limits) -> Analysis:
@@ -208,7 +233,8 @@ def open_image(stream: BinaryIO) -> PILImage.ImageFile.ImageFile:
 def open_working(stream: BinaryIO, side: int) -> PILImage.Image:
     """Frame 0, decoded no smaller than `side` on its short edge where the format allows
     (JPEG DCT scaling), upright, in RGB or RGBA. For the worker: no limits are checked."""
-    return _decode_first_frame(open_image(stream), (side, side))
+    with _unreadable_is_invalid():
+        return _decode_first_frame(open_image(stream), (side, side))
 
 
 def _format(image: PILImage.Image) -> str:
@@ -255,7 +281,7 @@ def _decode_first_frame(image: PILImage.ImageFile.ImageFile, size: tuple[int, in
         return _normalise_mode(image)
     except _BOMB as exc:
         raise InvalidImage(f"the image has too many pixels: {exc}") from exc
-    except _DECODE_ERRORS as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImage(f"the image is damaged or truncated: {exc}") from exc
 
 
@@ -269,7 +295,7 @@ def _decode_other_frames(image: PILImage.ImageFile.ImageFile, limits: Limits) ->
             return frames
         except _BOMB as exc:
             raise InvalidImage(f"frame {frames + 1} has too many pixels: {exc}") from exc
-        except _DECODE_ERRORS as exc:
+        except (OSError, SyntaxError, ValueError) as exc:
             raise InvalidImage(f"frame {frames + 1} is damaged: {exc}") from exc
         frames += 1
         decoded += image.width * image.height
@@ -278,7 +304,7 @@ def _decode_other_frames(image: PILImage.ImageFile.ImageFile, limits: Limits) ->
             image.load()
         except _BOMB as exc:
             raise InvalidImage(f"frame {frames} has too many pixels: {exc}") from exc
-        except _DECODE_ERRORS as exc:
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InvalidImage(f"frame {frames} is damaged or truncated: {exc}") from exc
 
 
