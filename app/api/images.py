@@ -9,6 +9,7 @@ from flask import g, redirect, request, send_file, url_for
 
 from app.api import bp
 from app.api.auth import scope_required
+from app.api.body import no_body, read_json
 from app.api.errors import ApiError
 from app.auth.current import current_actor
 from app.extensions import db
@@ -145,7 +146,7 @@ EDITABLE = {"filename", "tags", "metadata", "collection_id"}
 @scope_required("write")
 def edit_image(image_id):
     image = get_owned(Image, image_id)
-    body = request.get_json(silent=True)
+    body = read_json()
     if not isinstance(body, dict) or not body:
         raise ApiError(400, "send a JSON object with the fields to change")
     refused = sorted(set(body) - EDITABLE)
@@ -181,6 +182,7 @@ def delete_image(image_id):
 @scope_required("write")
 def retry_image(image_id):
     image = get_owned(Image, image_id)
+    no_body()
     if image.status != "error":
         raise ApiError(409, f"only an image in error can be retried; this one is {image.status}")
     audit.record_image(current_actor(), "image.retry", image)
