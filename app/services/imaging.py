@@ -69,6 +69,26 @@ _SIGNATURES = [
 ]
 _SVG = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!DOCTYPE svg|<svg)", re.I | re.S)
 _BOMB = (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning)
+# The fewest bytes per pixel a whole file of each format can take: a quarter (or less) of the
+# most compressible encodings measured (flat images of 4000x4000 to 10000x10000, the tightest
+# settings; tests/samples.py most_compressible), and at most half of what the format's coding
+# can reach in theory. A file
+# below it cannot hold the pixels its header claims: truncated (libjpeg fills a JPEG cut off
+# before a marker with grey, silently) or forged to make every later decode expensive.
+_MIN_BYTES_PER_PIXEL = {
+    "JPEG": 0.001,  # Huffman: >= 1 bit per 8x8 block (0.00195); flat grey measured 0.0039
+    "PNG": 0.00006,  # deflate inflates at most 1032:1, 1-bit rows: 0.000121; measured 0.000126
+    "GIF": 0.0001,  # 12-bit LZW codes of at most ~4096 pixels: 0.00037; measured 0.00086
+    "WEBP": 0.00001,  # lossless, measured 0.000039 at 8000x8000 and 10000x10000
+    "TIFF": 0.000015,  # CCITT group 4, 1-bit, measured 0.000061
+    "BMP": 0.002,  # RLE runs of 255 pixels in 2 bytes: 0.0078
+    "AVIF": 0.000004,  # measured 0.0000167 at 8000x8000
+    "HEIF": 0.000004,  # HEVC codes a flat frame about as tightly as AV1
+}
+# Arithmetic-coded JPEG (SOF9-SOF15, rare but decodable) adapts to nearly nothing on a flat
+# image: measured 0.0000118 (libjpeg-turbo's cjpeg -arithmetic, flat grey 4000x4000).
+_MIN_BYTES_PER_PIXEL_ARITHMETIC_JPEG = 0.000003
+_ARITHMETIC_SOF = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _CHUNK = 1024 * 1024
 
 
@@ -182,6 +202,7 @@ def _analyse(stream: BinaryIO, limits: Limits) -> Analysis:
             f"the image has too many pixels ({full_size[0]}x{full_size[1]} = {pixels:,}; "
             f"the limit is {limits.max_pixels:,})"
         )
+    _check_data_can_hold(stream, fmt, full_size)
     if fmt in _DECLARED_FRAMES:
         frames = getattr(image, "n_frames", 1)
         _check_frames(frames, frames * pixels, limits)
@@ -266,6 +287,44 @@ def _check_frames(frames: int, total_pixels: int, limits: Limits) -> None:
             f"the animation is too large to decode ({frames} frames, {total_pixels:,} pixels "
             f"in all; the limit is {limits.max_animation_pixels:,})"
         )
+
+
+def _check_data_can_hold(stream: BinaryIO, fmt: str, size: tuple[int, int]) -> None:
+    """Refuse a file too small to hold the pixels its header claims (see _MIN_BYTES_PER_PIXEL)."""
+    position = stream.tell()
+    file_size = stream.seek(0, io.SEEK_END)
+    floor = _MIN_BYTES_PER_PIXEL.get(fmt, 0.0)
+    if fmt == "JPEG" and _jpeg_frame_marker(stream) in _ARITHMETIC_SOF:
+        floor = _MIN_BYTES_PER_PIXEL_ARITHMETIC_JPEG
+    stream.seek(position)
+    need = math.ceil(size[0] * size[1] * floor)
+    if file_size < need:
+        raise InvalidImage(
+            f"the {fmt} file is {file_size:,} bytes, too small to hold the {size[0]}x{size[1]} "
+            f"pixels its header claims (that takes at least {need:,} bytes): it is truncated "
+            "or its header is wrong"
+        )
+
+
+def _jpeg_frame_marker(stream: BinaryIO) -> int | None:
+    """The JPEG's start-of-frame marker (0xC0-0xCF but DHT, JPG, DAC), or None if not found
+    among the first segments. Pillow reads it but does not say which one it was."""
+    stream.seek(2)  # past SOI
+    for _ in range(256):  # APPn, COM, DQT, DHT... come first; a real file has a dozen
+        head = stream.read(2)
+        for _ in range(16):  # fill bytes (0xFF) may pad a marker
+            if head[1:] != b"\xff":
+                break
+            head = head[1:] + stream.read(1)
+        if len(head) < 2 or head[0] != 0xFF:
+            return None
+        if 0xC0 <= head[1] <= 0xCF and head[1] not in (0xC4, 0xC8, 0xCC):
+            return head[1]
+        length = stream.read(2)
+        if len(length) < 2:
+            return None
+        stream.seek(int.from_bytes(length, "big") - 2, io.SEEK_CUR)
+    return None
 
 
 def _decode_first_frame(image: PILImage.ImageFile.ImageFile, size: tuple[int, int]):
