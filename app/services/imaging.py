@@ -72,9 +72,9 @@ _BOMB = (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning)
 # The fewest bytes per pixel a whole file of each format can take: a quarter (or less) of the
 # most compressible encodings measured (flat images of 4000x4000 to 10000x10000, the tightest
 # settings; tests/samples.py most_compressible), and at most half of what the format's coding
-# can reach in theory. A file
-# below it cannot hold the pixels its header claims: truncated (libjpeg fills a JPEG cut off
-# before a marker with grey, silently) or forged to make every later decode expensive.
+# can reach in theory. A file below it cannot hold the pixels its header claims: truncated
+# (libjpeg fills a JPEG cut off before a marker with grey, silently) or forged to make every
+# later decode expensive.
 _MIN_BYTES_PER_PIXEL = {
     "JPEG": 0.001,  # Huffman: >= 1 bit per 8x8 block (0.00195); flat grey measured 0.0039
     "PNG": 0.00006,  # deflate inflates at most 1032:1, 1-bit rows: 0.000121; measured 0.000126
