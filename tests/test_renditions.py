@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 
 import pytest
 from PIL import Image as PILImage
@@ -96,3 +97,34 @@ def test_exif_orientation_and_gps_do_not_leak_into_versions(client, team_a, uplo
     assert version.size == (100, 200) and not version.getexif()
     top, bottom = version.getpixel((50, 20)), version.getpixel((50, 180))
     assert top[2] < 100 < top[0] and bottom[2] > 100 > bottom[0]  # upright: red above blue
+
+
+def test_stored_files_are_served_sandboxed_and_unsniffed(client, team_a, image, person):
+    viewer = person(team_a, "viewer")
+    responses = [
+        get(client, team_a, image["id"], "variant=original"),
+        get(client, team_a, image["id"], "variant=thumbnail"),
+        get(client, team_a, image["id"], "variant=preview"),
+        get(client, team_a, image["id"], "format=png&width=160"),
+        viewer.client.get(f"/images/{image['id']}/thumbnail"),
+    ]
+    for response in responses:
+        assert response.status_code == 200
+        assert response.headers["Content-Security-Policy"] == "sandbox"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.mimetype.startswith("image/")
+        assert not response.headers.get("Content-Disposition", "").startswith("attachment")
+
+
+def test_a_stored_file_of_another_type_is_a_download(app, client, team_a, image):
+    from app.extensions import db
+    from app.models import Image
+    from app.tenancy import unscoped
+
+    with app.app_context(), unscoped():  # a row from before validation, or edited by hand
+        db.session.get(Image, uuid.UUID(image["id"])).content_type = "text/html"
+        db.session.commit()
+    response = get(client, team_a, image["id"], "variant=original")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert response.headers["Content-Disposition"].startswith("attachment")
+    assert response.headers["Content-Security-Policy"] == "sandbox"

@@ -17,7 +17,7 @@ from app.models import Image
 from app.runtime import storage
 from app.services import audit, reconcile, renditions
 from app.services import images as image_service
-from app.services.ingest import ingest
+from app.services.ingest import ALLOWED_FORMATS, ingest
 from app.services.search import MAX_K, similar_images
 from app.tenancy import current_team_id, get_owned
 
@@ -215,20 +215,30 @@ def send_variant(image: Image, variant: str):
     return send_stored(key, mimetype, name)
 
 
+# Served inline only as what upload validation lets in (and the WebP renditions we make).
+INLINE_TYPES = frozenset(ALLOWED_FORMATS.values()) | {"image/webp"}
+
+
 def send_stored(key: str, mimetype: str, download_name: str):
     """Stream a stored object (ETag from its key: stored objects never change), or redirect
-    to the store's short-lived URL."""
+    to the store's short-lived URL.
+
+    Stored bytes come from users: the response may not run script or be sniffed as another
+    type, and anything not an accepted image type is a download, never a page."""
     if url := storage().url(key, 300):
         return redirect(url, 302)
     response = send_file(
         storage().open(key),
         mimetype=mimetype,
         download_name=download_name,
+        as_attachment=mimetype not in INLINE_TYPES,
         etag=hashlib.sha256(key.encode()).hexdigest()[:32],
         max_age=3600,
         conditional=True,
     )
     response.cache_control.private = True
+    response.headers["Content-Security-Policy"] = "sandbox"
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 
