@@ -207,6 +207,33 @@ def test_csv_import_with_filenames_and_tags(client, team_a, origin, run_jobs):
     ]
 
 
+@allow_local_origin
+def test_csv_filenames_are_normalised_like_an_uploads(app, client, team_a, origin, run_jobs):
+    long_name = "x" * 10_000 + ".jpg"
+    data = (
+        f"url,filename\n{origin}/img/6.jpg,{long_name}\n{origin}/img/7.jpg,a\u202eb.jpg\n"
+    ).encode()
+    response = client.post(
+        "/api/v1/imports",
+        data={"file": (io.BytesIO(data), "list.csv")},
+        headers=team_a.headers(),
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202, response.json
+    from app.extensions import db
+    from app.models import ImportItem
+    from app.tenancy import unscoped
+
+    with app.app_context(), unscoped():
+        names = [i.filename for i in db.session.query(ImportItem).order_by(ImportItem.position)]
+    assert names == ["x" * 251 + ".jpg", "ab.jpg"]
+    run_jobs()
+    state = client.get(f"/api/v1/imports/{response.json['id']}", headers=team_a.headers()).json
+    assert state["done"] == 2
+    image = client.get(f"/api/v1/images/{state['items'][0]['image_id']}", headers=team_a.headers())
+    assert image.json["filename"] == "x" * 251 + ".jpg"
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
