@@ -114,9 +114,11 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def service_error(exc: ServiceError):
         db.session.rollback()
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         if wants_json():
-            return error_response(exc.status, exc.message, exc.code)
-        return render_template("error.html", status=exc.status, message=exc.message), exc.status
+            return error_response(exc.status, exc.message, exc.code, headers=headers)
+        page = render_template("error.html", status=exc.status, message=exc.message)
+        return page, exc.status, headers
 
     @app.errorhandler(StorageUnavailable)
     def storage_unavailable(exc: StorageUnavailable):
