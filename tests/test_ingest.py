@@ -333,6 +333,7 @@ def test_a_damaged_file_is_refused_never_an_error(app, fmt):
                 assert exc.status in (400, 413, 415, 422)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_damaged_file_is_422_through_the_api(client, team_a):
     # A TIFF whose frame has no dimensions: Pillow raises TypeError("Missing dimensions").
     damaged = next(
