@@ -89,6 +89,13 @@ class Config:
     # How long a direct (presigned) upload URL stays valid; the app refuses completion after.
     UPLOAD_URL_SECONDS = int(os.environ.get("UPLOAD_URL_SECONDS", "900"))
     THUMBNAIL_SIZE = int(os.environ.get("THUMBNAIL_SIZE", "320"))
+    # On-demand versions (?format=&quality=&width=) are made in the web process: the largest
+    # result it makes, how many it keeps per image (the oldest go), and how many it makes at
+    # once across all web processes (more waiting answer 503, leaving the workers free).
+    RENDITION_MAX_PIXELS = int(os.environ.get("RENDITION_MAX_PIXELS", str(25_000_000)))
+    RENDITIONS_PER_IMAGE = int(os.environ.get("RENDITIONS_PER_IMAGE", "12"))
+    RENDITION_SLOTS = int(os.environ.get("RENDITION_SLOTS", "1"))
+    RENDITION_SLOT_SECONDS = int(os.environ.get("RENDITION_SLOT_SECONDS", "60"))
 
     # Bulk import by URL (app/services/fetch.py).
     IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES") or MAX_UPLOAD_MB * 1024 * 1024)

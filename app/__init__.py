@@ -18,6 +18,7 @@ from app import tenancy
 from app.extensions import csrf, db, login_manager, migrate
 from app.plugins import load_plugins
 from app.runtime import State
+from app.strict_json import StrictJSONProvider
 from config import BASE_DIR, Config
 
 
@@ -28,6 +29,7 @@ def create_app(config_class: type[Config] = Config) -> Flask:
         template_folder=os.path.join(BASE_DIR, "templates"),
         static_folder=os.path.join(BASE_DIR, "static"),
     )
+    app.json = StrictJSONProvider(app)  # request.get_json anywhere parses strictly
     app.config.from_object(config_class)
     os.makedirs(app.instance_path, exist_ok=True)
     if not app.config["SECRET_KEY"]:
@@ -112,9 +114,11 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def service_error(exc: ServiceError):
         db.session.rollback()
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         if wants_json():
-            return error_response(exc.status, exc.message, exc.code)
-        return render_template("error.html", status=exc.status, message=exc.message), exc.status
+            return error_response(exc.status, exc.message, exc.code, headers=headers)
+        page = render_template("error.html", status=exc.status, message=exc.message)
+        return page, exc.status, headers
 
     @app.errorhandler(StorageUnavailable)
     def storage_unavailable(exc: StorageUnavailable):

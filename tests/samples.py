@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import functools
 import io
 
 import numpy as np
@@ -208,3 +210,78 @@ def svg() -> bytes:
         b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" '
         b'height="10"><rect width="10" height="10" fill="red"/></svg>'
     )
+
+
+@functools.cache
+def png_with_compressed_chunk(kind: bytes = b"zTXt", inflated: int = 100 * 1024 * 1024) -> bytes:
+    """A small, valid PNG with a `zTXt` or `iCCP` chunk before its pixels that inflates to
+    `inflated` bytes (about 100 KB that expands to 100 MB by default): Pillow refuses such a
+    chunk with a ValueError while it opens the file."""
+    import zlib
+
+    packer = zlib.compressobj(9)
+    block = b"\x00" * (1024 * 1024)
+    compressed = b"".join(packer.compress(block) for _ in range(inflated // len(block)))
+    compressed += packer.flush()
+    name = b"Comment" if kind == b"zTXt" else b"icc"
+    chunk = _png_chunk(kind, name + b"\x00\x00" + compressed)
+    png = encode(photo(1, (64, 48)), "PNG")
+    header_end = 8 + 25  # the signature and the IHDR chunk
+    return png[:header_end] + chunk + png[header_end:]
+
+
+def mutations(data: bytes, count: int, seed: int = 0) -> list[bytes]:
+    """`count` copies of `data`, each with a few bytes overwritten at random (deterministic):
+    the damaged and hostile files a decoder meets in the wild."""
+    import random
+
+    rng = random.Random(seed)
+    damaged = []
+    for _ in range(count):
+        copy = bytearray(data)
+        for _ in range(rng.choice((1, 2, 4, 8))):
+            copy[rng.randrange(len(copy))] = rng.randrange(256)
+        damaged.append(bytes(copy))
+    return damaged
+
+
+def jpeg_claiming(size: tuple[int, int]) -> bytes:
+    """A whole 16x16 JPEG whose frame header claims `size`: under 1 KB that Pillow decodes
+    without complaint (libjpeg fills the missing blocks with grey and only warns)."""
+    import struct
+
+    data = bytearray(encode(Image.new("RGB", (16, 16), "red"), "JPEG", quality=90))
+    frame = data.find(b"\xff\xc0")
+    struct.pack_into(">HH", data, frame + 5, size[1], size[0])
+    return bytes(data)
+
+
+# A flat grey 4000x4000 JPEG in arithmetic coding (libjpeg-turbo's `cjpeg -arithmetic`, which
+# Pillow cannot write): 189 bytes for 16 M pixels, and valid.
+ARITHMETIC_JPEG_4000 = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wCDEAMgAiYCWAK8AlgB9AMgArwCigK8A4QDUgMgA7YEsAfQBRQEsARMBEwE"
+    "sAmSBtYHOgWqB9ALVAn2C+oLuAsiCfYK8Aq+DIAOEBH4DzwMgA1IEP4Negq+CvAPoBVKD9IQ/hKOEyQUHhRQFB4M"
+    "HA8KFhIXohXgE4gXcBH4E7oUHhNW/8kACwgPoA+gAQERAP/MAAYAEBAF/9oACAEBAAA/AB63gP/Z"
+)
+
+
+def most_compressible(fmt: str, size: tuple[int, int] = (4000, 4000)) -> bytes:
+    """A flat image in the tightest valid encoding Pillow writes for `fmt`: the smallest
+    file a real image of `size` pixels can be."""
+    flat_grey = Image.new("L", size, 128)
+    black_and_white = Image.new("1", size, 0)
+    if fmt == "JPEG":
+        return encode(flat_grey, "JPEG", quality=1, optimize=True)
+    if fmt == "PNG":
+        return encode(black_and_white, "PNG", compress_level=9)
+    if fmt == "GIF":
+        return encode(black_and_white, "GIF")
+    if fmt == "WEBP":
+        return encode(flat_grey.convert("RGB"), "WEBP", lossless=True)
+    if fmt == "TIFF":
+        return encode(black_and_white, "TIFF", compression="group4")
+    if fmt == "BMP":
+        return encode(black_and_white, "BMP")
+    if fmt == "AVIF":
+        return encode(flat_grey.convert("RGB"), "AVIF", quality=1, speed=10)
+    raise ValueError(fmt)

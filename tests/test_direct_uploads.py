@@ -135,6 +135,22 @@ def test_completion_validates_like_an_upload_and_removes_the_object(
     assert listed == []
 
 
+@pytest.mark.parametrize("chunk", [b"zTXt", b"iCCP"])
+def test_completion_of_a_png_with_an_inflating_chunk_is_422_and_leaves_nothing(
+    app, client, team_a, instance_path, chunk
+):
+    payload = samples.png_with_compressed_chunk(chunk)
+    upload = begin(client, team_a, payload, content_type="image/png").json
+    assert send(client, upload["upload"], payload).status_code == 204
+    response = complete(client, team_a, upload["image_id"])
+    assert response.status_code == 422 and response.json["error"]["code"] == "invalid_image"
+    assert not [p for p in (instance_path / "storage").rglob("*") if p.is_file()]
+    with app.app_context():
+        assert db.session.query(DirectUpload).count() == 0
+    again = complete(client, team_a, upload["image_id"])
+    assert again.status_code == 404
+
+
 def test_completing_without_sending_anything_is_422(client, team_a):
     upload = begin(client, team_a, samples.jpeg(6)).json
     response = complete(client, team_a, upload["image_id"])

@@ -258,6 +258,73 @@ def test_public_addresses_are_allowed(address):
     assert is_allowed_address(ip_address(address))
 
 
+# IANA's IPv4 and IPv6 special-purpose address registries: every block not marked globally
+# reachable is refused, whatever Python's is_global says (3.11 calls 192.0.0.8 and 3fff::/20
+# global).
+IANA_NOT_GLOBALLY_REACHABLE = [
+    "0.1.2.3",  # "this network"
+    "100.64.0.1",  # shared address space (carrier-grade NAT)
+    "192.0.0.1",  # IETF protocol assignments, DS-Lite
+    "192.0.0.8",  # IPv4 dummy address
+    "192.0.0.170",  # NAT64/DNS64 discovery
+    "192.0.0.171",
+    "192.0.0.255",
+    "192.88.99.1",  # deprecated 6to4 relay anycast
+    "192.88.99.2",  # 6a44 relay anycast
+    "198.18.0.1",  # benchmarking
+    "198.19.255.254",
+    "198.51.100.7",  # documentation
+    "203.0.113.7",
+    "3fff::1",  # documentation (RFC 9637)
+    "3fff:fff:ffff::1",
+    "5f00::1",  # SRv6 SIDs
+    "64:ff9b:1::1",  # local-use IPv4/IPv6 translation
+    "100::1",  # discard-only
+    "100:0:0:1::1",  # dummy IPv6 prefix
+    "2001::1",  # Teredo
+    "2001:2::1",  # benchmarking
+    "2001:10::1",  # deprecated ORCHID
+    "2001:1::4",  # IETF protocol assignments outside the reachable exceptions
+    "2001:1ff::1",
+    "2001:db8::1",
+]
+# More specific blocks inside those that IANA marks globally reachable.
+IANA_GLOBALLY_REACHABLE = [
+    "192.0.0.9",  # PCP anycast
+    "192.0.0.10",  # TURN anycast
+    "192.31.196.1",  # AS112
+    "192.52.193.1",  # AMT
+    "192.175.48.1",  # AS112 direct delegation
+    "2001:1::1",  # PCP anycast
+    "2001:1::2",  # TURN anycast
+    "2001:1::3",  # DNS-SD SRP anycast
+    "2001:3::1",  # AMT
+    "2001:4:112::1",  # AS112-v6
+    "2001:20::1",  # ORCHIDv2
+    "2001:30::1",  # drone remote ID
+    "2620:4f:8000::1",  # AS112 direct delegation
+]
+
+
+@pytest.mark.parametrize("address", IANA_NOT_GLOBALLY_REACHABLE)
+def test_iana_special_purpose_addresses_are_not_allowed(address):
+    assert not is_allowed_address(ip_address(address))
+    # Nor when they arrive inside an IPv6 address that is routed to them.
+    if ip_address(address).version == 4:
+        assert not is_allowed_address(ip_address(f"::ffff:{address}"))
+        assert not is_allowed_address(ip_address(f"64:ff9b::{address}"))
+
+
+@pytest.mark.parametrize("address", IANA_GLOBALLY_REACHABLE)
+def test_special_purpose_blocks_iana_marks_globally_reachable_are_allowed(address):
+    assert is_allowed_address(ip_address(address))
+
+
+@pytest.mark.parametrize("url", ["http://192.0.0.8/", "http://[3fff::1]/", "http://192.88.99.1/"])
+def test_literal_special_purpose_addresses_are_refused(url):
+    _refused("blocked_address", url, _policy(allowed_networks=()))
+
+
 def test_the_allowance_opens_only_the_networks_listed():
     assert is_allowed_address(ip_address("127.0.0.1"), LOCAL)
     assert is_allowed_address(ip_address("::ffff:127.0.0.1"), LOCAL)

@@ -22,6 +22,9 @@ class Origin(BaseHTTPRequestHandler):
         if self.path.startswith("/img/"):
             seed = int(self.path.split("/")[-1].split(".")[0])
             self._send(200, samples.jpeg(seed, size=(160, 120)), "image/jpeg")
+        elif self.path.startswith("/chunk/"):  # a PNG whose zTXt or iCCP inflates to 100 MB
+            kind = self.path.split("/")[-1].encode()
+            self._send(200, samples.png_with_compressed_chunk(kind), "image/png")
         elif self.path == "/text":
             self._send(200, b"<html>not an image</html>", "text/html")
         elif self.path == "/to-metadata":
@@ -158,6 +161,19 @@ def test_bad_import_requests_are_refused_and_create_nothing(app, client, team_a,
             assert db.session.query(ImportBatch).count() == 0
 
 
+@allow_local_origin
+def test_an_invalid_image_is_a_final_item_failure_not_a_retry(client, team_a, origin, run_jobs):
+    urls = [f"{origin}/chunk/zTXt", f"{origin}/chunk/iCCP", f"{origin}/img/5.jpg"]
+    batch = start(client, team_a, urls=urls).json
+    run_jobs()
+    state = client.get(f"/api/v1/imports/{batch['id']}", headers=team_a.headers()).json
+    assert (state["status"], state["done"], state["failed"]) == ("done", 1, 2)
+    for item in state["items"][:2]:
+        assert item["status"] == "failed" and "damaged" in item["error"]
+    # Each URL was fetched once: nothing was retried.
+    assert sorted(Origin.requests) == ["/chunk/iCCP", "/chunk/zTXt", "/img/5.jpg"]
+
+
 @pytest.mark.parametrize("config_overrides", [{"IMPORT_MAX_URLS": 3}], ids=["max3"])
 def test_a_batch_is_limited_in_size(client, team_a):
     urls = [f"http://example.com/{n}.jpg" for n in range(4)]
@@ -189,6 +205,33 @@ def test_csv_import_with_filenames_and_tags(client, team_a, origin, run_jobs):
         "beach",
         "sun",
     ]
+
+
+@allow_local_origin
+def test_csv_filenames_are_normalised_like_an_uploads(app, client, team_a, origin, run_jobs):
+    long_name = "x" * 10_000 + ".jpg"
+    data = (
+        f"url,filename\n{origin}/img/6.jpg,{long_name}\n{origin}/img/7.jpg,a\u202eb.jpg\n"
+    ).encode()
+    response = client.post(
+        "/api/v1/imports",
+        data={"file": (io.BytesIO(data), "list.csv")},
+        headers=team_a.headers(),
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202, response.json
+    from app.extensions import db
+    from app.models import ImportItem
+    from app.tenancy import unscoped
+
+    with app.app_context(), unscoped():
+        names = [i.filename for i in db.session.query(ImportItem).order_by(ImportItem.position)]
+    assert names == ["x" * 251 + ".jpg", "ab.jpg"]
+    run_jobs()
+    state = client.get(f"/api/v1/imports/{response.json['id']}", headers=team_a.headers()).json
+    assert state["done"] == 2
+    image = client.get(f"/api/v1/images/{state['items'][0]['image_id']}", headers=team_a.headers())
+    assert image.json["filename"] == "x" * 251 + ".jpg"
 
 
 @pytest.mark.parametrize(

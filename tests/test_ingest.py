@@ -296,8 +296,115 @@ def test_a_truncated_image_is_422(app, client, team_a, instance_path, data):
     assert stored_files(instance_path) == []
 
 
+@pytest.mark.parametrize("chunk", [b"zTXt", b"iCCP"])
+def test_a_png_whose_text_or_colour_profile_inflates_too_far_is_422(
+    app, client, team_a, instance_path, chunk
+):
+    # ~100 KB that a text or ICC chunk inflates to 100 MB: Pillow refuses it with a ValueError.
+    data = samples.png_with_compressed_chunk(chunk)
+    assert len(data) < 120_000
+    assert_refused(post(client, team_a, data, "chunk.png"), 422, "invalid_image")
+    with app.app_context():
+        assert db.session.query(Image).count() == 0
+    assert stored_files(instance_path) == []
+
+
+DAMAGEABLE = {
+    "jpeg": samples.camera_jpeg(size=(48, 32)),
+    "png": samples.encode(samples.photo(3, (48, 32)), "PNG"),
+    "gif": samples.animation("GIF", 3),
+    "webp": samples.animation("WEBP", 3),
+    "apng": samples.animation("PNG", 3),
+    "tiff": samples.animation("TIFF", 3),
+    "bmp": samples.encode(samples.photo(3, (48, 32)), "BMP"),
+}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's notes on the damage it skips
+@pytest.mark.parametrize("fmt", list(DAMAGEABLE))
+def test_a_damaged_file_is_refused_never_an_error(app, fmt):
+    # Whatever Pillow raises on bytes it cannot make sense of (OSError, TypeError, IndexError,
+    # ValueError, ...) means the upload is not a valid image: a 4xx, not a 500.
+    with app.app_context():
+        for data in samples.mutations(DAMAGEABLE[fmt], 150, seed=len(fmt)):
+            try:
+                validate(io.BytesIO(data))
+            except ServiceError as exc:
+                assert exc.status in (400, 413, 415, 422)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_damaged_file_is_422_through_the_api(client, team_a):
+    # A TIFF whose frame has no dimensions: Pillow raises TypeError("Missing dimensions").
+    damaged = next(
+        data
+        for data in samples.mutations(DAMAGEABLE["tiff"], 400, seed=4)
+        if _raises(data, TypeError)
+    )
+    assert_refused(post(client, team_a, damaged, "damaged.tiff"), 422, "invalid_image")
+
+
+def _raises(data: bytes, error: type[Exception]) -> bool:
+    try:
+        with PILImage.open(io.BytesIO(data)) as picture:
+            for frame in range(getattr(picture, "n_frames", 1)):
+                picture.seek(frame)
+                picture.load()
+    except error:
+        return True
+    except Exception:
+        return False
+    return False
+
+
 def test_a_whole_large_jpeg_is_accepted(client, team_a):
     assert post(client, team_a, BIG_JPEG, "whole.jpg").status_code == 201
+
+
+# --- files too small for what their header claims ----------------------------------------
+
+
+@pytest.mark.parametrize("size", [(10_000, 9_000), (4000, 3000)], ids=["90MP", "12MP"])
+def test_a_jpeg_too_small_for_the_pixels_its_header_claims_is_422(app, client, team_a, size):
+    forged = samples.jpeg_claiming(size)
+    assert len(forged) < 1000
+    response = post(client, team_a, forged, "forged.jpg")
+    assert_refused(response, 422, "invalid_image", "too small", f"{size[0]}x{size[1]}")
+    with app.app_context():
+        assert db.session.query(Image).count() == 0
+
+
+def test_a_jpeg_cut_to_its_header_and_closed_with_an_end_marker_is_422(client, team_a):
+    # libjpeg decodes the missing blocks as grey and only warns, so the size of the data is
+    # what gives it away: a cut that leaves more than the floor is not detectable this way.
+    cut = BIG_JPEG[:1000] + b"\xff\xd9"
+    assert_refused(post(client, team_a, cut, "cut.jpg"), 422, "invalid_image", "too small")
+
+
+FLAT_FORMATS = ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"] + (
+    ["AVIF"] if features.check("avif") else []
+)
+
+
+@pytest.mark.parametrize("fmt", FLAT_FORMATS)
+def test_the_most_compressible_real_images_are_accepted(app, fmt):
+    # A flat 16 M pixel image in the tightest encoding: the floor sits well below it.
+    with app.app_context():
+        assert validate(io.BytesIO(samples.most_compressible(fmt))).analysis.width == 4000
+
+
+def test_an_arithmetic_coded_jpeg_has_its_own_floor(app):
+    with app.app_context():
+        valid = validate(io.BytesIO(samples.ARITHMETIC_JPEG_4000))
+    assert len(samples.ARITHMETIC_JPEG_4000) < 200 and valid.analysis.width == 4000
+
+
+def test_photos_are_far_above_the_floor(app):
+    from bench._photos import photo_jpeg
+
+    with app.app_context():
+        validate(io.BytesIO(photo_jpeg(1, (1200, 900), quality=30)))
+        validate(io.BytesIO(samples.jpeg(2, (1600, 1200), quality=5)))
 
 
 # --- animations ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 
 import pytest
 from PIL import Image as PILImage
@@ -96,3 +97,120 @@ def test_exif_orientation_and_gps_do_not_leak_into_versions(client, team_a, uplo
     assert version.size == (100, 200) and not version.getexif()
     top, bottom = version.getpixel((50, 20)), version.getpixel((50, 180))
     assert top[2] < 100 < top[0] and bottom[2] > 100 > bottom[0]  # upright: red above blue
+
+
+def test_stored_files_are_served_sandboxed_and_unsniffed(client, team_a, image, person):
+    viewer = person(team_a, "viewer")
+    responses = [
+        get(client, team_a, image["id"], "variant=original"),
+        get(client, team_a, image["id"], "variant=thumbnail"),
+        get(client, team_a, image["id"], "variant=preview"),
+        get(client, team_a, image["id"], "format=png&width=160"),
+        viewer.client.get(f"/images/{image['id']}/thumbnail"),
+    ]
+    for response in responses:
+        assert response.status_code == 200
+        assert response.headers["Content-Security-Policy"] == "sandbox"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.mimetype.startswith("image/")
+        assert not response.headers.get("Content-Disposition", "").startswith("attachment")
+
+
+def test_a_stored_file_of_another_type_is_a_download(app, client, team_a, image):
+    from app.extensions import db
+    from app.models import Image
+    from app.tenancy import unscoped
+
+    with app.app_context(), unscoped():  # a row from before validation, or edited by hand
+        db.session.get(Image, uuid.UUID(image["id"])).content_type = "text/html"
+        db.session.commit()
+    response = get(client, team_a, image["id"], "variant=original")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert response.headers["Content-Disposition"].startswith("attachment")
+    assert response.headers["Content-Security-Policy"] == "sandbox"
+
+
+# --- bounds on what a web process makes ----------------------------------------------------
+
+
+def stored_versions(instance_path) -> list[str]:
+    return sorted(p.name for p in (instance_path / "storage").rglob("renditions/*"))
+
+
+def test_a_full_size_version_of_a_36_mp_image_is_refused_with_a_way_out(
+    client, team_a, upload, instance_path
+):
+    big = samples.encode(samples.halves((7000, 5200)), "JPEG", quality=90)
+    item = upload(team_a, [(big, "big.jpg")]).json["items"][0]
+    response = get(client, team_a, item["id"], "format=png")
+    assert response.status_code == 400 and response.json["error"]["code"] == "bad_request"
+    message = response.json["error"]["message"]
+    assert "36,400,000 pixels" in message and "smaller width" in message and "original" in message
+    assert stored_versions(instance_path) == []
+    assert get(client, team_a, item["id"], "format=png&width=2560").status_code == 200
+    assert get(client, team_a, item["id"], "variant=original").data == big
+
+
+@pytest.mark.parametrize("config_overrides", [{"RENDITION_MAX_PIXELS": 1_000_000}])
+def test_the_pixel_cap_is_configurable(client, team_a, image, instance_path):
+    # The image is 1600x1200: 1024 wide is 786,432 pixels, 1280 wide is 1,228,800.
+    assert get(client, team_a, image["id"], "format=jpeg&width=1024").status_code == 200
+    refused = get(client, team_a, image["id"], "format=jpeg&width=1280")
+    assert refused.status_code == 400 and "1,228,800" in refused.json["error"]["message"]
+    assert get(client, team_a, image["id"], "variant=preview&format=png").status_code == 200
+    assert stored_versions(instance_path) == [
+        "original-w1024-q82.jpeg",
+        "preview-wfull-qlossless.png",
+    ]
+
+
+@pytest.mark.parametrize("config_overrides", [{"RENDITIONS_PER_IMAGE": 3}])
+def test_only_the_newest_versions_are_kept_per_image(app, client, team_a, image, instance_path):
+    for quality in (10, 20, 30, 40, 50):
+        assert get(client, team_a, image["id"], f"quality={quality}&width=160").status_code == 200
+    assert stored_versions(instance_path) == [
+        "original-w160-q30.webp",
+        "original-w160-q40.webp",
+        "original-w160-q50.webp",
+    ]
+    again = get(client, team_a, image["id"], "quality=10&width=160")  # made again on demand
+    assert again.status_code == 200 and PILImage.open(io.BytesIO(again.data)).width == 160
+    assert stored_versions(instance_path) == [
+        "original-w160-q10.webp",
+        "original-w160-q40.webp",
+        "original-w160-q50.webp",
+    ]
+    client.delete(f"/api/v1/images/{image['id']}", headers=team_a.headers())
+    assert stored_versions(instance_path) == []
+
+
+def test_when_every_slot_is_busy_a_new_version_is_503_and_kept_ones_are_served(
+    client, team_a, image, instance_path, redis_client
+):
+    kept = get(client, team_a, image["id"], "format=jpeg&width=320")
+    assert kept.status_code == 200
+    # Another web process is making a version (RENDITION_SLOTS defaults to 1).
+    redis_client.set("likeness:rendition-slot:0", "another-process", ex=60)
+    busy = get(client, team_a, image["id"], "format=jpeg&width=640")
+    assert busy.status_code == 503 and busy.json["error"]["code"] == "unavailable"
+    assert int(busy.headers["Retry-After"]) > 0
+    assert get(client, team_a, image["id"], "format=jpeg&width=320").data == kept.data
+    assert stored_versions(instance_path) == ["original-w320-q82.jpeg"]
+    redis_client.delete("likeness:rendition-slot:0")  # that process finished
+    assert get(client, team_a, image["id"], "format=jpeg&width=640").status_code == 200
+    assert redis_client.keys("likeness:rendition-slot:*") == []  # released after use
+
+
+@pytest.mark.parametrize("config_overrides", [{"RENDITION_SLOTS": 2}])
+def test_more_slots_allow_more_versions_at_once(client, team_a, image, redis_client):
+    redis_client.set("likeness:rendition-slot:0", "another-process", ex=60)
+    assert get(client, team_a, image["id"], "format=jpeg&width=640").status_code == 200
+
+
+@pytest.mark.parametrize("config_overrides", [{"REDIS_URL": "redis://127.0.0.1:1/0"}])
+def test_without_redis_new_versions_are_503_and_originals_are_served(client, team_a, upload):
+    data = samples.jpeg(3, (320, 240))
+    item = upload(team_a, [(data, "a.jpg")]).json["items"][0]
+    response = get(client, team_a, item["id"], "format=png&width=160")
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert get(client, team_a, item["id"], "variant=original").data == data

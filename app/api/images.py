@@ -9,6 +9,7 @@ from flask import g, redirect, request, send_file, url_for
 
 from app.api import bp
 from app.api.auth import scope_required
+from app.api.body import no_body, read_json
 from app.api.errors import ApiError
 from app.auth.current import current_actor
 from app.extensions import db
@@ -16,7 +17,7 @@ from app.models import Image
 from app.runtime import storage
 from app.services import audit, reconcile, renditions
 from app.services import images as image_service
-from app.services.ingest import ingest
+from app.services.ingest import ALLOWED_FORMATS, ingest
 from app.services.search import MAX_K, similar_images
 from app.tenancy import current_team_id, get_owned
 
@@ -145,7 +146,7 @@ EDITABLE = {"filename", "tags", "metadata", "collection_id"}
 @scope_required("write")
 def edit_image(image_id):
     image = get_owned(Image, image_id)
-    body = request.get_json(silent=True)
+    body = read_json()
     if not isinstance(body, dict) or not body:
         raise ApiError(400, "send a JSON object with the fields to change")
     refused = sorted(set(body) - EDITABLE)
@@ -181,6 +182,7 @@ def delete_image(image_id):
 @scope_required("write")
 def retry_image(image_id):
     image = get_owned(Image, image_id)
+    no_body()
     if image.status != "error":
         raise ApiError(409, f"only an image in error can be retried; this one is {image.status}")
     audit.record_image(current_actor(), "image.retry", image)
@@ -213,20 +215,30 @@ def send_variant(image: Image, variant: str):
     return send_stored(key, mimetype, name)
 
 
+# Served inline only as what upload validation lets in (and the WebP renditions we make).
+INLINE_TYPES = frozenset(ALLOWED_FORMATS.values()) | {"image/webp"}
+
+
 def send_stored(key: str, mimetype: str, download_name: str):
     """Stream a stored object (ETag from its key: stored objects never change), or redirect
-    to the store's short-lived URL."""
+    to the store's short-lived URL.
+
+    Stored bytes come from users: the response may not run script or be sniffed as another
+    type, and anything not an accepted image type is a download, never a page."""
     if url := storage().url(key, 300):
         return redirect(url, 302)
     response = send_file(
         storage().open(key),
         mimetype=mimetype,
         download_name=download_name,
+        as_attachment=mimetype not in INLINE_TYPES,
         etag=hashlib.sha256(key.encode()).hexdigest()[:32],
         max_age=3600,
         conditional=True,
     )
     response.cache_control.private = True
+    response.headers["Content-Security-Policy"] = "sandbox"
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 

@@ -9,6 +9,7 @@ from flask import g, request, url_for
 
 from app.api import bp
 from app.api.auth import scope_required
+from app.api.body import read_json
 from app.api.errors import ApiError
 from app.api.images import refuse_unknown_args, refuse_unknown_form_fields
 from app.auth.current import current_actor
@@ -19,7 +20,7 @@ from app.tenancy import current_team_id, get_owned
 
 
 def _requests_from_json() -> tuple[list[imports.ItemRequest], list[str]]:
-    body = request.get_json(silent=True)
+    body = read_json()
     if not isinstance(body, dict):
         raise ApiError(400, "send JSON {\"urls\": [...]} or a multipart CSV 'file'")
     unknown = sorted(set(body) - {"urls", "tags", "collection_id"})

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from app.api import bp
 from app.api.auth import scope_required
-from app.api.errors import ApiError
+from app.api.body import json_body, no_body
 from app.api.images import int_arg, refuse_unknown_args
 from app.auth.current import current_actor
 from app.extensions import db
@@ -18,26 +18,6 @@ from app.tenancy import current_team_id
 
 def iso(value) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def json_body(required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
-    """The request's JSON object; unknown fields (team_id, id, ...) are refused, not ignored."""
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "send a JSON object with Content-Type: application/json")
-    unknown = sorted(set(body) - set(required) - set(optional))
-    if unknown:
-        raise ApiError(400, f"unsupported field {', '.join(unknown)}")
-    missing = [name for name in required if name not in body]
-    if missing:
-        raise ApiError(400, f"missing field {', '.join(missing)}")
-    return body
-
-
-def no_body() -> None:
-    """For actions that take no input: nothing, or an empty JSON object, and nothing else."""
-    if request.get_data():
-        json_body(())
 
 
 def _team() -> Team:

@@ -6,9 +6,10 @@ from flask import g, request, url_for
 
 from app.api import bp
 from app.api.auth import scope_required
+from app.api.body import json_body, no_body
 from app.api.errors import ApiError
 from app.api.images import image_json
-from app.api.team import iso, json_body, no_body
+from app.api.team import iso
 from app.auth.current import current_actor
 from app.extensions import db
 from app.services import audit, uploads

@@ -6,6 +6,7 @@ class ServiceError(Exception):
 
     code = "bad_request"
     status = 400
+    retry_after: int | None = None  # seconds, for a refusal that asking again later can cure
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
         super().__init__(message)

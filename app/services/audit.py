@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -140,14 +141,22 @@ def _cursor(event_id: int) -> str:
     return base64.urlsafe_b64encode(str(event_id).encode()).decode().rstrip("=")
 
 
+# Event ids are BIGINT (SQLite INTEGER): a cursor past that would overflow the query.
+_MAX_EVENT_ID = 2**63 - 1
+_CURSOR_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
 def _parse_cursor(cursor: str) -> int:
+    refused = ServiceError("the cursor is not one this API gave out")
+    if len(cursor) > 40:
+        raise refused
     try:
-        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not value.isdigit():
-            raise ValueError
-        return int(value)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ServiceError("the cursor is not one this API gave out") from exc
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise refused from None
+    if not _CURSOR_DIGITS.fullmatch(value) or int(value) > _MAX_EVENT_ID:
+        raise refused
+    return int(value)
 
 
 def list_events(

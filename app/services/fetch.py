@@ -43,6 +43,54 @@ _CHUNK = 64 * 1024
 _SPOOL_IN_MEMORY = 1024 * 1024
 # Well-known NAT64 prefix (RFC 6052): the last 32 bits are the IPv4 address reached.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _networks(*cidrs: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(cidr) for cidr in cidrs)
+
+
+# IANA's IPv4 and IPv6 Special-Purpose Address Registries: the blocks not marked "globally
+# reachable" (N/A counts as not). Explicit, because Python's is_global lags the registries
+# (3.11 calls 192.0.0.8 and the 3fff::/20 documentation block global).
+_SPECIAL_PURPOSE = _networks(
+    "0.0.0.0/8",  # "this network"
+    "10.0.0.0/8",
+    "100.64.0.0/10",  # shared address space
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",  # IETF protocol assignments (DS-Lite, dummy, NAT64 discovery, ...)
+    "192.0.2.0/24",  # documentation
+    "192.88.99.0/24",  # deprecated 6to4 relay anycast, 6a44
+    "192.168.0.0/16",
+    "198.18.0.0/15",  # benchmarking
+    "198.51.100.0/24",  # documentation
+    "203.0.113.0/24",  # documentation
+    "240.0.0.0/4",  # reserved, limited broadcast
+    "::/128",
+    "::1/128",
+    "64:ff9b:1::/48",  # local-use IPv4/IPv6 translation
+    "100::/64",  # discard-only
+    "100:0:0:1::/64",  # dummy prefix
+    "2001::/23",  # IETF protocol assignments (Teredo, benchmarking, ORCHID, ...)
+    "2001:db8::/32",  # documentation
+    "3fff::/20",  # documentation
+    "5f00::/16",  # SRv6 SIDs
+    "fc00::/7",  # unique local
+    "fe80::/10",  # link-local
+)
+# Blocks inside those that IANA marks globally reachable (anycast services, AS112, ...).
+_SPECIAL_PURPOSE_REACHABLE = _networks(
+    "192.0.0.9/32",
+    "192.0.0.10/32",
+    "2001:1::1/128",
+    "2001:1::2/128",
+    "2001:1::3/128",
+    "2001:3::/32",
+    "2001:4:112::/48",
+    "2001:20::/28",
+    "2001:30::/28",
+)
 # The legacy IPv4 spellings inet_aton accepts: 1 to 4 parts, each decimal, octal or hex.
 _LEGACY_IPV4 = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}\.?", re.I)
 
@@ -113,6 +161,10 @@ def is_allowed_address(address: IPAddress, allowed_networks: Iterable[IPNetwork]
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:
             return is_allowed_address(embedded, allowed_networks)
+    if any(address in network for network in _SPECIAL_PURPOSE_REACHABLE):
+        return True
+    if any(address in network for network in _SPECIAL_PURPOSE):
+        return False
     # is_global alone is not enough before Python 3.13: it passes multicast and fec0::/10.
     return address.is_global and not (
         address.is_multicast

@@ -18,6 +18,7 @@ from app.extensions import db
 from app.models import IMAGE_STATUSES, Embedding, Image, Tag
 from app.runtime import plugins, storage
 from app.services import ServiceError
+from app.strict_json import loads_strict
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +28,29 @@ def encode_cursor(image: Image) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_CURSOR_LENGTH = 200  # what encode_cursor makes is about 100 characters
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The position `encode_cursor` gave out; anything else (tampered, truncated, of another
+    shape) is a 400, checked part by part before it reaches a query."""
+    refused = ServiceError("cursor is not one this API returned")
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise refused
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, image_id = json.loads(raw)
-        parsed = datetime.fromisoformat(created_at), uuid.UUID(image_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ServiceError("cursor is not one this API returned") from None
-    if parsed[0].tzinfo is None:
-        raise ServiceError("cursor is not one this API returned")
-    return parsed
+        parts = loads_strict(raw)
+    except (ValueError, binascii.Error):
+        raise refused from None
+    if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) for p in parts)):
+        raise refused
+    try:
+        created_at, image_id = datetime.fromisoformat(parts[0]), uuid.UUID(parts[1])
+    except ValueError:
+        raise refused from None
+    if created_at.tzinfo is None:
+        raise refused
+    return created_at, image_id
 
 
 def list_images(

@@ -6,15 +6,16 @@ storage. `measure` and `analyse` together are the whole upload validation (see i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import math
 import re
-import struct
 import unicodedata
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -68,8 +69,26 @@ _SIGNATURES = [
 ]
 _SVG = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!DOCTYPE svg|<svg)", re.I | re.S)
 _BOMB = (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning)
-# Errors Pillow's decoders raise on bad input; anything else is our bug and should surface.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error)
+# The fewest bytes per pixel a whole file of each format can take: a quarter (or less) of the
+# most compressible encodings measured (flat images of 4000x4000 to 10000x10000, the tightest
+# settings; tests/samples.py most_compressible), and at most half of what the format's coding
+# can reach in theory. A file below it cannot hold the pixels its header claims: truncated
+# (libjpeg fills a JPEG cut off before a marker with grey, silently) or forged to make every
+# later decode expensive.
+_MIN_BYTES_PER_PIXEL = {
+    "JPEG": 0.001,  # Huffman: >= 1 bit per 8x8 block (0.00195); flat grey measured 0.0039
+    "PNG": 0.00006,  # deflate inflates at most 1032:1, 1-bit rows: 0.000121; measured 0.000126
+    "GIF": 0.0001,  # 12-bit LZW codes of at most ~4096 pixels: 0.00037; measured 0.00086
+    "WEBP": 0.00001,  # lossless, measured 0.000039 at 8000x8000 and 10000x10000
+    "TIFF": 0.000015,  # CCITT group 4, 1-bit, measured 0.000061
+    "BMP": 0.002,  # RLE runs of 255 pixels in 2 bytes: 0.0078
+    "AVIF": 0.000004,  # measured 0.0000167 at 8000x8000
+    "HEIF": 0.000004,  # HEVC codes a flat frame about as tightly as AV1
+}
+# Arithmetic-coded JPEG (SOF9-SOF15, rare but decodable) adapts to nearly nothing on a flat
+# image: measured 0.0000118 (libjpeg-turbo's cjpeg -arithmetic, flat grey 4000x4000).
+_MIN_BYTES_PER_PIXEL_ARITHMETIC_JPEG = 0.000003
+_ARITHMETIC_SOF = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _CHUNK = 1024 * 1024
 
 
@@ -140,11 +159,37 @@ def analyse(stream: BinaryIO, limits: Limits) -> Analysis:
     header before any pixel is decoded; then every frame is decoded once (JPEGs at a reduced DCT
     scale, which still reads the whole entropy-coded stream, so truncation is caught).
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _unreadable_is_invalid():
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that (also for a GIF frame or a
         # TIFF tile): a bomb either way.
         warnings.simplefilter("error", PILImage.DecompressionBombWarning)
         return _analyse(stream, limits)
+
+
+@contextlib.contextmanager
+def _unreadable_is_invalid() -> Iterator[None]:
+    """Whatever Pillow raises while it parses or decodes untrusted bytes means the file is not
+    a valid image: a 422, never a 500.
+
+    Pillow parses lazily (opening, EXIF, frame counts, seeking, loading all read the file) and
+    its plugins raise almost anything on hostile input: ValueError for a text chunk that
+    inflates too far, OSError, TypeError, IndexError, SyntaxError, struct.error... so the whole
+    analysis is covered, not a list of calls and exception types. MemoryError is left alone:
+    it says more about the server at that moment than about the file.
+    """
+    try:
+        yield
+    except ServiceError:
+        raise
+    except _BOMB as exc:
+        raise InvalidImage(f"the image has too many pixels: {exc}") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Logged with its traceback: should this ever be a bug of ours, it shows up.
+        log.info("refused an image that could not be read", exc_info=True)
+        detail = str(exc) or type(exc).__name__
+        raise InvalidImage(f"the image is damaged or malformed: {detail}"[:500]) from exc
 
 
 def _analyse(stream: BinaryIO, limits: Limits) -> Analysis:
@@ -157,6 +202,7 @@ def _analyse(stream: BinaryIO, limits: Limits) -> Analysis:
             f"the image has too many pixels ({full_size[0]}x{full_size[1]} = {pixels:,}; "
             f"the limit is {limits.max_pixels:,})"
         )
+    _check_data_can_hold(stream, fmt, full_size)
     if fmt in _DECLARED_FRAMES:
         frames = getattr(image, "n_frames", 1)
         _check_frames(frames, frames * pixels, limits)
@@ -208,7 +254,8 @@ def open_image(stream: BinaryIO) -> PILImage.ImageFile.ImageFile:
 def open_working(stream: BinaryIO, side: int) -> PILImage.Image:
     """Frame 0, decoded no smaller than `side` on its short edge where the format allows
     (JPEG DCT scaling), upright, in RGB or RGBA. For the worker: no limits are checked."""
-    return _decode_first_frame(open_image(stream), (side, side))
+    with _unreadable_is_invalid():
+        return _decode_first_frame(open_image(stream), (side, side))
 
 
 def _format(image: PILImage.Image) -> str:
@@ -242,6 +289,44 @@ def _check_frames(frames: int, total_pixels: int, limits: Limits) -> None:
         )
 
 
+def _check_data_can_hold(stream: BinaryIO, fmt: str, size: tuple[int, int]) -> None:
+    """Refuse a file too small to hold the pixels its header claims (see _MIN_BYTES_PER_PIXEL)."""
+    position = stream.tell()
+    file_size = stream.seek(0, io.SEEK_END)
+    floor = _MIN_BYTES_PER_PIXEL.get(fmt, 0.0)
+    if fmt == "JPEG" and _jpeg_frame_marker(stream) in _ARITHMETIC_SOF:
+        floor = _MIN_BYTES_PER_PIXEL_ARITHMETIC_JPEG
+    stream.seek(position)
+    need = math.ceil(size[0] * size[1] * floor)
+    if file_size < need:
+        raise InvalidImage(
+            f"the {fmt} file is {file_size:,} bytes, too small to hold the {size[0]}x{size[1]} "
+            f"pixels its header claims (that takes at least {need:,} bytes): it is truncated "
+            "or its header is wrong"
+        )
+
+
+def _jpeg_frame_marker(stream: BinaryIO) -> int | None:
+    """The JPEG's start-of-frame marker (0xC0-0xCF but DHT, JPG, DAC), or None if not found
+    among the first segments. Pillow reads it but does not say which one it was."""
+    stream.seek(2)  # past SOI
+    for _ in range(256):  # APPn, COM, DQT, DHT... come first; a real file has a dozen
+        head = stream.read(2)
+        for _ in range(16):  # fill bytes (0xFF) may pad a marker
+            if head[1:] != b"\xff":
+                break
+            head = head[1:] + stream.read(1)
+        if len(head) < 2 or head[0] != 0xFF:
+            return None
+        if 0xC0 <= head[1] <= 0xCF and head[1] not in (0xC4, 0xC8, 0xCC):
+            return head[1]
+        length = stream.read(2)
+        if len(length) < 2:
+            return None
+        stream.seek(int.from_bytes(length, "big") - 2, io.SEEK_CUR)
+    return None
+
+
 def _decode_first_frame(image: PILImage.ImageFile.ImageFile, size: tuple[int, int]):
     """Frame 0, upright, RGB(A). Copies are made only where needed: this can be 100 M pixels."""
     try:
@@ -255,7 +340,7 @@ def _decode_first_frame(image: PILImage.ImageFile.ImageFile, size: tuple[int, in
         return _normalise_mode(image)
     except _BOMB as exc:
         raise InvalidImage(f"the image has too many pixels: {exc}") from exc
-    except _DECODE_ERRORS as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImage(f"the image is damaged or truncated: {exc}") from exc
 
 
@@ -269,7 +354,7 @@ def _decode_other_frames(image: PILImage.ImageFile.ImageFile, limits: Limits) ->
             return frames
         except _BOMB as exc:
             raise InvalidImage(f"frame {frames + 1} has too many pixels: {exc}") from exc
-        except _DECODE_ERRORS as exc:
+        except (OSError, SyntaxError, ValueError) as exc:
             raise InvalidImage(f"frame {frames + 1} is damaged: {exc}") from exc
         frames += 1
         decoded += image.width * image.height
@@ -278,7 +363,7 @@ def _decode_other_frames(image: PILImage.ImageFile.ImageFile, limits: Limits) ->
             image.load()
         except _BOMB as exc:
             raise InvalidImage(f"frame {frames} has too many pixels: {exc}") from exc
-        except _DECODE_ERRORS as exc:
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InvalidImage(f"frame {frames} is damaged or truncated: {exc}") from exc
 
 

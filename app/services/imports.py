@@ -20,7 +20,7 @@ from app.services import ServiceError, audit
 from app.services import images as image_service
 from app.services.audit import SYSTEM, Actor
 from app.services.fetch import FetchError, fetch, policy_from_config
-from app.services.ingest import ingest
+from app.services.ingest import clean_filename, ingest
 from app.tenancy import team_scope
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,11 @@ def create_batch(
                 team_id=team_id,
                 position=position,
                 url=url,
-                filename=request.filename,
+                # Shown as the image's name and stored in a 255-character column: cleaned
+                # now, like an upload's, not only when the item is ingested.
+                filename=clean_filename(request.filename)
+                if (request.filename or "").strip()
+                else None,
                 tags=request.tags or [],
             )
         )

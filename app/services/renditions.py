@@ -1,18 +1,35 @@
-"""On-demand versions of an image (another format, quality or width), made once and kept."""
+"""On-demand versions of an image (another format, quality or width), made once and kept.
+
+Making one decodes and re-encodes in a web process, so it is bounded three ways: the pixels of
+the result (RENDITION_MAX_PIXELS), how many are kept per image (RENDITIONS_PER_IMAGE, the
+oldest evicted), and how many are made at once across every web process (RENDITION_SLOTS,
+slots in Redis): when all are busy the answer is 503 with Retry-After, so the web workers stay
+free for everything else.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import redis
+from flask import current_app
 from PIL import Image as PILImage
+from redis.exceptions import LockError
 from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Image
+from app.queue import get_redis
 from app.runtime import storage
 from app.services import NotFound, ServiceError
 from app.services.imaging import open_working
+
+log = logging.getLogger(__name__)
 
 FORMATS = {
     "jpeg": ("JPEG", "image/jpeg"),
@@ -21,6 +38,13 @@ FORMATS = {
 }
 WIDTHS = (160, 320, 640, 1024, 1280, 1920, 2560)
 DEFAULT_QUALITY = 82
+
+
+class Busy(ServiceError):
+    """Every rendition slot is taken: ask again shortly."""
+
+    code, status = "unavailable", 503
+    retry_after = 5
 
 
 @dataclass(frozen=True)
@@ -64,7 +88,37 @@ def derived(
     rendition = Rendition(key, content_type, f"{stem}-{name}")
     if storage().exists(key):
         return rendition
+    _check_result_pixels(image, variant, width)
+    with _slot():
+        if not storage().exists(key):  # made by another request while this one waited
+            _make(image, variant, pil_format, quality, width, key, content_type)
+    return rendition
 
+
+def _check_result_pixels(image: Image, variant: str, width: int | None) -> None:
+    """Refuse, before decoding anything, a result larger than RENDITION_MAX_PIXELS."""
+    limit = current_app.config["RENDITION_MAX_PIXELS"]
+    if variant != "original":
+        return  # the thumbnail and preview are small by construction
+    scale = min(1.0, width / image.width) if width else 1.0
+    pixels = round(image.width * scale) * round(image.height * scale)
+    if pixels > limit:
+        raise ServiceError(
+            f"a version of this image at {'width ' + str(width) if width else 'full size'} "
+            f"would have {pixels:,} pixels; versions are made up to {limit:,}: ask for a "
+            "smaller width, or for the original as it is (no format, quality or width)"
+        )
+
+
+def _make(
+    image: Image,
+    variant: str,
+    pil_format: str,
+    quality: int | None,
+    width: int | None,
+    key: str,
+    content_type: str,
+) -> None:
     with storage().open(source_key(image, variant)) as source:
         picture = open_working(source, width or max(image.width, image.height))
     if width and picture.width > width:  # never upscaled
@@ -78,16 +132,54 @@ def derived(
         options.update(optimize=True, progressive=True)
     # Nothing of the original's metadata (EXIF with GPS, XMP, ICC) is written.
     picture.save(out, pil_format, exif=b"", **options)
+    del picture
     out.seek(0)
     storage().save(key, out, content_type)
-    _remember(image.id, key)
-    return rendition
+    for evicted in _remember(image.id, key):
+        try:
+            storage().delete(evicted)
+        except Exception:  # an orphan file is harmless; the row no longer names it
+            log.exception("could not delete the evicted rendition %s", evicted)
 
 
-def _remember(image_id, key: str) -> None:
-    """Note the key on the image (under a row lock), so deleting the image deletes it too."""
+def _remember(image_id, key: str) -> list[str]:
+    """Note the key on the image (under a row lock), so deleting the image deletes it too;
+    keep the newest RENDITIONS_PER_IMAGE and return the keys evicted."""
+    keep = current_app.config["RENDITIONS_PER_IMAGE"]
     row = db.session.scalar(select(Image).where(Image.id == image_id).with_for_update())
-    keys = list((row.meta or {}).get("renditions", []))
-    if key not in keys:
-        row.meta = {**(row.meta or {}), "renditions": [*keys, key]}
-        db.session.commit()
+    keys = [k for k in (row.meta or {}).get("renditions", []) if k != key] + [key]
+    evicted, keys = keys[:-keep], keys[-keep:]
+    row.meta = {**(row.meta or {}), "renditions": keys}
+    db.session.commit()
+    return evicted
+
+
+@contextlib.contextmanager
+def _slot() -> Iterator[None]:
+    """Hold one of RENDITION_SLOTS slots shared by every web process, or raise Busy.
+
+    A slot is a Redis lock that expires after RENDITION_SLOT_SECONDS, so a process that dies
+    while holding one frees it then."""
+    config = current_app.config
+    connection = get_redis()
+    held = None
+    try:
+        for number in range(config["RENDITION_SLOTS"]):
+            lock = connection.lock(
+                f"likeness:rendition-slot:{number}",
+                timeout=config["RENDITION_SLOT_SECONDS"],
+                blocking=False,
+            )
+            if lock.acquire(token=uuid.uuid4().hex):
+                held = lock
+                break
+    except redis.RedisError as exc:
+        log.warning("rendition slots unavailable: %s", exc)
+        raise Busy("new versions of images cannot be made just now; try again shortly") from None
+    if held is None:
+        raise Busy("every slot for making versions of images is busy; try again in a few seconds")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(LockError, redis.RedisError):  # expired, or Redis went away
+            held.release()
