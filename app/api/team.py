@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from app.api import bp
 from app.api.auth import scope_required
 from app.api.body import json_body, no_body
+from app.api.errors import ApiError
 from app.api.images import int_arg, refuse_unknown_args
 from app.auth.current import current_actor
 from app.extensions import db
@@ -124,14 +125,13 @@ def list_members():
 @scope_required("admin")
 def add_member():
     """Always an invite, whether or not the email has an account (the answer does not say)."""
-    body = request.get_json(silent=True)
-    if isinstance(body, dict) and "password" in body:
+    body = json_body(("email", "role"), ("invite", "password"))
+    if "password" in body:
         raise ApiError(
             400,
             "field password is not accepted: a team admin does not set passwords; the person "
             "chooses theirs with the invite link (or signs in with the account they have)",
         )
-    body = json_body(("email", "role"), ("invite",))
     if "invite" in body and body["invite"] is not True:
         raise ApiError(400, "field invite may only be true: members are added by invite")
     invite, token = members.create_invite(
