@@ -13,7 +13,7 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app import create_app
 from app.embedded_redis import EmbeddedRedis
@@ -227,3 +227,16 @@ def test_worker_killed_mid_job_still_ends_ready(app, app_env, team_a, upload, in
             select(Embedding.embedder).where(Embedding.image_id == uuid.UUID(image["id"]))
         ).all()
     assert sorted(embedders) == ["color", "phash"]  # one set, not two
+
+
+def test_a_bad_last_file_in_a_multi_file_upload_stores_and_queues_nothing(
+    app, team_a, upload, instance_path
+):
+    files = [(samples.jpeg(50 + n), f"good-{n}.jpg") for n in range(6)]
+    response = upload(team_a, [*files, (b"this is not an image", "bad.jpg")])
+    assert response.status_code == 415 and response.json["error"]["code"]
+    with app.app_context(), unscoped():
+        assert db.session.scalar(select(func.count()).select_from(Image)) == 0
+        assert get_queue().job_ids == []
+    storage = instance_path / "storage"
+    assert not storage.exists() or [p for p in storage.rglob("*") if p.is_file()] == []
