@@ -94,6 +94,9 @@ class Config:
     IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES") or MAX_UPLOAD_MB * 1024 * 1024)
     IMPORT_CONNECT_TIMEOUT = float(os.environ.get("IMPORT_CONNECT_TIMEOUT", "5"))
     IMPORT_READ_TIMEOUT = float(os.environ.get("IMPORT_READ_TIMEOUT", "30"))
+    # The whole download of one URL, redirects included: a server that sends a byte now and
+    # then never trips the read timeout, but trips this. Past it the item fails for good.
+    IMPORT_DEADLINE_SECONDS = float(os.environ.get("IMPORT_DEADLINE_SECONDS", "120"))
     IMPORT_MAX_URLS = int(os.environ.get("IMPORT_MAX_URLS", "1000"))
     IMPORT_MAX_REDIRECTS = int(os.environ.get("IMPORT_MAX_REDIRECTS", "3"))
     # CIDRs that imports may reach although they are not public, e.g. `127.0.0.1/32`: for
