@@ -110,6 +110,10 @@ class Config:
     # sweep that every worker schedules each RECONCILE_INTERVAL_SECONDS (and `flask reconcile`).
     RECONCILE_AFTER_SECONDS = int(os.environ.get("RECONCILE_AFTER_SECONDS", "300"))
     RECONCILE_INTERVAL_SECONDS = int(os.environ.get("RECONCILE_INTERVAL_SECONDS", "300"))
+    # How often a worker checks its database, records for /healthz that it can run jobs and
+    # makes sure the next sweep is scheduled. /healthz counts it for three heartbeats (a busy
+    # worker for its job's timeout), and its scheduler lock passes to another worker then.
+    WORKER_HEARTBEAT_SECONDS = int(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"))
 
     # How many proxies in front of the app set X-Forwarded-For/-Proto; 0 trusts no such header.
     TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))

@@ -1,6 +1,6 @@
 """RQ job functions: module-level, given ids, loading their own rows, idempotent.
 
-They run inside the application context that `flask worker` pushes.
+Each runs in an application context of its own (app/worker.py), with a fresh session.
 """
 
 from __future__ import annotations

@@ -160,3 +160,33 @@ def schedule_reconcile() -> bool:
         failure_ttl=24 * 3600,
         description="reconcile stuck images",
     )
+
+
+# Workers that can run jobs, for /healthz: a sorted set of worker names, each scored with the
+# time (Unix seconds) until which that worker can be counted on.
+
+
+def _able_workers_key(queue_name: str) -> str:
+    return f"likeness:{queue_name}:able-workers"
+
+
+def record_able_worker(
+    connection: redis.Redis, queue_name: str, worker_name: str, seconds: float
+) -> None:
+    """Count on `worker_name` for the next `seconds`, and forget workers whose time is up."""
+    now = time.time()
+    key = _able_workers_key(queue_name)
+    with connection.pipeline() as pipeline:
+        pipeline.zadd(key, {worker_name: now + seconds})
+        pipeline.zremrangebyscore(key, "-inf", now)
+        pipeline.execute()
+
+
+def forget_able_worker(connection: redis.Redis, queue_name: str, worker_name: str) -> None:
+    connection.zrem(_able_workers_key(queue_name), worker_name)
+
+
+def count_able_workers() -> int:
+    """How many workers reported lately that they can run jobs."""
+    key = _able_workers_key(current_app.config["QUEUE_NAME"])
+    return get_redis().zcount(key, time.time(), "+inf")
