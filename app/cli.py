@@ -249,10 +249,9 @@ def register_cli(app: Flask) -> None:
         except ServiceError as exc:
             _fail(exc)
         with team_scope(team.id), click.progressbar(length=batch.total, label="Fetching") as bar:
-            for start in range(0, batch.total, imports.ITEMS_PER_JOB):
-                stop = min(start + imports.ITEMS_PER_JOB, batch.total)
-                imports.run_items(batch.id, start, stop)
-                bar.update(stop - start)
+            for position in range(batch.total):
+                imports.run_item_at(batch.id, position)
+                bar.update(1)
             summary = imports.progress(batch)
             for item in batch.items:
                 if item.status == "failed":

@@ -6,6 +6,7 @@ leaves behind, the next one would inherit. This worker therefore
 * runs every job in an application context of its own: the job starts with a new database
   session and the session is removed when the job ends, however it ended, so a job that
   failed mid-flush cannot poison the jobs after it;
+* listens to the main queue before the imports queue, so uploads are processed first;
 * schedules in its own loop (retries, later index builds, sweeps) under RQ's per-queue
   scheduler lock, instead of RQ's forked scheduler child that a SIGKILL would orphan;
 * every heartbeat checks its own database and records in Redis until when it can be counted
@@ -48,7 +49,7 @@ class LikenessWorker(SimpleWorker):
 
     def __init__(self, app: Flask, **kwargs):
         with app.app_context():
-            listened = [queues.get_queue()]
+            listened = [queues.get_queue(), queues.get_import_queue()]  # in this order
             connection = queues.get_redis()
         super().__init__(listened, connection=connection, **kwargs)
         self.app = app
