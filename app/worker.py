@@ -159,31 +159,33 @@ class LikenessWorker(SimpleWorker):
 def run_worker(app: Flask, *, burst: bool = False) -> None:
     """Work until asked to stop (with `burst`, until the queues are empty).
 
-    RQ's work loop ends on an error of its own, such as Redis going away at the wrong moment;
-    a worker that ends without being asked to is replaced by a new one, so a Redis restart
-    never leaves the queues without their worker.
+    RQ's work loop ends on an error of its own, such as Redis going away in the middle of a
+    job's bookkeeping; a worker that ends without being asked to is replaced by a new one (in
+    this process, once Redis answers again), so a Redis restart never leaves the queues without
+    their worker.
     """
     level = app.config.get("LOG_LEVEL", "INFO")
+    pause = max(1, int(app.config["WORKER_HEARTBEAT_SECONDS"]))
     stop = threading.Event()
     while True:
-        worker = LikenessWorker(app)
+        worker = None
         try:
+            worker = LikenessWorker(app)  # registers with Redis already
             worker.work(burst=burst, logging_level=level)
         except redis.RedisError as exc:
-            log.error("worker %s lost Redis: %s", worker.name, exc)
+            if burst:
+                raise
+            log.error("worker lost Redis: %s", exc)
         finally:
-            _stop_listening(worker)
-        if burst or worker.stop_asked:
+            if worker is not None:
+                _stop_listening(worker)
+        if burst or (worker is not None and worker.stop_asked):
             return
         # Until the next worker installs its own handlers, a signal simply means stop.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        log.warning(
-            "worker %s stopped on an error; another starts in %d s",
-            worker.name,
-            worker.heartbeat_seconds,
-        )
-        if stop.wait(worker.heartbeat_seconds):
+        log.warning("the worker stopped on an error; another starts in %d s", pause)
+        if stop.wait(pause):
             return
 
 

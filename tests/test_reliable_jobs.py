@@ -380,6 +380,36 @@ def test_the_sweep_survives_redis_restarting_without_persistence(
 
 
 @pytest.mark.slow
+def test_a_worker_outlives_redis_dying_under_a_job(
+    app_env, own_redis, team_a, instance_path, start_worker
+):
+    server, url = own_redis
+    env = {**app_env, "REDIS_URL": url}
+    app = create_app(make_config(env, **FAST_SWEEP))
+    api = app.test_client()
+    image_id = upload_with(api, team_a, 90)
+    path = original_path(app, instance_path, {"id": image_id})
+    saved = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)  # reading the original blocks: the job waits for us, deterministically
+    worker = start_worker(REDIS_URL=url, **FAST_SWEEP)
+    wait_until(lambda: image_status(app, image_id) == "processing", 30, "the job never started")
+
+    server.stop()
+    with open(path, "wb"):
+        pass  # the job goes on (and fails), and RQ cannot record how it ended
+    path.unlink()
+    path.write_bytes(saved)
+    time.sleep(3)  # Redis stays away for a few heartbeats
+    server.start()  # empty: the failed job and its retry are gone, only the sweep is left
+
+    later = upload_with(api, team_a, 91)
+    ids = [image_id, later]
+    wait_until(lambda: all_ready(app, ids), SWEPT_WITHIN, "no worker after Redis came back")
+    assert worker.poll() is None, "the worker died with Redis"
+
+
+@pytest.mark.slow
 def test_a_killed_worker_orphans_nothing_and_another_takes_over_the_sweep(
     app, app_env, team_a, upload, start_worker
 ):
