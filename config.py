@@ -101,6 +101,9 @@ class Config:
     IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES") or MAX_UPLOAD_MB * 1024 * 1024)
     IMPORT_CONNECT_TIMEOUT = float(os.environ.get("IMPORT_CONNECT_TIMEOUT", "5"))
     IMPORT_READ_TIMEOUT = float(os.environ.get("IMPORT_READ_TIMEOUT", "30"))
+    # The whole download of one URL, redirects included: a server that sends a byte now and
+    # then never trips the read timeout, but trips this. Past it the item fails for good.
+    IMPORT_DEADLINE_SECONDS = float(os.environ.get("IMPORT_DEADLINE_SECONDS", "120"))
     IMPORT_MAX_URLS = int(os.environ.get("IMPORT_MAX_URLS", "1000"))
     IMPORT_MAX_REDIRECTS = int(os.environ.get("IMPORT_MAX_REDIRECTS", "3"))
     # CIDRs that imports may reach although they are not public, e.g. `127.0.0.1/32`: for
@@ -114,6 +117,10 @@ class Config:
     # sweep that every worker schedules each RECONCILE_INTERVAL_SECONDS (and `flask reconcile`).
     RECONCILE_AFTER_SECONDS = int(os.environ.get("RECONCILE_AFTER_SECONDS", "300"))
     RECONCILE_INTERVAL_SECONDS = int(os.environ.get("RECONCILE_INTERVAL_SECONDS", "300"))
+    # How often a worker checks its database, records for /healthz that it can run jobs and
+    # makes sure the next sweep is scheduled. /healthz counts it for three heartbeats (a busy
+    # worker for its job's timeout), and its scheduler lock passes to another worker then.
+    WORKER_HEARTBEAT_SECONDS = int(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"))
 
     # How many proxies in front of the app set X-Forwarded-For/-Proto; 0 trusts no such header.
     TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))

@@ -205,25 +205,16 @@ def register_cli(app: Flask) -> None:
         click.echo(f"{len(events)} events")
 
     @app.cli.command()
-    @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+    @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
     def worker(burst):
         """Run an RQ worker on the configured Redis, inside this application."""
         # Jobs run in the worker's own process: forking a work horse per job cost about 40 ms
         # each here (bench/bench_queue.py: 0.61x the in-process throughput, against ~1.0x).
-        # A crashed worker is restarted by the process manager; RECONCILE picks up its job.
-        from rq import SimpleWorker
+        # Each job gets a fresh application context and session (app/worker.py). A killed
+        # worker is restarted by the process manager; the reconcile sweep picks up its job.
+        from app.worker import run_worker
 
-        from app.queue import get_queue, get_redis, schedule_reconcile
-
-        schedule_reconcile()  # every worker keeps one sweep scheduled; the id makes it one
-        # RQ forks its scheduler: no process may share the database connections of another.
-        db.engine.dispose()
-        w = SimpleWorker([get_queue()], connection=get_redis())
-        w.work(
-            burst=burst,
-            with_scheduler=True,
-            logging_level=current_app.config.get("LOG_LEVEL", "INFO"),
-        )
+        run_worker(current_app._get_current_object(), burst=burst)
         click.echo("worker stopped")
 
     @app.cli.command("import")
@@ -281,10 +272,9 @@ def register_cli(app: Flask) -> None:
         except ServiceError as exc:
             _fail(exc)
         with team_scope(team.id), click.progressbar(length=batch.total, label="Fetching") as bar:
-            for start in range(0, batch.total, imports.ITEMS_PER_JOB):
-                stop = min(start + imports.ITEMS_PER_JOB, batch.total)
-                imports.run_items(batch.id, start, stop)
-                bar.update(stop - start)
+            for position in range(batch.total):
+                imports.run_item_at(batch.id, position)
+                bar.update(1)
             summary = imports.progress(batch)
             for item in batch.items:
                 if item.status == "failed":

@@ -1,6 +1,6 @@
 """RQ job functions: module-level, given ids, loading their own rows, idempotent.
 
-They run inside the application context that `flask worker` pushes.
+Each runs in an application context of its own (app/worker.py), with a fresh session.
 """
 
 from __future__ import annotations
@@ -26,8 +26,14 @@ def process_image(image_id: str) -> str:
     return processing.process_image(uuid.UUID(image_id), final_attempt=_final_attempt())
 
 
+def import_item(batch_id: str, position: int) -> str | None:
+    """Fetch and ingest one item of an import batch, unless it is finished already."""
+    return imports.run_item_at(uuid.UUID(batch_id), position, final_attempt=_final_attempt())
+
+
 def import_items(batch_id: str, start: int, stop: int) -> int:
-    """Fetch and ingest a slice of an import batch; finished items are skipped."""
+    """A slice of a batch: jobs of this kind were queued before imports became one URL per job
+    and may still be waiting in Redis after an upgrade."""
     return imports.run_items(uuid.UUID(batch_id), start, stop, final_attempt=_final_attempt())
 
 

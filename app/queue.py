@@ -36,10 +36,18 @@ def get_redis() -> redis.Redis:
 
 
 def get_queue() -> Queue:
+    """The main queue: processing, index builds, sweeps. Workers empty it first."""
     return Queue(current_app.config["QUEUE_NAME"], connection=get_redis())
 
 
-def _enqueue_once(func: str, *args, job_id: str, at: datetime | None = None, **options) -> bool:
+def get_import_queue() -> Queue:
+    """URL imports, on a queue of their own so that a slow import never delays uploads."""
+    return Queue(f"{current_app.config['QUEUE_NAME']}-imports", connection=get_redis())
+
+
+def _enqueue_once(
+    func: str, *args, job_id: str, at: datetime | None = None, queue: Queue | None = None, **options
+) -> bool:
     """Queue `func(*args)` under a deterministic id: True if queued now or already there.
 
     Every job here is idempotent and named, so an id already in Redis means the work is
@@ -48,10 +56,11 @@ def _enqueue_once(func: str, *args, job_id: str, at: datetime | None = None, **o
     options.setdefault("job_timeout", current_app.config["JOB_TIMEOUT_SECONDS"])
     options.setdefault("failure_ttl", 7 * 24 * 3600)
     try:
+        target = queue or get_queue()
         if at is None:
-            get_queue().enqueue(func, *args, job_id=job_id, unique=True, **options)
+            target.enqueue(func, *args, job_id=job_id, unique=True, **options)
         else:
-            get_queue().enqueue_at(at, func, *args, job_id=job_id, unique=True, **options)
+            target.enqueue_at(at, func, *args, job_id=job_id, unique=True, **options)
     except DuplicateJobError:
         pass
     except redis.RedisError as exc:
@@ -79,21 +88,22 @@ def enqueue_process_image(image_id: uuid.UUID) -> bool:
 IMPORT_RETRY = Retry(max=2, interval=[15, 60])
 
 
-def import_job_id(batch_id: uuid.UUID | str, start: int) -> str:
-    return f"import-{batch_id}-{start}"
+def import_job_id(batch_id: uuid.UUID | str, position: int) -> str:
+    return f"import-{batch_id}-{position}"
 
 
-def enqueue_import(batch_id: uuid.UUID, start: int, stop: int) -> bool:
-    """Queue the import of items start..stop-1 of a batch (one job id per slice)."""
+def enqueue_import_item(batch_id: uuid.UUID, position: int) -> bool:
+    """Queue the import of one item of a batch: one URL per job, so that between two URLs the
+    worker takes the uploads waiting on the main queue."""
     return _enqueue_once(
-        "app.jobs.import_items",
+        "app.jobs.import_item",
         str(batch_id),
-        start,
-        stop,
-        job_id=import_job_id(batch_id, start),
+        position,
+        job_id=import_job_id(batch_id, position),
+        queue=get_import_queue(),
         retry=IMPORT_RETRY,
         result_ttl=0,
-        description=f"import items {start}-{stop - 1} of batch {batch_id}",
+        description=f"import item {position} of batch {batch_id}",
     )
 
 
@@ -160,3 +170,33 @@ def schedule_reconcile() -> bool:
         failure_ttl=24 * 3600,
         description="reconcile stuck images",
     )
+
+
+# Workers that can run jobs, for /healthz: a sorted set of worker names, each scored with the
+# time (Unix seconds) until which that worker can be counted on.
+
+
+def _able_workers_key(queue_name: str) -> str:
+    return f"likeness:{queue_name}:able-workers"
+
+
+def record_able_worker(
+    connection: redis.Redis, queue_name: str, worker_name: str, seconds: float
+) -> None:
+    """Count on `worker_name` for the next `seconds`, and forget workers whose time is up."""
+    now = time.time()
+    key = _able_workers_key(queue_name)
+    with connection.pipeline() as pipeline:
+        pipeline.zadd(key, {worker_name: now + seconds})
+        pipeline.zremrangebyscore(key, "-inf", now)
+        pipeline.execute()
+
+
+def forget_able_worker(connection: redis.Redis, queue_name: str, worker_name: str) -> None:
+    connection.zrem(_able_workers_key(queue_name), worker_name)
+
+
+def count_able_workers() -> int:
+    """How many workers reported lately that they can run jobs."""
+    key = _able_workers_key(current_app.config["QUEUE_NAME"])
+    return get_redis().zcount(key, time.time(), "+inf")

@@ -2,9 +2,10 @@
 
 Both runs do the same work per image: fetch it from a local HTTP origin through the guarded
 fetcher, ingest it (validate, sha256, thumbnail, store, row), then process it (preview,
-phash and colour embeddings). In-process, the import slices and the processing are called
-directly; through RQ, the import is queued as the API queues it and the RQ worker that
-`flask worker` runs (a SimpleWorker: jobs in its own process, no fork per job) drains it.
+phash and colour embeddings). In-process, the import and the processing are called directly;
+through RQ, the import is queued as the API queues it (one job per URL on the imports queue)
+and the worker that `flask worker` runs (app/worker.py: jobs in its own process, no fork per
+job, each in a fresh application context) drains both queues, uploads' processing first.
 Same process, same machine, one after the other.
 
     .venv/bin/python bench/bench_queue.py [--images 1000]
@@ -26,14 +27,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rq import SimpleWorker  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from app.extensions import db  # noqa: E402
 from app.models import Image, ImportItem  # noqa: E402
-from app.queue import get_queue, get_redis  # noqa: E402
+from app.queue import get_queue  # noqa: E402
 from app.services import accounts, imports, processing  # noqa: E402
 from app.tenancy import team_scope  # noqa: E402
+from app.worker import LikenessWorker  # noqa: E402
 from bench._app import make_app as make_bench_app  # noqa: E402
 from bench._photos import DEFAULT_DIR, photo_jpeg  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
@@ -89,8 +90,7 @@ def in_process(app, urls: list[str]) -> float:
         started = time.perf_counter()
         batch = imports.create_batch(team.id, requests, [], enqueue=False)
         with team_scope(team.id):
-            for start in range(0, batch.total, imports.ITEMS_PER_JOB):
-                imports.run_items(batch.id, start, min(start + imports.ITEMS_PER_JOB, batch.total))
+            imports.run_items(batch.id, 0, batch.total)
             image_ids = db.session.scalars(select(Image.id)).all()
         for image_id in image_ids:
             processing.process_image(image_id)
@@ -107,9 +107,7 @@ def through_rq(app, urls: list[str]) -> float:
         requests = [imports.ItemRequest(url=u) for u in urls]
         started = time.perf_counter()
         imports.create_batch(team.id, requests, [])
-        SimpleWorker([get_queue()], connection=get_redis()).work(
-            burst=True, logging_level="WARNING"
-        )
+        LikenessWorker(app).work(burst=True, logging_level="WARNING")
         elapsed = time.perf_counter() - started
         _check(team.id, len(urls))
     return elapsed

@@ -10,20 +10,23 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 import redis
-from rq import SimpleWorker
 
 from app import create_app
 from app.extensions import db
 from app.models import Team
-from app.queue import get_queue, get_redis
+from app.queue import get_redis
 from app.services import accounts, keys
+from app.worker import LikenessWorker
 from config import BASE_DIR, Config, normalise_database_url
 from tests.redis_server import RedisServer
 
@@ -129,12 +132,10 @@ def runner(app):
 
 @pytest.fixture
 def run_jobs(app):
-    """Run every queued job in this process on the real Redis, like a burst worker."""
+    """Run every queued job in this process on the real Redis, as `flask worker --burst` would."""
 
     def run() -> None:
-        with app.app_context():
-            SimpleWorker([get_queue()], connection=get_redis()).work(burst=True)
-            db.session.remove()
+        LikenessWorker(app).work(burst=True)
 
     return run
 
@@ -158,6 +159,66 @@ def run_worker_process(app_env):
         return result
 
     return run
+
+
+def process_group_members(group_id: int) -> list[int]:
+    """Pids of the live (not zombie) processes in a process group, read from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        state, group = fields[0], int(fields[2])
+        if group == group_id and state != "Z":
+            members.append(int(entry))
+    return members
+
+
+def wait_until(condition: Callable[[], object], timeout: float, message: str):
+    """Poll `condition` until it returns something true (returned), failing after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := condition():
+            return result
+        assert time.monotonic() < deadline, message
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def start_worker(app_env, tmp_path):
+    """Start `flask worker` (not burst) as a separate process, as production runs it.
+
+    Each worker leads a process group of its own; at the end the whole group is SIGKILLed, so
+    whatever a worker forked is stopped even if the test killed the worker alone.
+    """
+    started: list[subprocess.Popen] = []
+
+    def start(**settings) -> subprocess.Popen:
+        env = {**os.environ, **app_env, **{name: str(v) for name, v in settings.items()}}
+        log = tmp_path / f"worker-{len(started)}.log"
+        flask = os.path.join(os.path.dirname(sys.executable), "flask")
+        with open(log, "wb") as output:
+            process = subprocess.Popen(
+                [flask, "--app", "wsgi", "worker"],
+                cwd=BASE_DIR,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        process.log_path = log
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
 
 
 @dataclass

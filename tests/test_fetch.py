@@ -650,3 +650,49 @@ def test_policy_from_config():
 def test_the_default_resolver_returns_addresses():
     # A numeric host: getaddrinfo answers it without asking DNS.
     assert resolve_host("127.0.0.1", 80) == ["127.0.0.1"]
+
+
+def _drip(handler):
+    """Headers at once, then the body one byte every 0.1 s: never idle long enough for a read
+    timeout, done only after a minute."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "image/png")
+    handler.end_headers()
+    _drip_bytes(handler)
+
+
+def _drip_bytes(handler):
+    try:
+        for _ in range(600):
+            handler.wfile.write(b"x")
+            handler.wfile.flush()
+            if handler.server.release.wait(0.1):
+                return
+    except OSError:
+        pass
+
+
+def _drip_headers(handler):
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
+    _drip_bytes(handler)
+
+
+@pytest.mark.parametrize("route", [_drip, _drip_headers], ids=["body", "headers"])
+def test_a_download_that_drips_ends_at_its_deadline(server, route):
+    server.routes["/drip"] = route
+    error = _refused("timeout", server.url("/drip"), _policy(read_timeout=5, deadline=1))
+    assert "longer than 1 s" in error.message
+
+
+def test_a_download_within_its_deadline_is_whole(server):
+    body = PNG * 4
+
+    def steady(handler):
+        send(handler, body=body[:100], headers={"Content-Length": str(len(body))})
+        handler.wfile.flush()
+        time.sleep(0.2)
+        handler.wfile.write(body[100:])
+
+    server.routes["/steady"] = steady
+    with fetch(server.url("/steady"), _policy(deadline=5), resolve=no_dns) as fetched:
+        assert fetched.body.read() == body

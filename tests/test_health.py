@@ -1,19 +1,67 @@
-"""`/healthz` names each dependency and fails when one is down; uploads survive Redis being down."""
+"""`/healthz` names each dependency and fails when one is down, a worker able to run jobs
+included; anonymous callers see names and states only; uploads survive Redis being down."""
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+
 import pytest
+from rq import Worker
 
+from app.queue import get_redis
 from tests import samples
+from tests.conftest import wait_until
+
+FAST_HEARTBEAT = {"WORKER_HEARTBEAT_SECONDS": 1}
+ALL_OK = {"database": "ok", "redis": "ok", "storage": "ok", "worker": "ok"}
 
 
-def test_all_ok(client):
+def healthz_is(client, status_code):
     response = client.get("/healthz")
-    assert response.status_code == 200
+    return response if response.status_code == status_code else None
+
+
+@pytest.mark.slow
+def test_all_ok_with_a_worker_running(client, start_worker):
+    start_worker(**FAST_HEARTBEAT)
+    response = wait_until(lambda: healthz_is(client, 200), 30, "the worker never reported")
+    assert response.json == {"status": "ok", "checks": ALL_OK}
+
+
+def test_no_worker_is_503_naming_the_worker(client):
+    response = client.get("/healthz")
+    assert response.status_code == 503
     assert response.json == {
-        "status": "ok",
-        "checks": {"database": "ok", "redis": "ok", "storage": "ok"},
+        "status": "unavailable",
+        "checks": {**ALL_OK, "worker": "failed"},
     }
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_noticed(client, start_worker):
+    worker = start_worker(**FAST_HEARTBEAT)
+    wait_until(lambda: healthz_is(client, 200), 30, "the worker never reported")
+    os.kill(worker.pid, signal.SIGKILL)
+    # Its last report lapses after three heartbeats.
+    response = wait_until(lambda: healthz_is(client, 503), 10, "a dead worker still counts")
+    assert response.json["checks"]["worker"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_reach_its_database_is_not_counted(app, client, start_worker):
+    worker = start_worker(DATABASE_URL="postgresql://nobody@127.0.0.1:9/nothing", **FAST_HEARTBEAT)
+
+    def complained():
+        return b"cannot run jobs" in worker.log_path.read_bytes()
+
+    wait_until(complained, 30, "the worker never checked its database")
+    with app.app_context():
+        listening = Worker.all(connection=get_redis())
+    assert [w.pid for w in listening] == [worker.pid]  # alive and listening, yet useless
+    response = client.get("/healthz")
+    assert response.status_code == 503 and response.json["checks"]["worker"] == "failed"
 
 
 class TestRedisDown:
@@ -21,12 +69,17 @@ class TestRedisDown:
     def config_overrides(self, tmp_path):
         return {"REDIS_URL": f"unix://{tmp_path}/nobody-listens.sock"}
 
-    def test_healthz_is_503_naming_redis(self, client):
-        response = client.get("/healthz")
+    def test_healthz_is_503_naming_redis_without_details(self, client, tmp_path, caplog):
+        with caplog.at_level(logging.WARNING):
+            response = client.get("/healthz")
         assert response.status_code == 503
-        assert response.json["status"] == "unavailable"
-        assert response.json["checks"]["redis"].startswith("failed")
-        assert response.json["checks"]["database"] == "ok"
+        assert response.json == {
+            "status": "unavailable",
+            "checks": {"database": "ok", "redis": "failed", "storage": "ok", "worker": "failed"},
+        }
+        # Anonymous callers learn no host, socket or port; operators find them in the log.
+        assert str(tmp_path) not in response.get_data(as_text=True)
+        assert "nobody-listens.sock" in caplog.text
 
     def test_upload_still_succeeds_and_stays_pending(self, client, team_a, upload):
         response = upload(team_a, [(samples.jpeg(1), "a.jpg")])

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tests import samples
+from tests.conftest import wait_until
 
 
 class Origin(BaseHTTPRequestHandler):
@@ -303,19 +305,90 @@ def test_cli_imports_a_csv_and_a_folder(app, runner, client, team_a, origin, tmp
 
 
 @allow_local_origin
-def test_reconcile_requeues_import_slices_whose_job_was_lost(
+def test_reconcile_requeues_import_items_whose_job_was_lost(
     app, client, runner, team_a, origin, run_jobs
 ):
-    from app.queue import get_queue
+    from app.queue import get_import_queue, get_queue
 
     batch = start(client, team_a, urls=[f"{origin}/img/{n}.jpg" for n in range(12)]).json
     with app.app_context():
-        assert len(get_queue().job_ids) == 2  # two slices of ten
-        get_queue().empty()  # Redis lost them
+        assert get_queue().job_ids == []  # imports wait on their own queue, one URL per job
+        assert len(get_import_queue().job_ids) == 12
+        get_import_queue().empty()  # Redis lost them
     result = runner.invoke(args=["reconcile", "--older-than", "0"])
-    assert result.output.strip().splitlines()[-1] == "2 jobs queued again"
+    assert result.output.strip().splitlines()[-1] == "12 jobs queued again"
     run_jobs()
     state = client.get(f"/api/v1/imports/{batch['id']}", headers=team_a.headers()).json
     assert (state["status"], state["done"]) == ("done", 12)
     again = runner.invoke(args=["reconcile", "--older-than", "0"])
     assert again.output.strip().splitlines()[-1] == "0 jobs queued again"
+
+
+class SlowOrigin(BaseHTTPRequestHandler):
+    """Serves /slow/N one byte every DRIP seconds, for a minute; counts requests per path."""
+
+    DRIP = 0.5
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        SlowOrigin.requests.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.end_headers()
+        try:
+            for _ in range(int(60 / self.DRIP)):
+                self.wfile.write(b"\xff")
+                self.wfile.flush()
+                time.sleep(self.DRIP)
+        except OSError:
+            pass  # the client gave up
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_origin():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowOrigin)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    SlowOrigin.requests = []
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+SLOW_IMPORTS = {
+    "IMPORT_ALLOW_NETWORKS": "127.0.0.1/32",
+    "IMPORT_READ_TIMEOUT": 30,  # each byte comes well within it: only a deadline stops a drip
+    "IMPORT_DEADLINE_SECONDS": 1,
+}
+
+
+@pytest.mark.slow
+def test_a_slow_url_fails_on_its_deadline_and_uploads_go_first(
+    app, client, team_a, team_b, upload, slow_origin, start_worker
+):
+    start_worker(**SLOW_IMPORTS)
+    urls = [f"{slow_origin}/slow/{n}" for n in range(20)]  # a minute each without a deadline
+    batch = start(client, team_a, urls=urls).json
+    wait_until(lambda: SlowOrigin.requests, 30, "the worker never started the import")
+
+    image = upload(team_b, [(samples.jpeg(30), "meanwhile.jpg")]).json["items"][0]
+
+    def ready():
+        response = client.get(f"/api/v1/images/{image['id']}", headers=team_b.headers())
+        return response.json["status"] == "ready"
+
+    wait_until(ready, 8, "an upload waited behind a slow import")
+    state = client.get(f"/api/v1/imports/{batch['id']}", headers=team_a.headers()).json
+    assert state["status"] != "done"  # the upload did not wait for the import to finish
+
+    def two_failed():
+        state = client.get(f"/api/v1/imports/{batch['id']}", headers=team_a.headers()).json
+        return state if state["failed"] >= 2 else None
+
+    state = wait_until(two_failed, 15, "slow items never failed")
+    failed = [item for item in state["items"] if item["status"] == "failed"]
+    assert all("longer than 1 s" in item["error"] for item in failed), failed
+    # A timeout is final for its item: no retry fetched it again.
+    assert len(SlowOrigin.requests) == len(set(SlowOrigin.requests))

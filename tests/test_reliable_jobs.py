@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -9,20 +10,23 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from http.server import ThreadingHTTPServer
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
 
 from app import create_app
 from app.extensions import db
 from app.models import Embedding, Image
-from app.queue import get_queue
+from app.queue import get_queue, process_job_id
 from app.tenancy import unscoped
 from config import BASE_DIR
 from tests import samples
-from tests.conftest import make_config
+from tests.conftest import make_config, process_group_members, wait_until
 from tests.redis_server import RedisServer
 
 
@@ -227,3 +231,200 @@ def test_worker_killed_mid_job_still_ends_ready(app, app_env, team_a, upload, in
             select(Embedding.embedder).where(Embedding.image_id == uuid.UUID(image["id"]))
         ).all()
     assert sorted(embedders) == ["color", "phash"]  # one set, not two
+
+
+# A job that fails must not take the worker down with it, nor the jobs of other teams.
+
+
+def leave_a_failed_flush():
+    """A job that fails in the middle of a flush and leaves its session as it is."""
+    from app.models import Tag
+
+    db.session.add(Tag(team_id=None, name=None))  # NOT NULL twice: the flush fails
+    db.session.flush()
+
+
+def test_a_job_that_fails_mid_flush_does_not_poison_the_next_job(app, team_b, upload, run_jobs):
+    with app.app_context():
+        get_queue().enqueue("tests.test_reliable_jobs.leave_a_failed_flush")
+    image = upload(team_b, [(samples.jpeg(40), "after.jpg")]).json["items"][0]
+    run_jobs()  # one worker, both jobs, in this order
+    assert image_status(app, image["id"]) == "ready"
+
+
+@contextlib.contextmanager
+def deleted_by_its_owner_when_the_worker_writes(client, team, image_id, status):
+    """DELETE /api/v1/images/<id> lands at the very moment the worker flushes `status` to the
+    image: the race of an upload deleted at once, made deterministic."""
+    target = uuid.UUID(image_id)
+    deleted = []
+
+    def delete_now(session, flush_context, instances):
+        for obj in session.dirty:
+            if isinstance(obj, Image) and obj.id == target and obj.status == status and not deleted:
+                # From another thread, as another process would: its own request, its own session.
+                request = threading.Thread(target=delete)
+                request.start()
+                request.join()
+
+    def delete():
+        response = client.delete(f"/api/v1/images/{image_id}", headers=team.headers())
+        deleted.append(response.status_code)
+
+    event.listen(Session, "before_flush", delete_now)
+    try:
+        yield deleted
+    finally:
+        event.remove(Session, "before_flush", delete_now)
+
+
+@pytest.mark.parametrize("moment", ["processing", "ready"])
+def test_an_image_deleted_while_its_job_runs_is_a_quiet_no_op(
+    app, client, team_a, team_b, upload, run_jobs, instance_path, moment
+):
+    doomed = upload(team_a, [(samples.jpeg(41), "doomed.jpg")]).json["items"][0]
+    other = upload(team_b, [(samples.jpeg(42), "other-team.jpg")]).json["items"][0]
+    with deleted_by_its_owner_when_the_worker_writes(client, team_a, doomed["id"], moment) as done:
+        run_jobs()
+    assert done == [204]
+    assert image_status(app, doomed["id"]) is None
+    # Nothing of the deleted image is left in storage, the preview the job wrote included.
+    folder = instance_path / "storage" / "teams" / str(team_a.id) / "images" / doomed["id"]
+    assert not folder.exists() or [p for p in folder.rglob("*") if p.is_file()] == []
+    # Its job ended quietly: not failed, and no retry is waiting.
+    job_id = process_job_id(doomed["id"])
+    with app.app_context():
+        assert job_id not in get_queue().failed_job_registry.get_job_ids()
+        assert job_id not in get_queue().scheduled_job_registry.get_job_ids()
+    # The next upload, of another team, is processed by the same worker.
+    assert image_status(app, other["id"]) == "ready"
+
+
+def test_a_bad_last_file_in_a_multi_file_upload_stores_and_queues_nothing(
+    app, team_a, upload, instance_path
+):
+    files = [(samples.jpeg(50 + n), f"good-{n}.jpg") for n in range(6)]
+    response = upload(team_a, [*files, (b"this is not an image", "bad.jpg")])
+    assert response.status_code == 415 and response.json["error"]["code"]
+    with app.app_context(), unscoped():
+        assert db.session.scalar(select(func.count()).select_from(Image)) == 0
+        assert get_queue().job_ids == []
+    storage = instance_path / "storage"
+    assert not storage.exists() or [p for p in storage.rglob("*") if p.is_file()] == []
+
+
+# The reconcile sweep keeps running, whatever happens to Redis and to the workers.
+
+FAST_SWEEP = {
+    "WORKER_HEARTBEAT_SECONDS": 1,
+    "RECONCILE_INTERVAL_SECONDS": 2,
+    "RECONCILE_AFTER_SECONDS": 1,
+}
+# Every pending image is swept at the next interval once it is older than RECONCILE_AFTER;
+# a killed worker's scheduling passes to another within three heartbeats. Processing a small
+# JPEG takes well under a second; the rest is slack for a loaded machine.
+SWEPT_WITHIN = 2 + 1 + 3 * 1 + 10
+
+
+def upload_with(api, team, seed):
+    response = api.post(
+        "/api/v1/images",
+        data={"file": (samples_file(seed), f"{seed}.jpg")},
+        headers=team.headers(),
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201
+    return response.json["items"][0]["id"]
+
+
+def all_ready(app, image_ids):
+    return all(image_status(app, image_id) == "ready" for image_id in image_ids)
+
+
+@pytest.mark.slow
+def test_the_sweep_survives_redis_restarting_without_persistence(
+    app_env, own_redis, team_a, start_worker
+):
+    from tests.test_imports import Origin
+
+    server, url = own_redis
+    env = {**app_env, "REDIS_URL": url}
+    app = create_app(make_config(env, IMPORT_ALLOW_NETWORKS=["127.0.0.1/32"], **FAST_SWEEP))
+    api = app.test_client()
+    origin = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    worker = start_worker(REDIS_URL=url, IMPORT_ALLOW_NETWORKS="127.0.0.1/32", **FAST_SWEEP)
+    try:
+        before = [upload_with(api, team_a, seed) for seed in (60, 61)]
+        wait_until(lambda: all_ready(app, before), 30, "the worker never processed uploads")
+
+        server.stop()
+        during = [upload_with(api, team_a, seed) for seed in range(62, 70)]
+        batch = api.post(
+            "/api/v1/imports",
+            json={"urls": [f"http://127.0.0.1:{origin.server_port}/img/70.jpg"]},
+            headers=team_a.headers(),
+        )
+        assert batch.status_code == 202
+        time.sleep(3)  # an outage long enough for the worker to notice
+        server.start()  # empty: every job and every scheduled sweep is gone
+
+        def recovered():
+            state = api.get(f"/api/v1/imports/{batch.json['id']}", headers=team_a.headers())
+            return all_ready(app, during) and state.json["status"] == "done"
+
+        wait_until(recovered, SWEPT_WITHIN, "work lost with Redis was never swept up")
+        assert worker.poll() is None, "the worker died with Redis"
+    finally:
+        origin.shutdown()
+
+
+@pytest.mark.slow
+def test_a_worker_outlives_redis_dying_under_a_job(
+    app_env, own_redis, team_a, instance_path, start_worker
+):
+    server, url = own_redis
+    env = {**app_env, "REDIS_URL": url}
+    app = create_app(make_config(env, **FAST_SWEEP))
+    api = app.test_client()
+    image_id = upload_with(api, team_a, 90)
+    path = original_path(app, instance_path, {"id": image_id})
+    saved = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)  # reading the original blocks: the job waits for us, deterministically
+    worker = start_worker(REDIS_URL=url, **FAST_SWEEP)
+    wait_until(lambda: image_status(app, image_id) == "processing", 30, "the job never started")
+
+    server.stop()
+    with open(path, "wb"):
+        pass  # the job goes on (and fails), and RQ cannot record how it ended
+    path.unlink()
+    path.write_bytes(saved)
+    time.sleep(3)  # Redis stays away for a few heartbeats
+    server.start()  # empty: the failed job and its retry are gone, only the sweep is left
+
+    later = upload_with(api, team_a, 91)
+    ids = [image_id, later]
+    wait_until(lambda: all_ready(app, ids), SWEPT_WITHIN, "no worker after Redis came back")
+    assert worker.poll() is None, "the worker died with Redis"
+
+
+@pytest.mark.slow
+def test_a_killed_worker_orphans_nothing_and_another_takes_over_the_sweep(
+    app, app_env, team_a, upload, start_worker
+):
+    first = start_worker(**FAST_SWEEP)
+    image = upload(team_a, [(samples.jpeg(80), "first.jpg")]).json["items"][0]
+    wait_until(lambda: image_status(app, image["id"]) == "ready", 30, "the worker never started")
+
+    os.kill(first.pid, signal.SIGKILL)  # the worker alone, by its pid
+    first.wait(timeout=10)
+    time.sleep(0.5)  # what it leaves behind would be reparented by now
+    assert process_group_members(first.pid) == [], "the killed worker left processes running"
+
+    images = [upload(team_a, [(samples.jpeg(seed), f"{seed}.jpg")]) for seed in (81, 82, 83)]
+    image_ids = [response.json["items"][0]["id"] for response in images]
+    with app.app_context():
+        get_queue().empty()  # their jobs are lost: only the sweep can find them
+    start_worker(**FAST_SWEEP)
+    wait_until(lambda: all_ready(app, image_ids), SWEPT_WITHIN, "the sweep never ran again")

@@ -17,7 +17,7 @@ from app.models import Image
 from app.runtime import storage
 from app.services import audit, reconcile, renditions
 from app.services import images as image_service
-from app.services.ingest import ALLOWED_FORMATS, ingest
+from app.services.ingest import ALLOWED_FORMATS, ingest_all
 from app.services.search import MAX_K, similar_images
 from app.tenancy import current_team_id, get_owned
 
@@ -110,23 +110,14 @@ def create_images():
     files = request.files.getlist("file")
     if not files:
         raise ApiError(400, "send the image as a multipart 'file' part")
-    created, results = [], []
-    try:
-        for upload in files:
-            result = ingest(current_team_id(), upload.stream, upload.filename, key_id=g.api_key.id)
-            if not result.existing:
-                created.append(result.image)
-            results.append(result)
-    except Exception:
-        # One request, one outcome: a bad file in a batch leaves none of the batch behind.
-        for image in created:
-            image_service.delete_image(image)
-        raise
-    for image in created:
-        if tags:
-            image_service.set_tags(image, tags)
-        audit.record_image(current_actor(), "image.upload", image)
-    db.session.commit()
+    # One request, one outcome: every file is checked before any is stored.
+    results = ingest_all(
+        current_team_id(),
+        [(upload.stream, upload.filename) for upload in files],
+        actor=current_actor(),
+        tags=tags,
+        key_id=g.api_key.id,
+    )
     items = [
         image_json(r.image, existing=True) if r.existing else image_json(r.image) for r in results
     ]

@@ -8,10 +8,12 @@ answer that changes between the check and the connection cannot point it elsewhe
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import socket
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,6 +113,8 @@ class FetchPolicy:
     allowed_networks: tuple[IPNetwork, ...] = ()
     # A CA bundle to trust instead of the system's (which SSL_CERT_FILE also overrides).
     ca_certs: str | None = None
+    # Seconds for the whole download, redirects included (see _Deadline).
+    deadline: float = 120.0
 
 
 @dataclass
@@ -140,6 +144,7 @@ def policy_from_config(config: Mapping[str, Any]) -> FetchPolicy:
         read_timeout=float(config["IMPORT_READ_TIMEOUT"]),
         max_redirects=int(config["IMPORT_MAX_REDIRECTS"]),
         allowed_networks=tuple(ipaddress.ip_network(n) for n in config["IMPORT_ALLOW_NETWORKS"]),
+        deadline=float(config["IMPORT_DEADLINE_SECONDS"]),
     )
 
 
@@ -205,12 +210,29 @@ def checked_addresses(
 
 
 def fetch(url: str, policy: FetchPolicy, *, resolve: Resolver = resolve_host) -> Fetched:
-    """Download `url` under `policy`, checking every redirect as if it were the first URL."""
+    """Download `url` under `policy`, checking every redirect as if it were the first URL, all
+    within `policy.deadline` seconds."""
+    with _Deadline(policy.deadline) as deadline:
+        try:
+            fetched = _fetch(url, policy, resolve, deadline)
+        except Exception as exc:
+            if deadline.expired:  # whatever the cut-off connection raised
+                raise deadline.error(url) from exc
+            raise
+        if deadline.expired:  # a body without length ends, cut short, like a whole one
+            fetched.close()
+            raise deadline.error(url)
+        return fetched
+
+
+def _fetch(url: str, policy: FetchPolicy, resolve: Resolver, deadline: _Deadline) -> Fetched:
     for _ in range(policy.max_redirects + 1):
         target = _parse(url)
         addresses = checked_addresses(target.host, target.port, policy, resolve=resolve)
+        if deadline.expired:
+            raise deadline.error(url)
         with _translated_errors(target.host):
-            pool, response = _request(target, addresses, policy)
+            pool, response = _request(target, addresses, policy, deadline)
             with pool:
                 try:
                     location = response.headers.get("Location")
@@ -230,6 +252,79 @@ def fetch(url: str, policy: FetchPolicy, *, resolve: Resolver = resolve_host) ->
         f"more than {policy.max_redirects} redirects; the last one pointed to {url}",
         code="too_many_redirects",
     )
+
+
+class _Deadline:
+    """A time limit for a whole download. Read timeouts bound each wait for data, not the
+    download: a server that sends a byte every few seconds never trips them. When the deadline
+    passes, every connection of the download is shut down, which ends whatever read is waiting
+    on it; `fetch` then reports the deadline rather than what the read saw.
+
+    The sockets are watched through duplicates of their descriptors, closed only here, so a
+    shutdown can never reach a descriptor that was closed and reused meanwhile.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._watched: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for watched in self._watched:
+                watched.close()
+            self._watched = []
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            watched = sock.dup()
+            self._watched.append(watched)
+            if self.expired:
+                _shut_down(watched)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for watched in self._watched:
+                _shut_down(watched)
+
+    def error(self, url: str) -> FetchError:
+        return FetchError(f"downloading {url} took longer than {self.seconds:g} s", code="timeout")
+
+
+def _shut_down(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed by the other side
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watched:
+    """A connection whose socket a deadline watches from the moment it connects, so that the
+    deadline covers the TLS handshake and the headers as well as the body."""
+
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()  # the TCP socket, before any TLS
+        self._deadline.watch(sock)
+        return sock
+
+
+class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
 
 
 @dataclass(frozen=True)
@@ -300,7 +395,7 @@ def _unmapped(address: IPAddress) -> IPAddress:
 
 
 def _request(
-    target: _Target, addresses: list[IPAddress], policy: FetchPolicy
+    target: _Target, addresses: list[IPAddress], policy: FetchPolicy, deadline: _Deadline
 ) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
     """Send the GET to the first checked address that accepts a connection."""
     headers = {
@@ -311,7 +406,7 @@ def _request(
         "Accept-Encoding": "identity",
     }
     for index, address in enumerate(addresses):
-        pool = _pool(target, address, policy)
+        pool = _pool(target, address, policy, deadline)
         try:
             response = pool.urlopen(
                 "GET",
@@ -335,16 +430,19 @@ def _request(
     raise AssertionError("checked_addresses never returns an empty list")
 
 
-def _pool(target: _Target, address: IPAddress, policy: FetchPolicy) -> urllib3.HTTPConnectionPool:
+def _pool(
+    target: _Target, address: IPAddress, policy: FetchPolicy, deadline: _Deadline
+) -> urllib3.HTTPConnectionPool:
     options: dict[str, Any] = {
         "port": target.port,
         "timeout": urllib3.Timeout(connect=policy.connect_timeout, read=policy.read_timeout),
         "retries": False,
         "maxsize": 1,
+        "deadline": deadline,  # passed on to each connection the pool makes
     }
     if target.scheme == "https":
         # SNI and certificate checks use the name from the URL; the socket uses the address.
-        return urllib3.HTTPSConnectionPool(
+        pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
             str(address),
             server_hostname=target.host,
             assert_hostname=target.host,
@@ -352,7 +450,11 @@ def _pool(target: _Target, address: IPAddress, policy: FetchPolicy) -> urllib3.H
             ca_certs=policy.ca_certs,
             **options,
         )
-    return urllib3.HTTPConnectionPool(str(address), **options)
+        pool.ConnectionCls = _WatchedHTTPSConnection
+    else:
+        pool = urllib3.HTTPConnectionPool(str(address), **options)
+        pool.ConnectionCls = _WatchedHTTPConnection
+    return pool
 
 
 def _read_body(response: urllib3.BaseHTTPResponse, policy: FetchPolicy, url: str) -> Fetched:

@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = 2048
 MAX_CSV_BYTES = 2 * 1024 * 1024
-ITEMS_PER_JOB = 10
 
 
 @dataclass
@@ -142,8 +141,8 @@ def create_batch(
 
 
 def enqueue_batch(batch: ImportBatch) -> None:
-    for start in range(0, batch.total, ITEMS_PER_JOB):
-        queue.enqueue_import(batch.id, start, min(start + ITEMS_PER_JOB, batch.total))
+    for position in range(batch.total):
+        queue.enqueue_import_item(batch.id, position)
 
 
 def _filename_from_url(url: str) -> str:
@@ -183,6 +182,20 @@ def run_item(item: ImportItem, *, final_attempt: bool = True) -> str:
     item.finished_at = utcnow()
     db.session.commit()
     return item.status
+
+
+def run_item_at(batch_id: uuid.UUID, position: int, *, final_attempt: bool = True) -> str | None:
+    """Run the item at `position` of a batch unless it is finished; its status, None if gone."""
+    batch = db.session.get(ImportBatch, batch_id)
+    if batch is None:
+        return None
+    with team_scope(batch.team_id):
+        item = db.session.scalar(
+            select(ImportItem).where(
+                ImportItem.batch_id == batch_id, ImportItem.position == position
+            )
+        )
+        return None if item is None else run_item(item, final_attempt=final_attempt)
 
 
 def run_items(batch_id: uuid.UUID, start: int, stop: int, *, final_attempt: bool = True) -> int:

@@ -20,6 +20,8 @@ from app import queue
 from app.extensions import db
 from app.models import Image
 from app.runtime import storage
+from app.services import audit, images
+from app.services.audit import Actor
 from app.services.imaging import (
     ALLOWED_FORMATS,
     Analysis,
@@ -40,6 +42,7 @@ __all__ = [
     "Validated",
     "clean_filename",
     "ingest",
+    "ingest_all",
     "limits",
     "validate",
 ]
@@ -136,19 +139,84 @@ def ingest(
         return _store(team_id, source, filename, valid, user_id, key_id, image_id)
 
 
-def _store(
+def ingest_all(
     team_id: uuid.UUID,
-    stream: BinaryIO,
+    uploads: list[tuple[BinaryIO, str | None]],
+    *,
+    actor: Actor,
+    tags: list[str] | None = None,
+    user_id: uuid.UUID | None = None,
+    key_id: uuid.UUID | None = None,
+) -> list[IngestResult]:
+    """Several (stream, filename) uploads as one: all are validated before any is stored, then
+    stored, tagged and audited in one transaction, and queued for processing only once that is
+    committed. A bad file anywhere leaves nothing behind: no object, no row, no job.
+    """
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(_seekable(stream)) for stream, _ in uploads]
+        checks = [validate(source) for source in sources]
+        files = [
+            (source, filename, valid)
+            for source, (_, filename), valid in zip(sources, uploads, checks, strict=True)
+        ]
+        try:
+            results = _store_all(team_id, files, actor, tags or [], user_id, key_id)
+        except IntegrityError:
+            # The same bytes arrived concurrently and the other upload won: the second pass
+            # finds them as existing.
+            results = _store_all(team_id, files, actor, tags or [], user_id, key_id)
+    for result in results:
+        if not result.existing:
+            queue.enqueue_process_image(result.image.id)
+    return results
+
+
+def _store_all(
+    team_id: uuid.UUID,
+    files: list[tuple[BinaryIO, str | None, Validated]],
+    actor: Actor,
+    tags: list[str],
+    user_id: uuid.UUID | None,
+    key_id: uuid.UUID | None,
+) -> list[IngestResult]:
+    results: list[IngestResult] = []
+    created: dict[str, Image] = {}  # by digest: the same bytes twice in one request are one image
+    written: list[str] = []
+    try:
+        for stream, filename, valid in files:
+            existing = created.get(valid.sha256) or _existing(team_id, valid.sha256)
+            if existing is not None:
+                results.append(IngestResult(existing, True))
+                continue
+            row = _new_image(team_id, filename, valid, user_id, key_id)
+            _save_files(row, stream, valid, written)
+            db.session.add(row)
+            created[valid.sha256] = row
+            results.append(IngestResult(row, False))
+        for row in created.values():
+            if tags:
+                images.set_tags(row, tags)
+            audit.record_image(actor, "image.upload", row)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        _remove(written)
+        raise
+    return results
+
+
+def _new_image(
+    team_id: uuid.UUID,
     filename: str | None,
     valid: Validated,
     user_id: uuid.UUID | None,
     key_id: uuid.UUID | None,
     image_id: uuid.UUID | None = None,
-) -> IngestResult:
+) -> Image:
     found = valid.analysis
     image_id = image_id or uuid.uuid4()
     prefix = f"teams/{team_id}/images/{image_id}"
-    row = Image(
+    return Image(
         id=image_id,
         team_id=team_id,
         uploaded_by_user_id=user_id,
@@ -165,13 +233,31 @@ def _store(
         # API.md fixes `colors` as hex strings; they are listed most dominant first.
         meta={"exif": found.exif, "colors": [hex_ for hex_, _ in found.colors], "custom": {}},
     )
+
+
+def _save_files(row: Image, stream: BinaryIO, valid: Validated, written: list[str]) -> None:
+    """Store the original and the thumbnail, adding each key to `written` once it is saved."""
+    stream.seek(0)
+    storage().save(row.storage_key, stream, row.content_type)
+    written.append(row.storage_key)
+    thumbnail = io.BytesIO(valid.analysis.thumbnail)
+    storage().save(row.thumbnail_key, thumbnail, THUMBNAIL_CONTENT_TYPE)
+    written.append(row.thumbnail_key)
+
+
+def _store(
+    team_id: uuid.UUID,
+    stream: BinaryIO,
+    filename: str | None,
+    valid: Validated,
+    user_id: uuid.UUID | None,
+    key_id: uuid.UUID | None,
+    image_id: uuid.UUID | None = None,
+) -> IngestResult:
+    row = _new_image(team_id, filename, valid, user_id, key_id, image_id)
     written: list[str] = []
     try:
-        stream.seek(0)
-        storage().save(row.storage_key, stream, row.content_type)
-        written.append(row.storage_key)
-        storage().save(row.thumbnail_key, io.BytesIO(found.thumbnail), THUMBNAIL_CONTENT_TYPE)
-        written.append(row.thumbnail_key)
+        _save_files(row, stream, valid, written)
         db.session.add(row)
         db.session.commit()
     except IntegrityError:

@@ -7,7 +7,7 @@ import logging
 import uuid
 
 from PIL import Image as PILImage
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from app import queue
 from app.extensions import db
@@ -49,58 +49,85 @@ def _load_working_image(key: str) -> PILImage.Image:
 
 
 def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
-    """Bring one image to `ready`; running it again changes nothing. Returns the final status."""
-    image = db.session.get(Image, image_id)
-    if image is None:
-        return "missing"  # deleted before the worker got to it
-    outdated = _outdated_embedders(image)
-    if image.status == "ready" and not outdated and image.preview_key:
-        return "ready"
-    image.status, image.error = "processing", None
-    db.session.commit()
+    """Bring one image to `ready`; running it again changes nothing. Returns the final status,
+    or "missing" when the image was deleted before or while the job ran (a quiet no-op)."""
+    preview_key = None
     try:
+        image = db.session.get(Image, image_id)
+        if image is None:
+            return "missing"  # deleted before the worker got to it
+        outdated = _outdated_embedders(image)
+        if image.status == "ready" and not outdated and image.preview_key:
+            return "ready"
+        team_id = image.team_id
+        image.status, image.error = "processing", None
+        db.session.commit()
         working = _load_working_image(image.storage_key)
         preview = make_rendition(working, PREVIEW_SIZE)
-        preview_key = f"teams/{image.team_id}/images/{image.id}/preview.webp"
+        preview_key = f"teams/{team_id}/images/{image_id}/preview.webp"
         storage().save(preview_key, io.BytesIO(encode_webp(preview, quality=82)), "image/webp")
-        # Embedders see the preview without transparency, as they always have.
+        # Embedders see the preview without transparency, as they always have. Everything is
+        # computed before anything is written, so the write transaction stays short.
         pixels = preview.convert("RGB")
-        for name in outdated:
+        vectors = {name: plugins().embedders[name].embed_batch([pixels])[0] for name in outdated}
+        image.preview_key = preview_key
+        image.status, image.processed_at = "ready", utcnow()
+        for name, vector in vectors.items():
             embedder = plugins().embedders[name]
-            vector = embedder.embed_batch([pixels])[0]
             # A new row, never an update: embedding ids only grow (see Embedding).
             db.session.execute(
-                delete(Embedding).where(Embedding.image_id == image.id, Embedding.embedder == name)
+                delete(Embedding).where(Embedding.image_id == image_id, Embedding.embedder == name)
             )
             db.session.add(
                 Embedding(
-                    team_id=image.team_id,
-                    image_id=image.id,
+                    team_id=team_id,
+                    image_id=image_id,
                     embedder=name,
                     version=embedder.version,
                     vector=embedder.codec.to_bytes(vector),
                 )
             )
-        image.preview_key = preview_key
-        image.status, image.processed_at = "ready", utcnow()
         db.session.commit()
     except PermanentFailure as exc:
         db.session.rollback()
-        _mark_error(image_id, str(exc))
-        return "error"
+        return _mark_error(image_id, str(exc))
     except Exception as exc:
         db.session.rollback()
+        if not _exists(image_id):
+            # Deleted while the job ran (its row went between two of our writes): finish
+            # quietly, keeping nothing of what the job wrote.
+            _discard(preview_key)
+            log.info("image %s was deleted while it was being processed", image_id)
+            return "missing"
         if final_attempt:
             _mark_error(image_id, f"processing failed: {exc.__class__.__name__}: {exc}")
         raise
     for name in outdated:
-        queue.request_index_build(image.team_id, name)
+        queue.request_index_build(team_id, name)
     return "ready"
 
 
-def _mark_error(image_id: uuid.UUID, message: str) -> None:
-    image = db.session.get(Image, image_id)
-    if image is not None:
-        image.status, image.error = "error", message[:1000]
-        db.session.commit()
+def _exists(image_id: uuid.UUID) -> bool:
+    return db.session.scalar(select(Image.id).where(Image.id == image_id)) is not None
+
+
+def _discard(key: str | None) -> None:
+    if key is None:
+        return
+    try:
+        storage().delete(key)
+    except Exception:  # an unreferenced file at worst; the original error matters more
+        log.exception("could not remove %s of a deleted image", key)
+
+
+def _mark_error(image_id: uuid.UUID, message: str) -> str:
+    """Record a failure on the image; "error", or "missing" if it was deleted meanwhile."""
+    # One UPDATE: it matches no row, rather than failing, if the image is gone by now.
+    marked = db.session.execute(
+        update(Image).where(Image.id == image_id).values(status="error", error=message[:1000])
+    ).rowcount
+    db.session.commit()
+    if not marked:
+        return "missing"
     log.warning("image %s failed: %s", image_id, message)
+    return "error"

@@ -21,7 +21,6 @@ from app import queue
 from app.extensions import db
 from app.models import Image, ImportBatch, ImportItem, utcnow
 from app.services import uploads
-from app.services.imports import ITEMS_PER_JOB
 from app.tenancy import unscoped
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,8 @@ def stale_images(older_than: timedelta) -> list[uuid.UUID]:
 def reconcile(older_than: timedelta) -> int:
     """Queue again every image stuck longer than `older_than` with no live job; returns how many."""
     # Jobs whose worker died (no heartbeat) are retried or failed by RQ's own cleanup first.
-    StartedJobRegistry(queue=queue.get_queue()).cleanup()
+    for listened in (queue.get_queue(), queue.get_import_queue()):
+        StartedJobRegistry(queue=listened).cleanup()
     queued = 0
     for image_id in stale_images(older_than):
         if _still_queued(queue.process_job_id(image_id)):
@@ -69,29 +69,28 @@ def reconcile(older_than: timedelta) -> int:
     removed = uploads.remove_expired()
     if removed:
         log.info("reconcile removed %d direct uploads never completed", removed)
-    for batch_id, start, stop in stale_import_slices(older_than):
-        if not _still_queued(queue.import_job_id(batch_id, start)) and queue.enqueue_import(
-            batch_id, start, stop
+    for batch_id, position in stale_import_items(older_than):
+        if not _still_queued(queue.import_job_id(batch_id, position)) and (
+            queue.enqueue_import_item(batch_id, position)
         ):
-            log.info("reconcile queued items %d-%d of import %s again", start, stop - 1, batch_id)
+            log.info("reconcile queued item %d of import %s again", position, batch_id)
             queued += 1
     return queued
 
 
-def stale_import_slices(older_than: timedelta) -> list[tuple[uuid.UUID, int, int]]:
-    """(batch, start, stop) of every job slice that still has queued items after `older_than`."""
+def stale_import_items(older_than: timedelta) -> list[tuple[uuid.UUID, int]]:
+    """(batch, position) of every item still queued in a batch older than `older_than`."""
     cutoff = utcnow() - older_than
     with unscoped():
-        rows = db.session.execute(
-            select(ImportItem.batch_id, ImportItem.position, ImportBatch.total)
-            .join(ImportBatch)
-            .where(ImportItem.status == "queued", ImportBatch.created_at < cutoff)
-        ).all()
-    slices = {}
-    for batch_id, position, total in rows:
-        start = position - position % ITEMS_PER_JOB
-        slices[(batch_id, start)] = min(start + ITEMS_PER_JOB, total)
-    return [(batch_id, start, stop) for (batch_id, start), stop in sorted(slices.items(), key=str)]
+        return [
+            (batch_id, position)
+            for batch_id, position in db.session.execute(
+                select(ImportItem.batch_id, ImportItem.position)
+                .join(ImportBatch)
+                .where(ImportItem.status == "queued", ImportBatch.created_at < cutoff)
+                .order_by(ImportBatch.created_at, ImportItem.position)
+            )
+        ]
 
 
 def retry_image(image: Image) -> None:

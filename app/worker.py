@@ -1,0 +1,199 @@
+"""The worker `flask worker` runs: RQ's SimpleWorker, made fit to live long in one process.
+
+Jobs run in the worker's own process (no fork per job, see `run_worker`), so whatever one job
+leaves behind, the next one would inherit. This worker therefore
+
+* runs every job in an application context of its own: the job starts with a new database
+  session and the session is removed when the job ends, however it ended, so a job that
+  failed mid-flush cannot poison the jobs after it;
+* listens to the main queue before the imports queue, so uploads are processed first;
+* schedules in its own loop (retries, later index builds, sweeps) under RQ's per-queue
+  scheduler lock, instead of RQ's forked scheduler child that a SIGKILL would orphan;
+* every heartbeat checks its own database and records in Redis until when it can be counted
+  on to run jobs (read by `/healthz`), and keeps the next reconcile sweep scheduled, so the
+  sweep survives Redis losing its data and any worker dying.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+
+import redis
+from flask import Flask
+from rq import SimpleWorker
+from rq.job import Job
+from rq.queue import Queue
+from rq.scheduler import RQScheduler
+from rq.scripts import acquire_or_refresh_lock, release_lock
+from sqlalchemy import text
+
+from app import queue as queues
+from app.extensions import db
+
+log = logging.getLogger(__name__)
+
+# How long an idle worker blocks waiting for a job before it looks at the clock again: the
+# resolution of scheduling (RQ's own scheduler polls once a second too).
+POLL_SECONDS = 1
+# A worker counts for /healthz, and keeps its scheduler locks, this many heartbeats after its
+# last one.
+HEARTBEATS_OF_GRACE = 3
+
+
+class LikenessWorker(SimpleWorker):
+    """A SimpleWorker on this application's queues; see the module docstring."""
+
+    def __init__(self, app: Flask, **kwargs):
+        with app.app_context():
+            listened = [queues.get_queue(), queues.get_import_queue()]  # in this order
+            connection = queues.get_redis()
+        super().__init__(listened, connection=connection, **kwargs)
+        self.app = app
+        self.heartbeat_seconds = max(1, int(app.config["WORKER_HEARTBEAT_SECONDS"]))
+        # Back to work soon after Redis returns, rather than after RQ's backoff of up to 60 s.
+        self.max_connection_wait_time = float(self.heartbeat_seconds)
+        self.main_queue_name = listened[0].name
+        # RQ's scheduler, used for its enqueueing only: never started, so never forked.
+        self._due_jobs_scheduler = RQScheduler(listened, connection=connection, name=self.name)
+        self._next_poll = self._next_beat = 0.0
+        self._able: bool | None = None
+        self._counted_until = 0.0  # what /healthz was last told, in Unix seconds
+        self.stop_asked = False
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return POLL_SECONDS
+
+    @property
+    def grace_seconds(self) -> int:
+        return HEARTBEATS_OF_GRACE * self.heartbeat_seconds
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # A busy worker still counts, for as long as its job may take (RQ ends it then); one
+        # write covers a run of short jobs.
+        timeout = job.timeout if job.timeout and job.timeout > 0 else Queue.DEFAULT_TIMEOUT
+        if self._counted_until < time.time() + timeout:
+            self._count_on_me(timeout + self.grace_seconds)
+        with self.app.app_context():
+            try:
+                super().execute_job(job, queue)
+            finally:
+                # The context's teardown removes it too; this also covers a failing teardown.
+                db.session.remove()
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        # RQ's own beats, between jobs and while waiting for one: its three commands in one
+        # round trip (RQ sends them one by one), then this worker's upkeep.
+        with self.connection.pipeline(transaction=False) as batch:
+            super().heartbeat(timeout, batch)
+            batch.execute()
+        self.maintain()
+
+    def maintain(self) -> None:
+        """Move due scheduled jobs to their queues; each heartbeat, report and keep the sweep."""
+        now = time.monotonic()
+        if now >= self._next_poll:
+            self._next_poll = now + POLL_SECONDS
+            self.schedule_due_jobs()
+        if now >= self._next_beat:
+            self._next_beat = now + self.heartbeat_seconds
+            self.report_health()
+            with self.app.app_context():
+                queues.schedule_reconcile()
+
+    def schedule_due_jobs(self) -> None:
+        """Enqueue the due scheduled jobs of every queue whose scheduler lock this worker holds
+        or can take. The lock makes one worker at a time do it; it lapses a few heartbeats after
+        its holder stops refreshing it (killed, or busy with a long job), so another takes over.
+        """
+        owned = [
+            name
+            for name in self.queue_names()
+            if acquire_or_refresh_lock(
+                self.connection, RQScheduler.get_locking_key(name), self.name, self.grace_seconds
+            )
+            != "taken"
+        ]
+        if owned:
+            self._due_jobs_scheduler.prepare_registries(owned)
+            self._due_jobs_scheduler.enqueue_scheduled_jobs()
+
+    def report_health(self) -> None:
+        """Record, for /healthz, that this worker can run jobs, if its database answers."""
+        try:
+            with self.app.app_context():
+                db.session.execute(text("SELECT 1"))
+        except Exception as exc:  # whatever it is, jobs cannot run
+            log.warning("worker %s cannot run jobs: its database check failed: %s", self.name, exc)
+            queues.forget_able_worker(self.connection, self.main_queue_name, self.name)
+            self._able, self._counted_until = False, 0.0
+            return
+        self._count_on_me(self.grace_seconds)
+        if self._able is False:
+            log.warning("worker %s can run jobs again: its database answers", self.name)
+        self._able = True
+
+    def _count_on_me(self, seconds: float) -> None:
+        queues.record_able_worker(self.connection, self.main_queue_name, self.name, seconds)
+        self._counted_until = time.time() + seconds
+
+    def request_stop(self, signum, frame):
+        self.stop_asked = True
+        super().request_stop(signum, frame)
+
+    def register_death(self):
+        with contextlib.suppress(redis.RedisError):
+            queues.forget_able_worker(self.connection, self.main_queue_name, self.name)
+            for name in self.queue_names():
+                release_lock(self.connection, RQScheduler.get_locking_key(name), self.name)
+        super().register_death()
+
+
+def run_worker(app: Flask, *, burst: bool = False) -> None:
+    """Work until asked to stop (with `burst`, until the queues are empty).
+
+    RQ's work loop ends on an error of its own, such as Redis going away in the middle of a
+    job's bookkeeping; a worker that ends without being asked to is replaced by a new one (in
+    this process, once Redis answers again), so a Redis restart never leaves the queues without
+    their worker.
+    """
+    level = app.config.get("LOG_LEVEL", "INFO")
+    pause = max(1, int(app.config["WORKER_HEARTBEAT_SECONDS"]))
+    stop = threading.Event()
+    while True:
+        worker = None
+        try:
+            worker = LikenessWorker(app)  # registers with Redis already
+            worker.work(burst=burst, logging_level=level)
+        except redis.RedisError as exc:
+            if burst:
+                raise
+            log.error("worker lost Redis: %s", exc)
+        finally:
+            if worker is not None:
+                _stop_listening(worker)
+        if burst or (worker is not None and worker.stop_asked):
+            return
+        # Until the next worker installs its own handlers, a signal simply means stop.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        log.warning("the worker stopped on an error; another starts in %d s", pause)
+        if stop.wait(pause):
+            return
+
+
+def _stop_listening(worker: LikenessWorker) -> None:
+    """End the worker's pub/sub thread, which RQ's teardown skips when Redis is gone."""
+    if worker.pubsub_thread is not None and worker.pubsub_thread.is_alive():
+        worker.pubsub_thread.stop()
+        worker.pubsub_thread.join(timeout=1)
+    if worker.pubsub is not None:
+        with contextlib.suppress(Exception):
+            worker.pubsub.close()
