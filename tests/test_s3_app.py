@@ -6,6 +6,7 @@ import io
 import os
 import tempfile
 import urllib.request
+import uuid
 
 import pytest
 import urllib3
@@ -131,3 +132,25 @@ def test_a_store_answering_503_gives_a_clear_503_and_no_orphan_row(app_env, app,
         assert set(os.listdir(tempfile.gettempdir())) - before == set()
     with app.app_context(), unscoped():
         assert db.session.scalar(select(func.count()).select_from(Image)) == 0
+
+
+def test_a_store_failing_while_an_original_is_read_is_retried_not_an_error(
+    app_env, app, team_a, upload
+):
+    """Reading storage and decoding fail apart: a store that breaks is a transient failure."""
+    from app.services import processing
+
+    image_id = upload(team_a, [(samples.jpeg(5), "a.jpg")]).json["items"][0]["id"]
+    with FailingStore("503") as store:
+        failing = create_app(
+            make_config(
+                app_env,
+                STORAGE_BACKEND="s3",
+                **s3_config(store.endpoint, "bucket", S3_MAX_ATTEMPTS=1),
+            )
+        )
+        with failing.app_context(), pytest.raises(Exception, match="(?i)unavailable|503"):
+            processing.process_image(uuid.UUID(image_id), final_attempt=False)
+    with app.app_context(), unscoped():
+        image = db.session.get(Image, uuid.UUID(image_id))
+        assert image.status == "processing" and image.error is None  # RQ will try it again

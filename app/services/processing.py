@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
+import tempfile
 import uuid
 
 from PIL import Image as PILImage
@@ -20,6 +22,7 @@ from app.services.imaging import encode_webp, make_rendition, open_working
 log = logging.getLogger(__name__)
 
 PREVIEW_SIZE = 1280
+_SPOOL_BYTES = 8 * 1024 * 1024
 
 
 class PermanentFailure(Exception):
@@ -39,13 +42,19 @@ def _load_working_image(key: str) -> PILImage.Image:
     """Decode the original once, no larger than the preview needs (JPEG draft decoding),
     upright, RGB or RGBA."""
     need = max([PREVIEW_SIZE] + [e.input_size for e in plugins().embedders.values()])
-    try:
-        with storage().open(key) as f:
-            return open_working(f, need)
-    except ObjectNotFound as exc:
-        raise PermanentFailure("the original file is missing from storage") from exc
-    except (ServiceError, PILImage.DecompressionBombError) as exc:
-        raise PermanentFailure(f"the original cannot be decoded: {exc}") from exc
+    # Copied first, so that reading storage and decoding fail apart: a read that breaks is
+    # retried, while whatever the decoder refuses will be refused again.
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as copy:
+        try:
+            with storage().open(key) as f:
+                shutil.copyfileobj(f, copy, 1024 * 1024)
+        except ObjectNotFound as exc:
+            raise PermanentFailure("the original file is missing from storage") from exc
+        copy.seek(0)
+        try:
+            return open_working(copy, need)
+        except (ServiceError, PILImage.DecompressionBombError) as exc:
+            raise PermanentFailure(f"the original cannot be decoded: {exc}") from exc
 
 
 def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
