@@ -15,9 +15,9 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import tenancy
-from app.extensions import csrf, db, login_manager, migrate
+from app.extensions import csrf, db, login_manager, migrate, redis_connection
 from app.plugins import load_plugins
-from app.runtime import State
+from app.runtime import IndexCache, State
 from app.strict_json import StrictJSONProvider
 from config import BASE_DIR, Config
 
@@ -36,7 +36,10 @@ def create_app(config_class: type[Config] = Config) -> Flask:
         if app.config["ENV"] == "development":
             app.config["SECRET_KEY"] = _development_secret(app.instance_path)
         elif not app.testing:
-            raise RuntimeError("SECRET_KEY must be set (or LIKENESS_ENV=development)")
+            # Commands (`flask --help`, `db upgrade`, `worker`) need no secret; requests do.
+            # gunicorn.conf.py stops a web server from starting without one.
+            app.logger.error(MISSING_SECRET_KEY)
+            app.before_request(_refuse_without_secret_key)
 
     # Process-wide: Pillow refuses images above this many pixels (a decompression bomb).
     PILImage.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
@@ -49,19 +52,18 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(BASE_DIR, "migrations"))
     login_manager.init_app(app)
+    redis_connection.init_app(app)
     csrf.init_app(app)
     tenancy.init_app(app)
-
-    from app.services.search import IndexCache
 
     app.extensions["likeness"] = State(
         plugins=load_plugins(app.config), index_cache=IndexCache(app.config["INDEX_CACHE_DIR"])
     )
 
     from app.api import bp as api_bp
-    from app.api.health import bp as ops_bp
     from app.auth import bp as auth_bp
     from app.gallery import bp as gallery_bp
+    from app.ops import bp as ops_bp
     from app.settings import bp as settings_bp
 
     csrf.exempt(api_bp)  # keys, not cookies, authenticate the API
@@ -87,6 +89,13 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     return app
 
 
+MISSING_SECRET_KEY = "SECRET_KEY must be set (or LIKENESS_ENV=development)"
+
+
+def _refuse_without_secret_key():
+    return {"error": {"code": "unavailable", "message": MISSING_SECRET_KEY}}, 503
+
+
 def _development_secret(instance_path: str) -> str:
     """A random key kept in the instance folder, so development sessions survive restarts."""
     path = os.path.join(instance_path, "secret_key")
@@ -104,8 +113,8 @@ def _development_secret(instance_path: str) -> str:
 
 def _register_error_handlers(app: Flask) -> None:
     from app.api.errors import ApiError, error_response, http_error_response, wants_json
+    from app.errors import ServiceError
     from app.plugin_api import StorageUnavailable
-    from app.services import ServiceError
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):

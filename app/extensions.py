@@ -1,5 +1,9 @@
 """Flask extensions, created unbound and bound to an application by `init_app`."""
 
+from __future__ import annotations
+
+import redis
+from flask import Flask, current_app
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -25,3 +29,21 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+
+
+class RedisConnection:
+    """The application's Redis client: the job queue, login throttles, rendition slots and
+    worker heartbeats all use it. redis-py connects on first use and opens a new pool in a
+    forked process, so one client per application is safe under gunicorn and RQ."""
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions["redis"] = redis.Redis.from_url(
+            app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=10
+        )
+
+    @property
+    def client(self) -> redis.Redis:
+        return current_app.extensions["redis"]
+
+
+redis_connection = RedisConnection()

@@ -18,6 +18,8 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
+from app.extensions import redis_connection
+
 log = logging.getLogger(__name__)
 
 # Transient failures (a store that blinks, a lost connection) are retried with backoff.
@@ -26,23 +28,14 @@ INDEX_RETRY = Retry(max=3, interval=[5, 30, 120])
 WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
-def get_redis() -> redis.Redis:
-    state = current_app.extensions["likeness"]
-    if state.redis is None:
-        state.redis = redis.Redis.from_url(
-            current_app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=10
-        )
-    return state.redis
-
-
 def get_queue() -> Queue:
     """The main queue: processing, index builds, sweeps. Workers empty it first."""
-    return Queue(current_app.config["QUEUE_NAME"], connection=get_redis())
+    return Queue(current_app.config["QUEUE_NAME"], connection=redis_connection.client)
 
 
 def get_import_queue() -> Queue:
     """URL imports, on a queue of their own so that a slow import never delays uploads."""
-    return Queue(f"{current_app.config['QUEUE_NAME']}-imports", connection=get_redis())
+    return Queue(f"{current_app.config['QUEUE_NAME']}-imports", connection=redis_connection.client)
 
 
 def _enqueue_once(
@@ -130,32 +123,44 @@ def request_index_build(team_id: uuid.UUID, embedder: str) -> bool:
         description=f"build {embedder} index of team {team_id}",
     )
     args = ("app.jobs.build_index", str(team_id), embedder)
-    try:
-        queue = get_queue()
-        job_id = f"build-index-{team_id}-{embedder}-{bucket}"
+    # The window's job can expire between enqueue and fetch; then nothing waits, so ask again,
+    # a few times at most: a Redis that keeps losing jobs is not worth looping on.
+    for _attempt in range(3):
         try:
-            queue.enqueue(*args, job_id=job_id, **options)
-            return True
-        except DuplicateJobError:
-            pass
-        job = Job.fetch(job_id, connection=queue.connection)
-        if job.get_status(refresh=True) in WAITING:
-            return True
-        next_start = datetime.fromtimestamp((bucket + 1) * window, UTC)
-        with contextlib.suppress(DuplicateJobError):
-            queue.enqueue_at(
-                next_start,
-                *args,
-                job_id=f"build-index-{team_id}-{embedder}-{bucket + 1}",
-                **options,
-            )
+            if _request_build_in_window(args, team_id, embedder, bucket, window, options):
+                return True
+        except redis.RedisError as exc:
+            log.warning("could not request %s index build for team %s: %s", embedder, team_id, exc)
+            return False
+    log.warning("gave up requesting a %s index build for team %s", embedder, team_id)
+    return False
+
+
+def _request_build_in_window(args, team_id, embedder, bucket, window, options) -> bool:
+    """Join or queue this window's build, or schedule the next window's; False if the window's
+    job vanished meanwhile."""
+    queue = get_queue()
+    job_id = f"build-index-{team_id}-{embedder}-{bucket}"
+    try:
+        queue.enqueue(*args, job_id=job_id, **options)
         return True
+    except DuplicateJobError:
+        pass
+    try:
+        job = Job.fetch(job_id, connection=queue.connection)
     except NoSuchJobError:
-        # The window's job expired between the two calls, so nothing is waiting: ask again.
-        return request_index_build(team_id, embedder)
-    except redis.RedisError as exc:
-        log.warning("could not request %s index build for team %s: %s", embedder, team_id, exc)
         return False
+    if job.get_status(refresh=True) in WAITING:
+        return True
+    next_start = datetime.fromtimestamp((bucket + 1) * window, UTC)
+    with contextlib.suppress(DuplicateJobError):
+        queue.enqueue_at(
+            next_start,
+            *args,
+            job_id=f"build-index-{team_id}-{embedder}-{bucket + 1}",
+            **options,
+        )
+    return True
 
 
 def schedule_reconcile() -> bool:
@@ -199,4 +204,4 @@ def forget_able_worker(connection: redis.Redis, queue_name: str, worker_name: st
 def count_able_workers() -> int:
     """How many workers reported lately that they can run jobs."""
     key = _able_workers_key(current_app.config["QUEUE_NAME"])
-    return get_redis().zcount(key, time.time(), "+inf")
+    return redis_connection.client.zcount(key, time.time(), "+inf")

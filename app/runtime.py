@@ -1,25 +1,76 @@
-"""Per-application runtime state kept in `app.extensions["likeness"]`, and accessors for it."""
+"""Per-application runtime state kept in `app.extensions["likeness"]`: the plugin instances and
+the index builds this process has loaded; accessors for them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
-from app.plugin_api import StorageBackend
+from app.plugin_api import StorageBackend, VectorIndex
 from app.plugins import Plugins
 
 if TYPE_CHECKING:
-    from app.services.search import IndexCache
+    from app.models import IndexBuild
+
+
+class IndexCache:
+    """Index builds loaded in this process, keyed by (team, embedder).
+
+    Files are copied from storage into a local folder once per build and loaded from there
+    (memory-mapped where the index allows), so web processes share nothing but storage.
+    """
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self._loaded: dict[tuple[uuid.UUID, str], tuple[int, VectorIndex]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, build: IndexBuild) -> VectorIndex:
+        key = (build.team_id, build.embedder)
+        with self._lock:
+            cached = self._loaded.get(key)
+            if cached and cached[0] == build.id:
+                return cached[1]
+            index = plugins().new_index(build.embedder, current_app.config)
+            index.load(self._fetch(build))
+            self._loaded[key] = (build.id, index)
+            return index
+
+    def _fetch(self, build: IndexBuild) -> str:
+        target = os.path.join(
+            self.directory, str(build.team_id), build.embedder, f"v{build.version}-{build.id}"
+        )
+        if os.path.isdir(target):
+            return target
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        partial = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".partial-")
+        try:
+            for key in build.storage_keys:
+                with (
+                    storage().open(key) as src,
+                    open(os.path.join(partial, key.rsplit("/", 1)[-1]), "wb") as dst,
+                ):
+                    shutil.copyfileobj(src, dst)
+            os.rename(partial, target)  # complete or absent, never half there
+        except FileExistsError:
+            shutil.rmtree(partial, ignore_errors=True)  # another process got there first
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return target
 
 
 @dataclass
 class State:
     plugins: Plugins
     index_cache: IndexCache
-    redis: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def state() -> State:
@@ -32,3 +83,7 @@ def plugins() -> Plugins:
 
 def storage() -> StorageBackend:
     return state().plugins.storage
+
+
+def index_cache() -> IndexCache:
+    return state().index_cache

@@ -29,10 +29,10 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.scheduler import RQScheduler
 from rq.scripts import acquire_or_refresh_lock, release_lock
-from sqlalchemy import text
 
 from app import queue as queues
-from app.extensions import db
+from app.extensions import db, redis_connection
+from app.services import health
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class LikenessWorker(SimpleWorker):
     def __init__(self, app: Flask, **kwargs):
         with app.app_context():
             listened = [queues.get_queue(), queues.get_import_queue()]  # in this order
-            connection = queues.get_redis()
+            connection = redis_connection.client
         super().__init__(listened, connection=connection, **kwargs)
         self.app = app
         self.heartbeat_seconds = max(1, int(app.config["WORKER_HEARTBEAT_SECONDS"]))
@@ -129,7 +129,7 @@ class LikenessWorker(SimpleWorker):
         """Record, for /healthz, that this worker can run jobs, if its database answers."""
         try:
             with self.app.app_context():
-                db.session.execute(text("SELECT 1"))
+                health.check_database()
         except Exception as exc:  # whatever it is, jobs cannot run
             log.warning("worker %s cannot run jobs: its database check failed: %s", self.name, exc)
             queues.forget_able_worker(self.connection, self.main_queue_name, self.name)

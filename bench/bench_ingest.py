@@ -24,20 +24,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import imagehash  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from app.services import imaging  # noqa: E402
+from app.imaging import validate  # noqa: E402
 from bench._photos import DEFAULT_DIR, photos, pin_to_one_core  # noqa: E402
 from plugins.embed_color import ColorEmbedder  # noqa: E402
 from plugins.embed_phash import PHashEmbedder  # noqa: E402
 
 TARGET_RATE, TARGET_RATIO = 15.0, 3.0
-LIMITS = imaging.Limits(max_bytes=50 * 1024 * 1024)
+LIMITS = validate.Limits(max_bytes=50 * 1024 * 1024)
 PHASH, COLOR = PHashEmbedder({}), ColorEmbedder({})
 
 
 def hash_path(data: bytes) -> None:
     stream = io.BytesIO(data)
-    imaging.measure(stream, LIMITS.max_bytes)
-    found = imaging.analyse(stream, LIMITS)
+    validate.measure(stream, LIMITS.max_bytes)
+    found = validate.analyse(stream, LIMITS)
     pixels = found.working.convert("RGB")
     PHASH.embed_batch([pixels])
     COLOR.embed_batch([pixels])

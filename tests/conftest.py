@@ -22,9 +22,8 @@ import pytest
 import redis
 
 from app import create_app
-from app.extensions import db
+from app.extensions import db, redis_connection
 from app.models import Team
-from app.queue import get_redis
 from app.services import accounts, keys
 from app.worker import LikenessWorker
 from config import BASE_DIR, Config, normalise_database_url
@@ -111,7 +110,7 @@ def app(app_env, config_overrides):
         db.create_all()
         # Tests of a Redis outage point REDIS_URL at nothing.
         with contextlib.suppress(redis.ConnectionError):
-            get_redis().flushdb()
+            redis_connection.client.flushdb()
 
     yield app
     with app.app_context():

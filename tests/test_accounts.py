@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import select, update
 
 from app import create_app
+from app.errors import Conflict
 from app.extensions import db
 from app.models import LoginSession, Team, User, utcnow
-from app.services import Conflict, accounts
+from app.services import accounts
 from tests.conftest import PASSWORD, make_config
 
 

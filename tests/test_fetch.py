@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, ip_address, ip_network
 
 import pytest
 
-from app.services.fetch import (
+from app.net.fetch import (
     FetchError,
     FetchPolicy,
     checked_addresses,

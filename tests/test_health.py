@@ -10,7 +10,7 @@ import signal
 import pytest
 from rq import Worker
 
-from app.queue import get_redis
+from app.extensions import redis_connection
 from tests import samples
 from tests.conftest import wait_until
 
@@ -58,7 +58,7 @@ def test_a_worker_that_cannot_reach_its_database_is_not_counted(app, client, sta
 
     wait_until(complained, 30, "the worker never checked its database")
     with app.app_context():
-        listening = Worker.all(connection=get_redis())
+        listening = Worker.all(connection=redis_connection.client)
     assert [w.pid for w in listening] == [worker.pid]  # alive and listening, yet useless
     response = client.get("/healthz")
     assert response.status_code == 503 and response.json["checks"]["worker"] == "failed"

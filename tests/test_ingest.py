@@ -12,11 +12,12 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageFile, features
 
+from app.errors import ServiceError
 from app.extensions import db
+from app.imaging.validate import InvalidImage, TooLarge, UnsupportedMediaType
 from app.models import Image
-from app.services import ServiceError
-from app.services.imaging import InvalidImage, TooLarge, UnsupportedMediaType
-from app.services.ingest import clean_filename, validate
+from app.services.images import clean_filename
+from app.services.ingest import validate
 from tests import samples
 
 MB = 1024 * 1024

@@ -12,7 +12,7 @@ from PIL import ExifTags
 from PIL import Image as PILImage
 from PIL.TiffImagePlugin import IFDRational
 
-from app.services import imaging
+from app.imaging import metadata, validate
 from tests import samples
 
 
@@ -125,7 +125,7 @@ def test_exif_rationals_become_numbers_and_bytes_are_dropped():
     )
     parsed = PILImage.open(io.BytesIO(samples.camera_jpeg(exif=exif))).getexif()
     parsed[ExifTags.Base.Artist] = b"\xff\xfe binary"  # as an UNDEFINED-typed tag reads back
-    rest = imaging.exif_metadata(parsed)["rest"]
+    rest = metadata.exif_metadata(parsed)["rest"]
     assert rest["ExposureBiasValue"] == -0.666667
     assert rest["LensSpecification"] == [24, 105, 4, 4]
     assert rest["Copyright"] == "(c) me"
@@ -160,9 +160,9 @@ def test_dominant_colours_are_hex_strings_most_dominant_first(upload, team_a):
 def test_dominant_colour_shares_ignore_transparent_pixels():
     image = PILImage.new("RGBA", (100, 100), (0, 255, 0, 0))  # invisible green
     image.paste((255, 0, 0, 255), (0, 0, 30, 100))
-    colors = imaging.dominant_colors(image)
+    colors = metadata.dominant_colors(image)
     assert colors == [("#ff0000", 1.0)]
-    assert imaging.dominant_colors(PILImage.new("RGBA", (10, 10))) == []
+    assert metadata.dominant_colors(PILImage.new("RGBA", (10, 10))) == []
 
 
 # --- renditions ----------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def test_renditions_are_upright_and_carry_no_exif_gps_xmp_or_icc(client, team_a,
 
 def test_a_jpeg_is_decoded_at_a_reduced_scale_for_the_thumbnail():
     data = samples.jpeg(1, (2560, 1920))
-    found = imaging.analyse(io.BytesIO(data), imaging.Limits(max_bytes=len(data)))
+    found = validate.analyse(io.BytesIO(data), validate.Limits(max_bytes=len(data)))
     # 1/4 scale (640x480) is the smallest DCT scale that still covers a 320px thumbnail.
     assert found.working.size == (640, 480)
     assert (found.width, found.height) == (2560, 1920)

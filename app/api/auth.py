@@ -11,9 +11,9 @@ from flask import g, request
 
 from app.api import bp
 from app.api.errors import ApiError
-from app.auth.current import client_ip
 from app.services import keys
 from app.tenancy import set_request_team
+from app.views import client_ip
 
 # Endpoints with their own credential: a signed upload URL carries its token.
 PUBLIC_ENDPOINTS = {"api.openapi", "api.receive_upload"}

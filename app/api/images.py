@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 
-from flask import g, redirect, request, send_file, url_for
+from flask import g, request, url_for
 
 from app.api import bp
 from app.api.auth import scope_required
 from app.api.body import no_body, read_json
 from app.api.errors import ApiError
-from app.auth.current import current_actor
 from app.extensions import db
 from app.models import Image
-from app.runtime import storage
 from app.services import audit, reconcile, renditions
 from app.services import images as image_service
-from app.services.ingest import ALLOWED_FORMATS, ingest_all
+from app.services.ingest import ingest_all
 from app.services.search import MAX_K, similar_images
 from app.tenancy import current_team_id, get_owned
+from app.views import current_actor, send_stored, send_variant
 
 _INT_RE = re.compile(r"^[0-9]{1,6}$")
 VARIANTS = ("original", "thumbnail", "preview")
@@ -196,41 +194,6 @@ def get_image_file(image_id):
         return send_variant(image, variant)
     rendition = renditions.derived(image, variant, fmt, quality, width)
     return send_stored(rendition.key, rendition.content_type, rendition.filename)
-
-
-def send_variant(image: Image, variant: str):
-    """The bytes of one rendition, or a redirect to a short-lived direct URL."""
-    key = renditions.source_key(image, variant)
-    mimetype = image.content_type if variant == "original" else "image/webp"
-    name = image.filename if variant == "original" else f"{variant}.webp"
-    return send_stored(key, mimetype, name)
-
-
-# Served inline only as what upload validation lets in (and the WebP renditions we make).
-INLINE_TYPES = frozenset(ALLOWED_FORMATS.values()) | {"image/webp"}
-
-
-def send_stored(key: str, mimetype: str, download_name: str):
-    """Stream a stored object (ETag from its key: stored objects never change), or redirect
-    to the store's short-lived URL.
-
-    Stored bytes come from users: the response may not run script or be sniffed as another
-    type, and anything not an accepted image type is a download, never a page."""
-    if url := storage().url(key, 300):
-        return redirect(url, 302)
-    response = send_file(
-        storage().open(key),
-        mimetype=mimetype,
-        download_name=download_name,
-        as_attachment=mimetype not in INLINE_TYPES,
-        etag=hashlib.sha256(key.encode()).hexdigest()[:32],
-        max_age=3600,
-        conditional=True,
-    )
-    response.cache_control.private = True
-    response.headers["Content-Security-Policy"] = "sandbox"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 @bp.get("/images/<image_id>/similar")

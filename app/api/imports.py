@@ -12,11 +12,11 @@ from app.api.auth import scope_required
 from app.api.body import read_json
 from app.api.errors import ApiError
 from app.api.images import refuse_unknown_args, refuse_unknown_form_fields
-from app.auth.current import current_actor
 from app.models import ImportBatch
 from app.services import images as image_service
 from app.services import imports
 from app.tenancy import current_team_id, get_owned
+from app.views import current_actor
 
 
 def _requests_from_json() -> tuple[list[imports.ItemRequest], list[str]]:

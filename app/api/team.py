@@ -10,11 +10,11 @@ from app.api.auth import scope_required
 from app.api.body import json_body, no_body
 from app.api.errors import ApiError
 from app.api.images import int_arg, refuse_unknown_args
-from app.auth.current import current_actor
 from app.extensions import db
 from app.models import ApiKey, AuditEvent, Image, Membership, Team
 from app.services import audit, keys, members
 from app.tenancy import current_team_id
+from app.views import current_actor
 
 
 def iso(value) -> str | None:

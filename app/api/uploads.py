@@ -10,11 +10,11 @@ from app.api.body import json_body, no_body
 from app.api.errors import ApiError
 from app.api.images import image_json
 from app.api.team import iso
-from app.auth.current import current_actor
 from app.extensions import db
 from app.services import audit, uploads
 from app.services import images as image_service
 from app.tenancy import current_team_id
+from app.views import current_actor
 
 
 @bp.post("/uploads")

@@ -3,16 +3,15 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required, logout_user
 
 from app.auth import bp
-from app.auth.current import client_ip
+from app.errors import ServiceError
 from app.extensions import login_manager
 from app.models import User
-from app.services import ServiceError, accounts, members, throttle
+from app.services import accounts, members, throttle
 from app.services.accounts import SessionLifetimes, Throttled
-
-SESSION_TOKEN = "login_token"
+from app.views import SESSION_TOKEN, client_ip, use_session, user_agent
 
 
 @login_manager.user_loader
@@ -42,19 +41,6 @@ def safe_next(target: str | None) -> str | None:
         return None
     parts = urlsplit(target)
     return target if not parts.scheme and not parts.netloc else None
-
-
-def use_session(user: User, token: str, team_id=None) -> None:
-    """A fresh cookie session (new id, nothing carried over) naming a new login session."""
-    session.clear()
-    session[SESSION_TOKEN] = token
-    if team_id is not None:
-        session["team_id"] = str(team_id)
-    login_user(user)
-
-
-def user_agent() -> str | None:
-    return request.headers.get("User-Agent")
 
 
 def throttle_limits() -> throttle.Limits:

@@ -3,13 +3,12 @@ from __future__ import annotations
 from flask import abort, g, redirect, render_template, request, session, url_for
 from flask_login import login_required
 
-from app.api.images import send_variant
-from app.auth.current import choose_team, current_actor, role_required
 from app.gallery import bp
 from app.models import Image
 from app.services import accounts, audit, reconcile
 from app.services import images as image_service
 from app.tenancy import get_owned
+from app.views import choose_team, current_actor, role_required, send_variant
 
 PAGE_SIZE = 60
 

@@ -14,9 +14,10 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from app.errors import Conflict, ServiceError
 from app.extensions import db
 from app.models import ROLES, LoginSession, Membership, Team, User, utcnow
-from app.services import Conflict, ServiceError, audit, throttle
+from app.services import audit, throttle
 from app.services.audit import Actor
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")

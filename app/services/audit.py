@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
+from app.errors import ServiceError
 from app.extensions import db
 from app.models import ApiKey, AuditEvent, User
-from app.services import ServiceError
 from app.tenancy import unscoped
 
 

@@ -14,10 +14,10 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from app import queue
+from app.errors import ServiceError
 from app.extensions import db
 from app.models import IMAGE_STATUSES, Embedding, Image, Tag
 from app.runtime import plugins, storage
-from app.services import ServiceError
 from app.strict_json import loads_strict
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,28 @@ def delete_image(image: Image) -> None:
         queue.request_index_build(team_id, name)
 
 
+MAX_FILENAME = 255
+
+
+def clean_filename(name: str | None) -> str:
+    """A display name: NFC, no control, format (bidi, zero-width) or unassigned characters,
+    no directories, at most 255 characters with the extension kept."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]  # a client's full path: keep the base name
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    # Removing a joiner can leave a newly composable pair, and stripping can leave only dots.
+    name = unicodedata.normalize("NFC", name).strip()
+    if name in ("", ".", ".."):
+        return "untitled"
+    if len(name) > MAX_FILENAME:
+        stem, dot, ext = name.rpartition(".")
+        if dot and stem and 0 < len(ext) <= 16:
+            name = f"{stem[: MAX_FILENAME - len(ext) - 1].rstrip()}.{ext}"
+        else:
+            name = name[:MAX_FILENAME].rstrip()
+    return name
+
+
 MAX_TAGS = 50
 MAX_TAG_LENGTH = 64
 MAX_CUSTOM_BYTES = 16 * 1024
@@ -194,8 +216,6 @@ def check_custom_metadata(value) -> dict:
 
 def edit_image(image: Image, changes: dict) -> list[str]:
     """Apply validated edits (filename, tags, custom metadata); returns the fields changed."""
-    from app.services.ingest import clean_filename
-
     changed = []
     if "filename" in changes:
         if not isinstance(changes["filename"], str) or not changes["filename"].strip():

@@ -14,13 +14,15 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from app import queue
+from app.errors import ServiceError
 from app.extensions import db
 from app.models import ImportBatch, ImportItem, utcnow
-from app.services import ServiceError, audit
+from app.net.fetch import FetchError, fetch, policy_from_config
+from app.services import audit
 from app.services import images as image_service
 from app.services.audit import SYSTEM, Actor
-from app.services.fetch import FetchError, fetch, policy_from_config
-from app.services.ingest import clean_filename, ingest
+from app.services.images import clean_filename
+from app.services.ingest import ingest
 from app.tenancy import team_scope
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,6 @@ import contextlib
 import io
 import logging
 import tempfile
-import unicodedata
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,11 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import queue
 from app.extensions import db
-from app.models import Image
-from app.runtime import storage
-from app.services import audit, images
-from app.services.audit import Actor
-from app.services.imaging import (
+from app.imaging.validate import (
     ALLOWED_FORMATS,
     Analysis,
     InvalidImage,
@@ -32,6 +27,10 @@ from app.services.imaging import (
     analyse,
     measure,
 )
+from app.models import Image
+from app.runtime import storage
+from app.services import audit, images
+from app.services.audit import Actor
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -40,7 +39,6 @@ __all__ = [
     "TooLarge",
     "UnsupportedMediaType",
     "Validated",
-    "clean_filename",
     "ingest",
     "ingest_all",
     "limits",
@@ -50,7 +48,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 THUMBNAIL_CONTENT_TYPE = "image/webp"
-MAX_FILENAME = 255
 _SPOOL_BYTES = 8 * 1024 * 1024
 
 
@@ -67,25 +64,6 @@ class Validated:
     sha256: str
     size: int
     analysis: Analysis
-
-
-def clean_filename(name: str | None) -> str:
-    """A display name: NFC, no control, format (bidi, zero-width) or unassigned characters,
-    no directories, at most 255 characters with the extension kept."""
-    name = unicodedata.normalize("NFC", name or "")
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]  # a client's full path: keep the base name
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
-    # Removing a joiner can leave a newly composable pair, and stripping can leave only dots.
-    name = unicodedata.normalize("NFC", name).strip()
-    if name in ("", ".", ".."):
-        return "untitled"
-    if len(name) > MAX_FILENAME:
-        stem, dot, ext = name.rpartition(".")
-        if dot and stem and 0 < len(ext) <= 16:
-            name = f"{stem[: MAX_FILENAME - len(ext) - 1].rstrip()}.{ext}"
-        else:
-            name = name[:MAX_FILENAME].rstrip()
-    return name
 
 
 def limits() -> Limits:
@@ -221,7 +199,7 @@ def _new_image(
         team_id=team_id,
         uploaded_by_user_id=user_id,
         uploaded_by_key_id=key_id,
-        filename=clean_filename(filename),
+        filename=images.clean_filename(filename),
         content_type=found.content_type,
         size_bytes=valid.size,
         width=found.width,

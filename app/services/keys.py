@@ -11,9 +11,10 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from app.errors import NotFound, ServiceError
 from app.extensions import db
 from app.models import ROLES, SCOPES, ApiKey, Membership, Team, User, utcnow
-from app.services import NotFound, ServiceError, audit
+from app.services import audit
 from app.services.audit import SYSTEM, Actor
 from app.tenancy import find_owned, unscoped
 

@@ -9,9 +9,10 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
+from app.errors import Conflict, NotFound, ServiceError
 from app.extensions import db
 from app.models import ROLES, ApiKey, Invite, Membership, Team, User, utcnow
-from app.services import Conflict, NotFound, ServiceError, accounts, audit, throttle
+from app.services import accounts, audit, throttle
 from app.services.audit import SYSTEM, Actor
 from app.tenancy import team_scope, unscoped
 

@@ -12,12 +12,13 @@ from PIL import Image as PILImage
 from sqlalchemy import delete, select, update
 
 from app import queue
+from app.errors import ServiceError
 from app.extensions import db
+from app.imaging.render import encode_webp, make_rendition
+from app.imaging.validate import open_working
 from app.models import Embedding, Image, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import plugins, storage
-from app.services import ServiceError
-from app.services.imaging import encode_webp, make_rendition, open_working
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
 from app import queue
-from app.extensions import db
+from app.extensions import db, redis_connection
 from app.models import Image, ImportBatch, ImportItem, utcnow
 from app.services import uploads
 from app.tenancy import unscoped
@@ -31,7 +31,7 @@ ALIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEF
 def _still_queued(job_id: str) -> bool:
     """True if the job is waiting or running. A finished, failed or stopped job is deleted, so
     that its id can be queued again."""
-    connection = queue.get_redis()
+    connection = redis_connection.client
     try:
         job = Job.fetch(job_id, connection=connection)
     except NoSuchJobError:

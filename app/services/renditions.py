@@ -22,12 +22,11 @@ from PIL import Image as PILImage
 from redis.exceptions import LockError
 from sqlalchemy import select
 
-from app.extensions import db
+from app.errors import NotFound, ServiceError
+from app.extensions import db, redis_connection
+from app.imaging.validate import open_working
 from app.models import Image
-from app.queue import get_redis
 from app.runtime import storage
-from app.services import NotFound, ServiceError
-from app.services.imaging import open_working
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +160,7 @@ def _slot() -> Iterator[None]:
     A slot is a Redis lock that expires after RENDITION_SLOT_SECONDS, so a process that dies
     while holding one frees it then."""
     config = current_app.config
-    connection = get_redis()
+    connection = redis_connection.client
     held = None
     try:
         for number in range(config["RENDITION_SLOTS"]):

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import threading
 import uuid
 from dataclasses import dataclass
 
 import numpy as np
-from flask import current_app
 from sqlalchemy import select
 
+from app.errors import Conflict, ServiceError
 from app.extensions import db
-from app.models import Embedding, Image, IndexBuild
-from app.plugin_api import VectorIndex, distances, similarity
-from app.runtime import plugins, state, storage
-from app.services import Conflict, ServiceError
+from app.models import Embedding, Image
+from app.plugin_api import distances, similarity
+from app.runtime import index_cache, plugins
 from app.services.indexing import current_build, embeddings_query, load_vectors
 
 MAX_K = 100
@@ -36,53 +31,6 @@ class SearchResult:
     matches: list[Match]
     index_version: int | None
     fresh: bool  # True when the index holds every embedding (no exact scan was needed)
-
-
-class IndexCache:
-    """Index builds loaded in this process, keyed by (team, embedder).
-
-    Files are copied from storage into a local folder once per build and loaded from there
-    (memory-mapped where the index allows), so web processes share nothing but storage.
-    """
-
-    def __init__(self, directory: str):
-        self.directory = directory
-        self._loaded: dict[tuple[uuid.UUID, str], tuple[int, VectorIndex]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, build: IndexBuild) -> VectorIndex:
-        key = (build.team_id, build.embedder)
-        with self._lock:
-            cached = self._loaded.get(key)
-            if cached and cached[0] == build.id:
-                return cached[1]
-            index = plugins().new_index(build.embedder, current_app.config)
-            index.load(self._fetch(build))
-            self._loaded[key] = (build.id, index)
-            return index
-
-    def _fetch(self, build: IndexBuild) -> str:
-        target = os.path.join(
-            self.directory, str(build.team_id), build.embedder, f"v{build.version}-{build.id}"
-        )
-        if os.path.isdir(target):
-            return target
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        partial = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".partial-")
-        try:
-            for key in build.storage_keys:
-                with (
-                    storage().open(key) as src,
-                    open(os.path.join(partial, key.rsplit("/", 1)[-1]), "wb") as dst,
-                ):
-                    shutil.copyfileobj(src, dst)
-            os.rename(partial, target)  # complete or absent, never half there
-        except FileExistsError:
-            shutil.rmtree(partial, ignore_errors=True)  # another process got there first
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        return target
 
 
 def resolve_embedder(name: str | None) -> str:
@@ -108,7 +56,7 @@ def nearest(
     index = None
     watermark = 0
     if build is not None and build.embedder_version == plugin.version:
-        index, watermark = state().index_cache.get(build), build.watermark
+        index, watermark = index_cache().get(build), build.watermark
 
     fresh: dict[str, float] = {}
     rows = db.session.execute(embeddings_query(team_id, embedder, after_id=watermark)).all()

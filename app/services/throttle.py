@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import redis
 
-from app.queue import get_redis
+from app.extensions import redis_connection
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def retry_after(email: str, address: str | None, limits: Limits) -> int:
     """Seconds until this address may try this account again; 0 when it may now."""
     counters = _counters(email, address, limits)
     try:
-        pipe = get_redis().pipeline()
+        pipe = redis_connection.client.pipeline()
         for key, _limit in counters:
             pipe.get(key).ttl(key)
         replies = pipe.execute()
@@ -74,7 +74,7 @@ def retry_after(email: str, address: str | None, limits: Limits) -> int:
 def record_failure(email: str, address: str | None, limits: Limits) -> None:
     """Count a failed login against every counter, for one window."""
     try:
-        pipe = get_redis().pipeline()
+        pipe = redis_connection.client.pipeline()
         for key, _limit in _counters(email, address, limits):
             # The window starts at the first failure and is not extended by later ones.
             pipe.set(key, 0, ex=limits.window_seconds, nx=True)
@@ -87,6 +87,6 @@ def record_failure(email: str, address: str | None, limits: Limits) -> None:
 def record_success(email: str, address: str | None, limits: Limits) -> None:
     """The owner got in from this address: forget its typos there (the other counters stay)."""
     try:
-        get_redis().delete(_counters(email, address, limits)[0][0])
+        redis_connection.client.delete(_counters(email, address, limits)[0][0])
     except redis.RedisError:
         log.warning("login throttle unavailable: Redis cannot be reached")

@@ -19,18 +19,18 @@ from flask import current_app
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
+from app.errors import NotFound, ServiceError
 from app.extensions import db
 from app.models import DirectUpload, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import storage
-from app.services import NotFound, ServiceError
 from app.services import images as image_service
+from app.services.images import clean_filename
 from app.services.ingest import (
     ALLOWED_FORMATS,
     IngestResult,
     TooLarge,
     UnsupportedMediaType,
-    clean_filename,
     ingest,
 )
 from app.tenancy import find_owned, unscoped

@@ -3,11 +3,18 @@ from __future__ import annotations
 from flask import flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
-from app.auth.current import choose_team, current_actor, role_required
-from app.auth.routes import use_session, user_agent
+from app.errors import ServiceError
 from app.extensions import db
-from app.services import ServiceError, accounts, audit, keys, members
+from app.services import accounts, audit, keys, members
 from app.settings import bp
+from app.views import (
+    choose_team,
+    current_actor,
+    fragment_or_page,
+    role_required,
+    use_session,
+    user_agent,
+)
 
 AUDIT_PAGE_SIZE = 50
 PASSWORDS_ARE_THEIRS = (
@@ -24,12 +31,6 @@ def require_team():
 
 def _team():
     return g.membership.team
-
-
-def _fragment_or_page(fragment: str, page: str, status: int = 200, **context):
-    """The partial for htmx, the whole page otherwise (one URL serves both)."""
-    template = fragment if request.headers.get("HX-Request") else page
-    return render_template(template, **context), status, {"Vary": "HX-Request"}
 
 
 def _account_page(status: int = 200):
@@ -67,7 +68,7 @@ def change_password():
 
 def _members_page(status: int = 200, **context):
     context.setdefault("members", members.list_members(_team().id))
-    return _fragment_or_page("settings/_members.html", "settings/members.html", status, **context)
+    return fragment_or_page("settings/_members.html", "settings/members.html", status, **context)
 
 
 @bp.get("/members")
@@ -132,7 +133,7 @@ def remove_member(user_id: str):
 def _keys_page(status: int = 200, **context):
     context.setdefault("api_keys", keys.list_keys())
     context.setdefault("presets", keys.PRESETS)
-    return _fragment_or_page("settings/_keys.html", "settings/keys.html", status, **context)
+    return fragment_or_page("settings/_keys.html", "settings/keys.html", status, **context)
 
 
 @bp.get("/keys")
@@ -204,7 +205,7 @@ def list_audit():
     events, next_cursor = audit.list_events(
         AUDIT_PAGE_SIZE, request.args.get("cursor") or None, actor=actor, action=action
     )
-    return _fragment_or_page(
+    return fragment_or_page(
         "settings/_audit_rows.html",
         "settings/audit.html",
         events=events,

@@ -31,7 +31,7 @@ from urllib3.exceptions import (
 )
 from urllib3.util import Url, parse_url
 
-from app.services import ServiceError
+from app.errors import ServiceError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

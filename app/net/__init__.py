@@ -1,0 +1,1 @@
+"""Network infrastructure: the guarded URL fetcher that imports download through."""

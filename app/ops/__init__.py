@@ -1,0 +1,7 @@
+"""What operators and load balancers ask: `/healthz`."""
+
+from flask import Blueprint
+
+bp = Blueprint("ops", __name__)
+
+from app.ops import routes  # noqa: E402,F401

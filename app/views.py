@@ -1,0 +1,133 @@
+"""What every blueprint shares: who is asking, roles, the sign-in cookie, pages that are also
+fragments, and stored files sent back safely."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import wraps
+
+from flask import (
+    abort,
+    g,
+    has_request_context,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_user
+
+from app.imaging.validate import ALLOWED_FORMATS
+from app.models import Image, User
+from app.runtime import storage
+from app.services import accounts, renditions
+from app.services.audit import Actor
+from app.tenancy import set_request_team
+
+# The cookie session's key for the login session it belongs to (see accounts.session_user).
+SESSION_TOKEN = "login_token"
+
+
+def client_ip() -> str | None:
+    # ProxyFix has already replaced remote_addr when TRUSTED_PROXY_COUNT says to.
+    return request.remote_addr if has_request_context() else None
+
+
+def current_actor() -> Actor:
+    if getattr(g, "api_key", None) is not None:
+        return Actor.for_key(g.api_key, client_ip())
+    if current_user.is_authenticated:
+        return Actor.for_user(current_user, client_ip())
+    return Actor("anonymous", "anonymous", ip=client_ip())
+
+
+def role_required(*roles: str):
+    """Refuse a signed-in member of the current team whose role is not one of `roles`."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            membership = getattr(g, "membership", None)
+            if membership is None or membership.role not in roles:
+                abort(403, f"this needs the {' or '.join(roles)} role in this team")
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def choose_team():
+    """before_request for signed-in pages: the session's team, if the user still belongs to it.
+
+    Sets `g.membership` and confines the request to that team; someone removed from the
+    team they were looking at lands in another of theirs, or back at the login page.
+    """
+    if not current_user.is_authenticated:
+        return None  # login_required answers
+    memberships = accounts.memberships_of(current_user)
+    if not memberships:
+        return redirect(url_for("auth.login"))
+    wanted = session.get("team_id")
+    membership = next((m for m in memberships if str(m.team_id) == wanted), memberships[0])
+    session["team_id"] = str(membership.team_id)
+    g.membership = membership
+    g.memberships = memberships
+    set_request_team(membership.team_id)
+    return None
+
+
+def use_session(user: User, token: str, team_id=None) -> None:
+    """A fresh cookie session (new id, nothing carried over) naming a new login session."""
+    session.clear()
+    session[SESSION_TOKEN] = token
+    if team_id is not None:
+        session["team_id"] = str(team_id)
+    login_user(user)
+
+
+def user_agent() -> str | None:
+    return request.headers.get("User-Agent")
+
+
+def fragment_or_page(fragment: str, page: str, status: int = 200, **context):
+    """The partial for htmx, the whole page otherwise (one URL serves both)."""
+    template = fragment if request.headers.get("HX-Request") else page
+    return render_template(template, **context), status, {"Vary": "HX-Request"}
+
+
+def send_variant(image: Image, variant: str):
+    """The bytes of one rendition, or a redirect to a short-lived direct URL."""
+    key = renditions.source_key(image, variant)
+    mimetype = image.content_type if variant == "original" else "image/webp"
+    name = image.filename if variant == "original" else f"{variant}.webp"
+    return send_stored(key, mimetype, name)
+
+
+# Served inline only as what upload validation lets in (and the WebP renditions we make).
+INLINE_TYPES = frozenset(ALLOWED_FORMATS.values()) | {"image/webp"}
+
+
+def send_stored(key: str, mimetype: str, download_name: str):
+    """Stream a stored object (ETag from its key: stored objects never change), or redirect
+    to the store's short-lived URL.
+
+    Stored bytes come from users: the response may not run script or be sniffed as another
+    type, and anything not an accepted image type is a download, never a page."""
+    if url := storage().url(key, 300):
+        return redirect(url, 302)
+    response = send_file(
+        storage().open(key),
+        mimetype=mimetype,
+        download_name=download_name,
+        as_attachment=mimetype not in INLINE_TYPES,
+        etag=hashlib.sha256(key.encode()).hexdigest()[:32],
+        max_age=3600,
+        conditional=True,
+    )
+    response.cache_control.private = True
+    response.headers["Content-Security-Policy"] = "sandbox"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
