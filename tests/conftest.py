@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis
+from sqlalchemy import event
 
 from app import create_app
 from app.extensions import db, redis_connection
@@ -185,6 +186,20 @@ def wait_until(condition: Callable[[], object], timeout: float, message: str):
             return result
         assert time.monotonic() < deadline, message
         time.sleep(0.1)
+
+
+def recorded_statements(app):
+    """Every SQL statement the app sends from now on (text only, not parameters), and the
+    function that stops recording."""
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    return statements, lambda: event.remove(engine, "before_cursor_execute", record)
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import LoginSession, Membership, Team, User
 from tests import samples
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, recorded_statements
 from tests.test_accounts import without_csrf_tokens
 
 NEWHIRE = "newhire@alpha.test"
@@ -217,19 +217,6 @@ def test_someone_else_signed_in_must_still_prove_the_invited_account(
 
 
 # --- the answer does not say whether an email has an account --------------------------------
-
-
-def recorded_statements(app):
-    """Every SQL statement the app sends from now on (text only, not parameters)."""
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    return statements, lambda: event.remove(engine, "before_cursor_execute", record)
 
 
 @pytest.mark.parametrize("body_extra", [{}, {"invite": True}], ids=["plain", "invite"])

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 
 import pytest
 from rq import Queue
 
 from app.extensions import db
-from app.models import Embedding, IndexBuild, utcnow
+from app.models import Embedding, IndexBuild, Team, utcnow
 from app.queue import get_queue, request_index_build
+from app.services import keys
+from app.services.audit import Actor
 from app.services.indexing import build_index, prune_builds
+from app.services.ingest import ingest_all
+from app.tenancy import team_scope
 from tests import samples
+from tests.conftest import recorded_statements
 
 
 def upload_ids(upload, team, count, seed=0):
@@ -36,6 +42,60 @@ def test_results_stay_full_when_the_nearest_were_deleted(client, team_a, upload,
         assert client.delete(f"/api/v1/images/{gone}", headers=team_a.headers()).status_code == 204
     # No rebuild has run: the index still holds the deleted images.
     assert similar(client, team_a, ids[0], 3) == order[21:24]
+
+
+def test_similar_loads_a_page_of_100_matches_in_a_fixed_number_of_statements(
+    app, client, team_a, upload, run_jobs, person
+):
+    # What every match shows comes from rows of its own: its tags, and the key or the person
+    # that uploaded it. Several of each, so no single cached row answers for all.
+    files = [(samples.jpeg(500 + i, size=(48, 36)), f"{i}.jpg") for i in range(120)]
+    with app.app_context():
+        team = db.session.get(Team, team_a.id)
+        uploader_keys = [keys.create_key(team, f"uploader {n}", ["write"])[1] for n in range(3)]
+        db.session.commit()
+    for n, key in enumerate(uploader_keys):
+        batch = files[n * 30 : (n + 1) * 30]
+        response = client.post(
+            "/api/v1/images",
+            data={"file": [(io.BytesIO(d), name) for d, name in batch], "tags": f"batch-{n},k{n}"},
+            headers={"X-API-Key": key},
+            content_type="multipart/form-data",
+        )
+        assert response.status_code == 201, response.json
+    member = person(team_a, "member")
+    with app.app_context(), team_scope(team_a.id):
+        ingest_all(
+            team_a.id,
+            [(io.BytesIO(d), name) for d, name in files[90:]],
+            actor=Actor.system("test"),
+            tags=["by-a-person"],
+            user_id=member.user_id,
+        )
+    run_jobs()
+
+    client.get("/api/v1/team", headers=team_a.headers())  # the key's once-a-minute touch
+    first = client.get("/api/v1/images?limit=1", headers=team_a.headers()).json["items"][0]
+
+    def similar_statements(k: int):
+        statements, stop = recorded_statements(app)
+        try:
+            response = client.get(
+                f"/api/v1/images/{first['id']}/similar?k={k}", headers=team_a.headers()
+            )
+        finally:
+            stop()
+        assert response.status_code == 200, response.json
+        return [m["image"] for m in response.json["items"]], statements
+
+    items, statements = similar_statements(100)
+    assert len(items) == 100
+    assert {i["uploaded_by"] for i in items} >= {member.email, "api-key:uploader 0"}
+    assert all(i["tags"] for i in items)
+    # The key, the image, its vector, the index build, the newer embeddings, then the matches
+    # with their tags, persons and keys: as many for 100 matches as for one.
+    assert len(statements) <= 6, "\n".join(statements)
+    assert len(similar_statements(1)[1]) == len(statements)
 
 
 def test_index_and_exact_scan_agree(app, client, team_a, upload, run_jobs):

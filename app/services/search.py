@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from app.errors import Conflict, ServiceError
 from app.extensions import db
@@ -75,12 +76,18 @@ def nearest(
             found[image_id] = min(distance, found.get(image_id, float("inf")))
         candidates = {uuid.UUID(i) for i in found} - set(exclude)
         # This query runs under the team criteria: another team's ids can never come back.
-        images = {
-            str(image.id): image
-            for image in db.session.scalars(
-                select(Image).where(Image.id.in_(candidates), Image.status == "ready")
+        # What each match shows (tags, uploader, key) is joined in: one statement for any k,
+        # its rows repeated per tag, which images carry few of.
+        query = (
+            select(Image)
+            .where(Image.id.in_(candidates), Image.status == "ready")
+            .options(
+                joinedload(Image.tags),
+                joinedload(Image.uploaded_by_user),
+                joinedload(Image.uploaded_by_key),
             )
-        }
+        )
+        images = {str(image.id): image for image in db.session.scalars(query).unique()}
         if len(images) >= k or len(hits) < want:
             break
         want *= 4
