@@ -7,12 +7,13 @@ import os
 import secrets
 import tempfile
 
-from flask import Flask, render_template
+from flask import Flask, render_template, request
 from PIL import Image as PILImage
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import RequestRedirect
 
 from app import tenancy
 from app.extensions import csrf, db, login_manager, migrate, redis_connection
@@ -30,6 +31,9 @@ def create_app(config_class: type[Config] = Config) -> Flask:
         static_folder=os.path.join(BASE_DIR, "static"),
     )
     app.json = StrictJSONProvider(app)  # request.get_json anywhere parses strictly
+    # `images//similar` is an id left empty: a 404, not a redirect to `images/similar`, which
+    # Werkzeug would answer itself, in HTML (see _register_error_handlers).
+    app.url_map.merge_slashes = False
     app.config.from_object(config_class)
     os.makedirs(app.instance_path, exist_ok=True)
     if not app.config["SECRET_KEY"]:
@@ -115,6 +119,13 @@ def _register_error_handlers(app: Flask) -> None:
     from app.api.errors import ApiError, error_response, http_error_response, wants_json
     from app.errors import ServiceError
     from app.plugin_api import StorageUnavailable
+
+    @app.before_request
+    def refuse_api_redirects():
+        # Werkzeug's own routing redirects (to add a trailing slash) skip every error handler
+        # and answer HTML; no API path redirects, so it is the JSON 404 instead.
+        if isinstance(request.routing_exception, RequestRedirect) and wants_json():
+            raise NotFound()
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):

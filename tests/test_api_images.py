@@ -229,6 +229,45 @@ def test_unknown_routes_and_methods_answer_json(client, team_a):
     assert "GET" in wrong.headers["Allow"]
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/images//similar",  # what `images/$ID/similar` becomes when ID is empty
+        "/api/v1/images//file",
+        "/api/v1/images/{id}//file",
+        "/api/v1//images",
+        "/api//v1/team",
+        "/api/v1/images/",
+        "/api/v1/images/{id}/",
+        "/api/v1/images/{id}/similar/",
+        "/api/v1/team/",
+        "/api/v1/",
+        "/api/v1",
+        "/api/v2/images",
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_malformed_api_paths_answer_json_404_never_a_redirect(client, team_a, upload, path, method):
+    image_id = upload(team_a, [(samples.jpeg(9), "a.jpg")]).json["items"][0]["id"]
+    response = client.open(path.format(id=image_id), method=method, headers=team_a.headers())
+    assert response.status_code == 404, (response.status_code, response.data[:200])
+    assert response.content_type == "application/json"
+    assert "Location" not in response.headers
+    assert response.json["error"]["code"] == "not_found"
+    assert set(response.json) == {"error"} and set(response.json["error"]) == {"code", "message"}
+    if "//" in path:
+        assert "is an id missing?" in response.json["error"]["message"]
+
+
+def test_a_routing_redirect_under_the_api_is_a_json_404(app, client, team_a):
+    # A rule ending in a slash makes Werkzeug redirect the path without it, by itself.
+    app.add_url_rule("/api/v1/probe/", "probe", lambda: {"probe": True})
+    assert client.get("/api/v1/probe/", headers=team_a.headers()).json == {"probe": True}
+    response = client.get("/api/v1/probe", headers=team_a.headers())
+    assert response.status_code == 404 and response.content_type == "application/json"
+    assert response.json["error"]["code"] == "not_found"
+
+
 @pytest.mark.parametrize("image_id", ["not-a-uuid", str(uuid.uuid4()), "../../etc/passwd"])
 @pytest.mark.parametrize("suffix", ["", "/file", "/similar"])
 def test_unknown_ids_are_404(client, team_a, image_id, suffix):

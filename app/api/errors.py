@@ -45,6 +45,8 @@ def http_error_response(exc: HTTPException):
         413: "the request body is too large",
     }
     message = messages.get(exc.code) or exc.description or exc.name
+    if exc.code == 404 and "//" in request.path:
+        message += ": the path has an empty segment (//); is an id missing?"
     headers = {}
     if exc.code == 405 and exc.valid_methods:
         headers["Allow"] = ", ".join(exc.valid_methods)
