@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from app.extensions import db
+from app.imaging.validate import accepted_formats
 from app.models import Embedding, Image
 from tests import samples
 
@@ -81,6 +82,18 @@ def test_bad_files_are_refused_and_leave_nothing(
         assert db.session.query(Image).count() == 0
     storage = instance_path / "storage"
     assert not storage.exists() or not any(p.is_file() for p in storage.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"hello", "this file is not an image in an accepted format"),
+        (b"%PDF-1.4 not an image at all", "a PDF document is not accepted"),
+    ],
+)
+def test_a_refused_file_is_named_plainly(client, team_a, upload, content, said):
+    message = upload(team_a, [(content, "upload.jpg")]).json["error"]["message"]
+    assert message == f"{said}; send one of {accepted_formats()}"
 
 
 def test_a_bad_file_in_a_batch_leaves_none_of_the_batch(app, client, team_a, upload, instance_path):

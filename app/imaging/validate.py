@@ -246,8 +246,10 @@ def open_image(stream: BinaryIO) -> PILImage.ImageFile.ImageFile:
         kind = _sniff(stream.read(512))
         if kind in ALLOWED_FORMATS:
             raise InvalidImage(f"the {kind} file is damaged: its header cannot be read") from exc
-        what = f"{kind} is" if kind else "this file is not an image of a kind that is"
-        message = f"{what} not accepted; send one of {accepted_formats()}"
+        what = (
+            f"{kind} is not accepted" if kind else "this file is not an image in an accepted format"
+        )
+        message = f"{what}; send one of {accepted_formats()}"
         raise UnsupportedMediaType(message) from exc
 
 
