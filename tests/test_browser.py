@@ -10,6 +10,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from tests import samples
+from tests.conftest import wait_until
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PASSWORD = "correct horse battery"
@@ -32,13 +33,28 @@ def config_overrides():
 
 
 @pytest.fixture
-def live_server(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def served():
+    """(path, status) of every request the live server answered, in order."""
+    return []
+
+
+@pytest.fixture
+def live_server(app, served):
+    def recording(environ, start_response):
+        def start(status, headers, exc_info=None):
+            served.append((environ["PATH_INFO"], int(status.split()[0])))
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    server = make_server("127.0.0.1", 0, recording, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(5)
+    # Every page finds what it loads, the icon a browser asks for by itself included.
+    assert [path for path, status in served if status == 404] == []
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +83,14 @@ def page(browser):
     page.set_default_timeout(10_000)
     yield page
     context.close()
+
+
+def test_pages_name_an_icon_that_is_served(live_server, page, served):
+    page.goto(live_server + "/setup")
+    icon = wait_until(
+        lambda: [hit for hit in served if "icon" in hit[0]], 10, "the browser asked for no icon"
+    )
+    assert icon == [("/static/favicon.svg", 200)]
 
 
 def test_first_run_setup_then_live_status_badges(live_server, page, upload, run_jobs, app):
