@@ -141,7 +141,9 @@ def test_wrong_password_then_login_and_logout(live_server, page, runner):
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("alert")).to_have_text("Wrong email or password.")
-    page.get_by_label("Email").fill("ann@example.com")
+    # The email stays as typed; only the password is asked for again.
+    expect(page.get_by_label("Email")).to_have_value("ann@example.com")
+    expect(page.get_by_label("Password")).to_be_focused()
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(live_server + "/")

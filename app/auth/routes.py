@@ -70,7 +70,8 @@ def login():
             limits=throttle_limits(),
         )
     except ServiceError as exc:
-        return _refused("auth/login.html", exc, next=next_url)
+        email = request.form.get("email", "")[:254]
+        return _refused("auth/login.html", exc, next=next_url, email=email)
     use_session(user, token)
     return redirect(next_url or url_for("gallery.index"))
 
