@@ -26,7 +26,6 @@ def test_teams_users_keys(app, runner, client):
     result = runner.invoke(args=["teams", "create", "Acme Photos"])
     assert result.exit_code == 0, result.output
     assert last_line(result) == "acme-photos"
-    assert last_line(runner.invoke(args=["teams", "create", "Acme Photos"])) == "acme-photos-2"
 
     result = runner.invoke(
         args=[
@@ -67,6 +66,24 @@ def test_teams_users_keys(app, runner, client):
     with app.app_context():
         stored = db.session.query(ApiKey).filter_by(name="ci").one()
         assert stored.scopes == ["read", "write"] and stored.expires_at is not None
+
+
+def test_a_second_team_of_the_same_name_is_refused(app, runner, client):
+    made = client.post(
+        "/setup",
+        data={"team": "Acme Photos", "email": "boss@acme.test", "password": "a long password"},
+    )
+    assert made.status_code == 302
+    for name in ("Acme Photos", "acme  PHOTOS"):
+        again = runner.invoke(args=["teams", "create", name])
+        assert again.exit_code != 0
+        assert "a team named 'Acme Photos' already exists (slug acme-photos)" in again.output
+    listed = runner.invoke(args=["teams", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.splitlines() == ["acme-photos  Acme Photos  1 member", "1 team"]
+    # Another name that makes the same slug is another team, with a slug of its own.
+    assert last_line(runner.invoke(args=["teams", "create", "Acme-Photos"])) == "acme-photos-2"
+    assert last_line(runner.invoke(args=["teams", "list"])) == "2 teams"
 
 
 def test_cli_errors_are_clear(runner):

@@ -29,6 +29,16 @@ def create_team(name):
     click.echo(team.slug)
 
 
+@teams.command("list")
+def list_teams():
+    """List every team: slug, name, members; prints the count last."""
+    teams_and_members = accounts.list_teams()
+    for team, members in teams_and_members:
+        click.echo(f"{team.slug}  {team.name}  {members} member{'' if members == 1 else 's'}")
+    count = len(teams_and_members)
+    click.echo(f"{count} team{'' if count == 1 else 's'}")
+
+
 @click.group("users", cls=AppGroup)
 def users():
     """Manage user accounts."""

@@ -65,13 +65,21 @@ def slugify(name: str) -> str:
 
 
 def create_team(name: str) -> Team:
-    """Create a team with a unique slug derived from its name."""
+    """Create a team with a unique slug derived from its name; a name already taken (ignoring
+    case and spacing) is refused, as a second team of it would only be mistaken for the first."""
     name = " ".join((name or "").split())
     if not name or len(name) > 100:
         raise ServiceError(
             "a team name is 1 to 100 characters", code="validation_error", status=422
         )
     base = slugify(name)
+    # Equal names make equal slugs: only the teams of this slug, numbered or not, can match.
+    namesakes = db.session.scalars(
+        select(Team).where((Team.slug == base) | Team.slug.startswith(f"{base}-", autoescape=True))
+    ).all()
+    for team in namesakes:
+        if team.name.casefold() == name.casefold():
+            raise Conflict(f"a team named {team.name!r} already exists (slug {team.slug})")
     slug, n = base, 1
     while db.session.scalar(select(func.count()).select_from(Team).where(Team.slug == slug)):
         n += 1
@@ -80,6 +88,21 @@ def create_team(name: str) -> Team:
     db.session.add(team)
     db.session.flush()
     return team
+
+
+def list_teams() -> list[tuple[Team, int]]:
+    """Every team, by slug, with its number of members."""
+    members = (
+        select(Membership.team_id, func.count().label("members"))
+        .group_by(Membership.team_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(Team, func.coalesce(members.c.members, 0))
+        .outerjoin(members, members.c.team_id == Team.id)
+        .order_by(Team.slug)
+    )
+    return [(team, count) for team, count in rows]
 
 
 def get_team_by_slug(slug: str) -> Team | None:
