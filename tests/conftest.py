@@ -288,6 +288,13 @@ def upload(client):
 
 
 @pytest.fixture
+def pinned_clock(monkeypatch):
+    """Keep every index request of this process in one debounce window, whenever the test
+    happens to run."""
+    monkeypatch.setattr("app.queue.clock", lambda: 1_800_000_000.0)
+
+
+@pytest.fixture
 def redis_client(redis_url):
     return redis.Redis.from_url(redis_url)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import uuid
 
-import pytest
 from rq import Queue
 
 from app.extensions import db
@@ -126,12 +125,6 @@ def test_processing_a_deleted_image_is_a_no_op(app):
 
     with app.app_context():
         assert process_image(str(uuid.uuid4())) == "missing"
-
-
-@pytest.fixture
-def pinned_clock(monkeypatch):
-    """Keep every index request in one debounce window, whenever the test happens to run."""
-    monkeypatch.setattr("app.queue.clock", lambda: 1_800_000_000.0)
 
 
 def test_index_requests_are_debounced_to_one_queued_build(app, team_a, pinned_clock):
