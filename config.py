@@ -111,7 +111,8 @@ class Config:
     IMPORT_ALLOW_NETWORKS = _csv(os.environ.get("IMPORT_ALLOW_NETWORKS", ""))
 
     # Also how long a job of a worker that died (SIGKILL, lost host) counts as running: RQ
-    # declares it abandoned, and retries it, once the timeout plus 60 s have passed.
+    # declares it abandoned, and the next sweep has it retried, once the timeout plus three
+    # worker heartbeats (WORKER_HEARTBEAT_SECONDS) have passed.
     JOB_TIMEOUT_SECONDS = int(os.environ.get("JOB_TIMEOUT_SECONDS", "300"))
     # Images pending or processing longer than this, with no live job, are queued again by the
     # sweep that every worker schedules each RECONCILE_INTERVAL_SECONDS (and `flask reconcile`).

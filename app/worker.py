@@ -85,6 +85,17 @@ class LikenessWorker(SimpleWorker):
                 # The context's teardown removes it too; this also covers a failing teardown.
                 db.session.remove()
 
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        # How long RQ keeps a started job in its StartedJobRegistry: past it, the job counts as
+        # abandoned (its worker died) and RQ's cleanup retries it. SimpleWorker sends no beat
+        # while a job runs, so RQ allows the job's timeout plus a fixed 60 s; this worker allows
+        # the grace it claims on /healthz instead, so a killed worker's job is retried as soon
+        # as a live worker would have reported again.
+        if job.timeout == -1:  # no timeout: RQ's own long default
+            return super().get_heartbeat_ttl(job, working_time)
+        timeout = job.timeout if job.timeout and job.timeout > 0 else Queue.DEFAULT_TIMEOUT
+        return int(timeout) + self.grace_seconds
+
     def heartbeat(self, timeout=None, pipeline=None):
         if pipeline is not None:
             super().heartbeat(timeout, pipeline)
