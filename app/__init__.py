@@ -115,6 +115,7 @@ def _register_error_handlers(app: Flask) -> None:
     from app.api.errors import ApiError, error_response, http_error_response, wants_json
     from app.errors import ServiceError
     from app.plugin_api import StorageUnavailable
+    from app.views import http_refusal
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
@@ -123,11 +124,12 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def service_error(exc: ServiceError):
         db.session.rollback()
+        status, code = http_refusal(exc)
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         if wants_json():
-            return error_response(exc.status, exc.message, exc.code, headers=headers)
-        page = render_template("error.html", status=exc.status, message=exc.message)
-        return page, exc.status, headers
+            return error_response(status, exc.message, code, headers=headers)
+        page = render_template("error.html", status=status, message=exc.message)
+        return page, status, headers
 
     @app.errorhandler(StorageUnavailable)
     def storage_unavailable(exc: StorageUnavailable):

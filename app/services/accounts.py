@@ -14,7 +14,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.errors import Conflict, ServiceError
+from app.errors import Conflict, ServiceError, Throttled, Unauthenticated, ValidationFailed
 from app.extensions import db
 from app.models import ROLES, LoginSession, Membership, Team, User, utcnow
 from app.services import audit, throttle
@@ -27,16 +27,6 @@ _DUMMY_HASH = generate_password_hash("likeness-timing-equaliser")
 # A login session's `last_seen_at` is written at most this often, not on every request.
 TOUCH_INTERVAL = timedelta(minutes=1)
 WRONG_CREDENTIALS = "Wrong email or password."
-
-
-class Throttled(ServiceError):
-    """Too many failed password checks for this account from this address (or in all)."""
-
-    code, status = "rate_limited", 429
-
-    def __init__(self, retry_after: int):
-        super().__init__(f"Too many failed attempts. Try again in {retry_after // 60 + 1} minutes.")
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -68,9 +58,7 @@ def create_team(name: str) -> Team:
     """Create a team with a unique slug derived from its name."""
     name = " ".join((name or "").split())
     if not name or len(name) > 100:
-        raise ServiceError(
-            "a team name is 1 to 100 characters", code="validation_error", status=422
-        )
+        raise ValidationFailed("a team name is 1 to 100 characters")
     base = slugify(name)
     slug, n = base, 1
     while db.session.scalar(select(func.count()).select_from(Team).where(Team.slug == slug)):
@@ -90,21 +78,15 @@ def valid_email(email: str) -> str:
     """The normalised address, or a 422 if it is not one."""
     email = normalise_email(email)
     if not _EMAIL_RE.match(email):
-        raise ServiceError("that is not an email address", code="validation_error", status=422)
+        raise ValidationFailed("that is not an email address")
     return email
 
 
 def check_password_rules(password: str) -> None:
     if len(password or "") < MIN_PASSWORD_LENGTH:
-        raise ServiceError(
-            f"a password has at least {MIN_PASSWORD_LENGTH} characters",
-            code="validation_error",
-            status=422,
-        )
+        raise ValidationFailed(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > 1024:
-        raise ServiceError(
-            "a password has at most 1024 characters", code="validation_error", status=422
-        )
+        raise ValidationFailed("a password has at most 1024 characters")
 
 
 def hash_password(password: str) -> str:
@@ -130,9 +112,7 @@ def create_user(email: str, password: str) -> User:
 
 def add_member(user: User, team: Team, role: str) -> Membership:
     if role not in ROLES:
-        raise ServiceError(
-            f"role must be one of {', '.join(ROLES)}", code="validation_error", status=422
-        )
+        raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
     membership = Membership(user=user, team=team, role=role)
     db.session.add(membership)
     db.session.flush()
@@ -157,7 +137,9 @@ def authenticate(email: str, password: str) -> User | None:
 def refuse_if_throttled(email: str, ip: str | None, limits: throttle.Limits) -> None:
     """Raise Throttled while this address must wait before checking this account's password."""
     if wait := throttle.retry_after(email, ip, limits):
-        raise Throttled(wait)
+        raise Throttled(
+            f"Too many failed attempts. Try again in {wait // 60 + 1} minutes.", retry_after=wait
+        )
 
 
 def record_failed_check(
@@ -181,7 +163,7 @@ def sign_in(
         record_failed_check(email, user, ip, limits)
         db.session.commit()
         # One message, status and (through the dummy hash) timing for every failure.
-        raise ServiceError(WRONG_CREDENTIALS, code="unauthorized", status=401)
+        raise Unauthenticated(WRONG_CREDENTIALS)
     throttle.record_success(email, ip, limits)
     audit.record_personal(Actor.for_user(user, ip), "auth.login", user, email)
     token = start_session(user, ip, user_agent)
@@ -202,7 +184,7 @@ def change_password(
     """Set a new password after checking the current one; every login session ends, and the
     token of a new one for this browser is returned."""
     if not check_password_hash(user.password_hash, (current or "")[:1024]):
-        raise ServiceError("the current password is wrong", code="validation_error", status=422)
+        raise ValidationFailed("the current password is wrong")
     check_password_rules(new)
     user.password_hash = hash_password(new)
     user.password_changed_at = utcnow()

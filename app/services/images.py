@@ -14,7 +14,7 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from app import queue
-from app.errors import ServiceError
+from app.errors import Invalid, ValidationFailed
 from app.extensions import db
 from app.models import IMAGE_STATUSES, Embedding, Image, Tag
 from app.runtime import plugins, storage
@@ -34,7 +34,7 @@ MAX_CURSOR_LENGTH = 200  # what encode_cursor makes is about 100 characters
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The position `encode_cursor` gave out; anything else (tampered, truncated, of another
     shape) is a 400, checked part by part before it reaches a query."""
-    refused = ServiceError("cursor is not one this API returned")
+    refused = Invalid("cursor is not one this API returned")
     if len(cursor) > MAX_CURSOR_LENGTH:
         raise refused
     try:
@@ -77,14 +77,14 @@ def list_images(
     )
     if status is not None:
         if status not in IMAGE_STATUSES:
-            raise ServiceError(f"status must be one of {', '.join(IMAGE_STATUSES)}")
+            raise Invalid(f"status must be one of {', '.join(IMAGE_STATUSES)}")
         query = query.where(Image.status == status)
     if tag is not None:
         query = query.where(Image.tags.any(Tag.name == normalise_tag(tag)))
     if text is not None:
         text = " ".join(text.split())[:200]
         if not text:
-            raise ServiceError("q must not be empty")
+            raise Invalid("q must not be empty")
         needle = text.casefold()
         query = query.where(
             or_(
@@ -160,26 +160,20 @@ def parse_tags(value: str | list) -> list[str]:
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ServiceError("tags is a list of strings", code="validation_error", status=422)
+        raise ValidationFailed("tags is a list of strings")
     tags = []
     for raw in value:
         name = normalise_tag(raw)
         if not name:
             continue
         if len(name) > MAX_TAG_LENGTH or "," in name:
-            raise ServiceError(
-                f"a tag has at most {MAX_TAG_LENGTH} characters and no commas",
-                code="validation_error",
-                status=422,
-            )
+            raise ValidationFailed(f"a tag has at most {MAX_TAG_LENGTH} characters and no commas")
         if any(unicodedata.category(ch)[0] == "C" for ch in name):
-            raise ServiceError(
-                "a tag has no control characters", code="validation_error", status=422
-            )
+            raise ValidationFailed("a tag has no control characters")
         if name not in tags:
             tags.append(name)
     if len(tags) > MAX_TAGS:
-        raise ServiceError(f"at most {MAX_TAGS} tags", code="validation_error", status=422)
+        raise ValidationFailed(f"at most {MAX_TAGS} tags")
     return tags
 
 
@@ -203,14 +197,10 @@ def set_tags(image: Image, names: list[str]) -> None:
 def check_custom_metadata(value) -> dict:
     """User metadata: a JSON object of bounded size."""
     if not isinstance(value, dict):
-        raise ServiceError("metadata.custom is a JSON object", code="validation_error", status=422)
+        raise ValidationFailed("metadata.custom is a JSON object")
     encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
     if len(encoded.encode()) > MAX_CUSTOM_BYTES:
-        raise ServiceError(
-            f"metadata.custom is at most {MAX_CUSTOM_BYTES // 1024} KB of JSON",
-            code="validation_error",
-            status=422,
-        )
+        raise ValidationFailed(f"metadata.custom is at most {MAX_CUSTOM_BYTES // 1024} KB of JSON")
     return value
 
 
@@ -219,9 +209,7 @@ def edit_image(image: Image, changes: dict) -> list[str]:
     changed = []
     if "filename" in changes:
         if not isinstance(changes["filename"], str) or not changes["filename"].strip():
-            raise ServiceError(
-                "filename is a non-empty string", code="validation_error", status=422
-            )
+            raise ValidationFailed("filename is a non-empty string")
         image.filename = clean_filename(changes["filename"])
         changed.append("filename")
     if "tags" in changes:

@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from app import queue
-from app.errors import ServiceError
+from app.errors import Invalid, ServiceError, TooLarge, ValidationFailed
 from app.extensions import db
 from app.models import ImportBatch, ImportItem, utcnow
 from app.net.fetch import FetchError, fetch, policy_from_config
@@ -38,38 +38,32 @@ class ItemRequest:
     tags: list[str] | None = None
 
 
-def _invalid(message: str) -> ServiceError:
-    return ServiceError(message, code="validation_error", status=422)
-
-
 def check_url(url: object, row: int) -> str:
     """A plausible http(s) URL; where it leads is checked by the fetcher, hop by hop."""
     if not isinstance(url, str) or not url.strip():
-        raise _invalid(f"item {row}: the url is missing")
+        raise ValidationFailed(f"item {row}: the url is missing")
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
-        raise _invalid(f"item {row}: the url is longer than {MAX_URL_LENGTH} characters")
+        raise ValidationFailed(f"item {row}: the url is longer than {MAX_URL_LENGTH} characters")
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
-        raise _invalid(f"item {row}: only http and https URLs can be imported, not {url[:80]!r}")
+        raise ValidationFailed(
+            f"item {row}: only http and https URLs can be imported, not {url[:80]!r}"
+        )
     return url
 
 
 def parse_csv(data: bytes) -> list[ItemRequest]:
     """Rows of a CSV with a `url` column and optional `filename` and `tags` columns."""
     if len(data) > MAX_CSV_BYTES:
-        raise ServiceError(
-            f"the CSV is larger than {MAX_CSV_BYTES // 1024 // 1024} MB",
-            code="too_large",
-            status=413,
-        )
+        raise TooLarge(f"the CSV is larger than {MAX_CSV_BYTES // 1024 // 1024} MB")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ServiceError("the CSV must be UTF-8 text") from None
+        raise Invalid("the CSV must be UTF-8 text") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames or "url" not in [f.strip().lower() for f in reader.fieldnames]:
-        raise ServiceError("the CSV needs a header row with a 'url' column")
+        raise Invalid("the CSV needs a header row with a 'url' column")
     items = []
     try:
         for row in reader:
@@ -84,7 +78,7 @@ def parse_csv(data: bytes) -> list[ItemRequest]:
                 )
             )
     except csv.Error as exc:
-        raise ServiceError(f"the CSV cannot be read: {exc}") from None
+        raise Invalid(f"the CSV cannot be read: {exc}") from None
     return items
 
 
@@ -101,9 +95,9 @@ def create_batch(
     """Record a batch and its items (all valid, or nothing is created), then queue the work."""
     limit = current_app.config["IMPORT_MAX_URLS"]
     if not requests:
-        raise _invalid("the import has no URLs")
+        raise ValidationFailed("the import has no URLs")
     if len(requests) > limit:
-        raise _invalid(f"at most {limit} URLs per import; this one has {len(requests)}")
+        raise ValidationFailed(f"at most {limit} URLs per import; this one has {len(requests)}")
     urls = [check_url(r.url, n) for n, r in enumerate(requests, start=1)]
     batch = ImportBatch(
         team_id=team_id,

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from app.errors import Conflict, NotFound, ServiceError
+from app.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from app.extensions import db
 from app.models import ROLES, ApiKey, Invite, Membership, Team, User, utcnow
 from app.services import accounts, audit, throttle
@@ -21,9 +21,7 @@ INVITE_DAYS = 7
 
 def _check_role(role: str) -> None:
     if role not in ROLES:
-        raise ServiceError(
-            f"role must be one of {', '.join(ROLES)}", code="validation_error", status=422
-        )
+        raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
 
 
 def list_members(team_id: uuid.UUID) -> list[Membership]:
@@ -67,10 +65,8 @@ def operator_add_member(
     user = accounts.get_user_by_email(accounts.valid_email(email))
     if user is None:
         if not password:
-            raise ServiceError(
-                "no account has that email: give a password to create one, or send an invite",
-                code="validation_error",
-                status=422,
+            raise ValidationFailed(
+                "no account has that email: give a password to create one, or send an invite"
             )
         user = accounts.create_user(email, password)
     elif db.session.scalar(
@@ -218,11 +214,7 @@ def accept_invite(
             if user is None:
                 user = accounts.create_user(email, password)
             elif not accounts.password_matches(user, password):
-                raise ServiceError(
-                    "that is not the password of the account for this address",
-                    code="validation_error",
-                    status=422,
-                )
+                raise ValidationFailed("that is not the password of the account for this address")
         except ServiceError:
             accounts.record_failed_check(email, user, ip, limits, via="invite")
             db.session.commit()
@@ -236,6 +228,7 @@ def accept_invite(
     ):
         membership = accounts.add_member(user, invite.team, invite.role)
         _record(Actor.for_user(user, ip), "member.join", membership, role=invite.role)
+
     invite.accepted_at = utcnow()
     session_token = None if owner_signed_in else accounts.start_session(user, ip, user_agent)
     db.session.commit()

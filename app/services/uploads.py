@@ -19,30 +19,30 @@ from flask import current_app
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
-from app.errors import NotFound, ServiceError
+from app.errors import (
+    Conflict,
+    Expired,
+    Forbidden,
+    Invalid,
+    NotFound,
+    ServiceError,
+    TooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from app.extensions import db
 from app.models import DirectUpload, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import storage
 from app.services import images as image_service
 from app.services.images import clean_filename
-from app.services.ingest import (
-    ALLOWED_FORMATS,
-    IngestResult,
-    TooLarge,
-    UnsupportedMediaType,
-    ingest,
-)
+from app.services.ingest import ALLOWED_FORMATS, IngestResult, ingest
 from app.tenancy import find_owned, unscoped
 
 log = logging.getLogger(__name__)
 
 ALLOWED_TYPES = sorted(set(ALLOWED_FORMATS.values()))
 _SALT = "likeness-direct-upload"
-
-
-class Expired(ServiceError):
-    code, status = "expired", 410
 
 
 def _lifetime() -> int:
@@ -61,14 +61,12 @@ def create(
 ) -> tuple[DirectUpload, dict | None]:
     """Record a direct upload; returns it with the store's presigned POST (None for local)."""
     if not isinstance(filename, str) or not filename.strip():
-        raise ServiceError("filename is a non-empty string", code="validation_error", status=422)
+        raise ValidationFailed("filename is a non-empty string")
     if not isinstance(content_type, str) or content_type.lower() not in ALLOWED_TYPES:
         raise UnsupportedMediaType(f"content_type must be one of {', '.join(ALLOWED_TYPES)}")
     max_bytes = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
     if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes < 1:
-        raise ServiceError(
-            "size_bytes is a positive whole number", code="validation_error", status=422
-        )
+        raise ValidationFailed("size_bytes is a positive whole number")
     if size_bytes > max_bytes:
         raise TooLarge(f"files are limited to {current_app.config['MAX_UPLOAD_MB']} MB")
     upload_id = uuid.uuid4()
@@ -105,15 +103,11 @@ def from_token(token: str) -> DirectUpload:
         payload = serializer.loads(token, max_age=_lifetime())
         upload_id, team_id = uuid.UUID(payload["id"]), uuid.UUID(payload["team"])
     except (BadSignature, KeyError, TypeError, ValueError):
-        raise ServiceError(
-            "this upload URL is not valid or has expired", code="forbidden", status=403
-        ) from None
+        raise Forbidden("this upload URL is not valid or has expired") from None
     with unscoped():
         upload = db.session.get(DirectUpload, upload_id)
     if upload is None or upload.team_id != team_id or upload.completed_at is not None:
-        raise ServiceError(
-            "this upload URL is not valid or has expired", code="forbidden", status=403
-        )
+        raise Forbidden("this upload URL is not valid or has expired")
     if upload.expires_at <= utcnow():
         raise Expired("this upload URL has expired; start a new upload")
     return upload
@@ -131,7 +125,7 @@ def receive(upload: DirectUpload, stream: BinaryIO, content_type: str | None) ->
                 raise TooLarge(f"this upload accepts at most {upload.size_bytes} bytes")
             spool.write(chunk)
         if size == 0:
-            raise ServiceError("the file is empty")
+            raise Invalid("the file is empty")
         spool.seek(0)
         storage().save(upload.storage_key, spool, upload.content_type)
 
@@ -147,7 +141,7 @@ def get(upload_id: str) -> DirectUpload:
 def complete(upload: DirectUpload) -> IngestResult:
     """Validate what was uploaded exactly like an upload; the object is removed either way."""
     if upload.completed_at is not None:
-        raise ServiceError("this upload was already completed", code="conflict", status=409)
+        raise Conflict("this upload was already completed")
     key = upload.storage_key  # read now: a refused upload's row is gone by the `finally`
     try:
         if upload.expires_at <= utcnow():
@@ -157,16 +151,10 @@ def complete(upload: DirectUpload) -> IngestResult:
                 with storage().open(key) as source:
                     _copy_at_most(source, spool, upload.size_bytes)
             except ObjectNotFound:
-                raise ServiceError(
-                    "nothing was uploaded for this upload yet",
-                    code="validation_error",
-                    status=422,
-                ) from None
+                raise ValidationFailed("nothing was uploaded for this upload yet") from None
             if spool.tell() != upload.size_bytes:
-                raise ServiceError(
-                    f"{spool.tell()} bytes were uploaded but {upload.size_bytes} were declared",
-                    code="validation_error",
-                    status=422,
+                raise ValidationFailed(
+                    f"{spool.tell()} bytes were uploaded but {upload.size_bytes} were declared"
                 )
             spool.seek(0)
             result = ingest(
@@ -195,11 +183,7 @@ def _copy_at_most(source: BinaryIO, target: BinaryIO, limit: int) -> None:
     while chunk := source.read(1024 * 1024):
         copied += len(chunk)
         if copied > limit:
-            raise ServiceError(
-                f"more than the declared {limit} bytes were uploaded",
-                code="too_large",
-                status=413,
-            )
+            raise TooLarge(f"more than the declared {limit} bytes were uploaded")
         target.write(chunk)
 
 

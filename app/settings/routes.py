@@ -3,7 +3,7 @@ from __future__ import annotations
 from flask import flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
-from app.errors import ServiceError
+from app.errors import NotFound, ServiceError, ValidationFailed
 from app.extensions import db
 from app.services import accounts, audit, keys, members
 from app.settings import bp
@@ -11,6 +11,7 @@ from app.views import (
     choose_team,
     current_actor,
     fragment_or_page,
+    http_status,
     role_required,
     use_session,
     user_agent,
@@ -56,7 +57,7 @@ def change_password():
         )
     except ServiceError as exc:
         flash(exc.message, "error")
-        return _account_page(exc.status)
+        return _account_page(http_status(exc))
     # Every session of this account ended with the change; this browser has the new one.
     use_session(user, token, session.get("team_id"))
     flash("Password changed. Other sessions are signed out.", "info")
@@ -94,7 +95,7 @@ def add_member():
         db.session.commit()
     except ServiceError as exc:
         db.session.rollback()
-        return _members_page(exc.status, error=exc.message)
+        return _members_page(http_status(exc), error=exc.message)
     link = url_for("auth.accept_invite", token=token, _external=True)
     return _members_page(invite_link=link, invite=invite)
 
@@ -107,9 +108,9 @@ def change_role(user_id: str):
         db.session.commit()
     except ServiceError as exc:
         db.session.rollback()
-        if exc.status == 404:
+        if isinstance(exc, NotFound):
             raise
-        return _members_page(exc.status, error=exc.message)
+        return _members_page(http_status(exc), error=exc.message)
     return _members_page()
 
 
@@ -121,9 +122,9 @@ def remove_member(user_id: str):
         db.session.commit()
     except ServiceError as exc:
         db.session.rollback()
-        if exc.status == 404:
+        if isinstance(exc, NotFound):
             raise
-        return _members_page(exc.status, error=exc.message)
+        return _members_page(http_status(exc), error=exc.message)
     return _members_page()
 
 
@@ -148,9 +149,7 @@ def create_key():
     days = request.form.get("expires_in_days", "").strip()
     try:
         if days and not days.isdigit():
-            raise ServiceError(
-                "expiry is a whole number of days", code="validation_error", status=422
-            )
+            raise ValidationFailed("expiry is a whole number of days")
         key, full = keys.create_key(
             _team(),
             request.form.get("name", ""),
@@ -163,7 +162,7 @@ def create_key():
         db.session.commit()
     except ServiceError as exc:
         db.session.rollback()
-        return _keys_page(exc.status, error=exc.message)
+        return _keys_page(http_status(exc), error=exc.message)
     return _keys_page(new_key=full, new_key_name=key.name)
 
 
@@ -190,7 +189,7 @@ def rotate_key(key_id: str):
         db.session.commit()
     except ServiceError as exc:
         db.session.rollback()
-        return _keys_page(exc.status, error=exc.message)
+        return _keys_page(http_status(exc), error=exc.message)
     return _keys_page(new_key=full, new_key_name=new_key.name)
 
 
