@@ -123,7 +123,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ServiceError)
     def service_error(exc: ServiceError):
-        db.session.rollback()
+        # The service that refused has rolled its own work back.
         status, code = http_refusal(exc)
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         if wants_json():
@@ -133,7 +133,6 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(StorageUnavailable)
     def storage_unavailable(exc: StorageUnavailable):
-        db.session.rollback()
         app.logger.error("storage unavailable: %s", exc)
         message = "file storage cannot be reached just now; nothing was saved, try again shortly"
         if wants_json():
@@ -148,6 +147,9 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):
+        # The one rollback outside the services: whatever failed outside their units of work
+        # (a query that broke, a bug) may have left the session unusable, and the page below
+        # still reads the signed-in user.
         db.session.rollback()
         app.logger.exception("unhandled error")
         if wants_json():

@@ -5,14 +5,14 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
-from app.cli.common import CLI, fail, team_by_slug
+from app.cli.common import CLI, Command, team_by_slug
 from app.errors import ServiceError
 from app.extensions import db
 from app.services import audit
 from app.tenancy import team_scope
 
 
-@click.command("import")
+@click.command("import", cls=Command)
 @with_appcontext
 @click.argument("source", type=click.Path(exists=True, dir_okay=True, readable=True))
 @click.option("--team", "team_slug", required=True)
@@ -26,10 +26,7 @@ def import_command(source, team_slug, tags):
     from app.services.ingest import ingest
 
     team = team_by_slug(team_slug)
-    try:
-        tag_names = image_service.parse_tags(tags)
-    except ServiceError as exc:
-        fail(exc)
+    tag_names = image_service.parse_tags(tags)
     if os.path.isdir(source):
         paths = sorted(
             os.path.join(root, name)
@@ -61,12 +58,9 @@ def import_command(source, team_slug, tags):
         return
     with open(source, "rb") as fh:
         data = fh.read(imports.MAX_CSV_BYTES + 1)
-    try:
-        batch = imports.create_batch(
-            team.id, imports.parse_csv(data), tag_names, actor=CLI, enqueue=False
-        )
-    except ServiceError as exc:
-        fail(exc)
+    batch = imports.create_batch(
+        team.id, imports.parse_csv(data), tag_names, actor=CLI, enqueue=False
+    )
     with team_scope(team.id), click.progressbar(length=batch.total, label="Fetching") as bar:
         for position in range(batch.total):
             imports.run_item_at(batch.id, position)

@@ -67,6 +67,8 @@ def record(
 
 
 SYSTEM = Actor.system()
+# Operators at the command line; also the creator of an import made there.
+COMMAND_LINE = Actor.system("command line")
 
 
 def record_personal(

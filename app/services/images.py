@@ -1,4 +1,4 @@
-"""Reading and removing a team's images."""
+"""Reading, editing and removing a team's images."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from app.errors import Invalid, ValidationFailed
 from app.extensions import db
 from app.models import IMAGE_STATUSES, Embedding, Image, Tag
 from app.runtime import plugins, storage
+from app.services import audit
+from app.services.audit import Actor
+from app.services.transaction import after_commit, transactional
 from app.strict_json import loads_strict
 
 log = logging.getLogger(__name__)
@@ -105,15 +108,20 @@ def list_images(
     return rows[:limit], next_cursor
 
 
-def delete_image(image: Image) -> None:
+@transactional
+def delete_image(image: Image, *, actor: Actor) -> None:
     """Remove the row, its embeddings and its files; searches stop returning it at once."""
     keys = [k for k in (image.storage_key, image.thumbnail_key, image.preview_key) if k]
     keys += (image.meta or {}).get("renditions", [])
     team_id = image.team_id
+    audit.record_image(actor, "image.delete", image)
     db.session.execute(delete(Embedding).where(Embedding.image_id == image.id))
     db.session.delete(image)
-    db.session.commit()
-    # Files go after the commit: a failure here leaves an unreferenced file, never a broken row.
+    # Files go after the commit: a failure there leaves an unreferenced file, never a broken row.
+    after_commit(lambda: _forget_files(team_id, keys))
+
+
+def _forget_files(team_id: uuid.UUID, keys: list[str]) -> None:
     for key in keys:
         try:
             storage().delete(key)
@@ -180,7 +188,12 @@ def parse_tags(value: str | list) -> list[str]:
 def set_tags(image: Image, names: list[str]) -> None:
     """Replace the image's tags, creating the team's missing tags."""
     existing = (
-        {t.name: t for t in db.session.scalars(select(Tag).where(Tag.name.in_(names)))}
+        {
+            t.name: t
+            for t in db.session.scalars(
+                select(Tag).where(Tag.team_id == image.team_id, Tag.name.in_(names))
+            )
+        }
         if names
         else {}
     )
@@ -204,8 +217,10 @@ def check_custom_metadata(value) -> dict:
     return value
 
 
-def edit_image(image: Image, changes: dict) -> list[str]:
-    """Apply validated edits (filename, tags, custom metadata); returns the fields changed."""
+@transactional
+def edit_image(image: Image, changes: dict, *, actor: Actor) -> list[str]:
+    """Apply validated edits (filename, tags, custom metadata) and record them; returns the
+    fields changed."""
     changed = []
     if "filename" in changes:
         if not isinstance(changes["filename"], str) or not changes["filename"].strip():
@@ -218,4 +233,5 @@ def edit_image(image: Image, changes: dict) -> list[str]:
     if "custom" in changes:
         image.meta = {**(image.meta or {}), "custom": check_custom_metadata(changes["custom"])}
         changed.append("metadata.custom")
+    audit.record_image(actor, "image.edit", image, fields=changed)
     return changed

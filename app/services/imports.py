@@ -23,6 +23,7 @@ from app.services import images as image_service
 from app.services.audit import SYSTEM, Actor
 from app.services.images import clean_filename
 from app.services.ingest import ingest
+from app.services.transaction import after_commit, unit_of_work
 from app.tenancy import team_scope
 
 log = logging.getLogger(__name__)
@@ -92,53 +93,55 @@ def create_batch(
     key_id: uuid.UUID | None = None,
     enqueue: bool = True,
 ) -> ImportBatch:
-    """Record a batch and its items (all valid, or nothing is created), then queue the work."""
+    """Record a batch and its items (all valid, or nothing is created), then, once that is
+    committed, queue the work (unless the caller runs it itself: `enqueue=False`)."""
     limit = current_app.config["IMPORT_MAX_URLS"]
     if not requests:
         raise ValidationFailed("the import has no URLs")
     if len(requests) > limit:
         raise ValidationFailed(f"at most {limit} URLs per import; this one has {len(requests)}")
     urls = [check_url(r.url, n) for n, r in enumerate(requests, start=1)]
-    batch = ImportBatch(
-        team_id=team_id,
-        created_by_user_id=user_id,
-        created_by_key_id=key_id,
-        total=len(requests),
-        tags=tags,
-    )
-    db.session.add(batch)
-    for position, (request, url) in enumerate(zip(requests, urls, strict=True)):
-        batch.items.append(
-            ImportItem(
-                team_id=team_id,
-                position=position,
-                url=url,
-                # Shown as the image's name and stored in a 255-character column: cleaned
-                # now, like an upload's, not only when the item is ingested.
-                filename=clean_filename(request.filename)
-                if (request.filename or "").strip()
-                else None,
-                tags=request.tags or [],
-            )
+    with unit_of_work():
+        batch = ImportBatch(
+            team_id=team_id,
+            created_by_user_id=user_id,
+            created_by_key_id=key_id,
+            total=len(requests),
+            tags=tags,
         )
-    db.session.flush()
-    audit.record(
-        actor,
-        "import.create",
-        team_id,
-        target_type="import",
-        target_id=batch.id,
-        target=f"{batch.total} URLs",
-    )
-    db.session.commit()
-    if enqueue:
-        enqueue_batch(batch)
+        db.session.add(batch)
+        for position, (request, url) in enumerate(zip(requests, urls, strict=True)):
+            batch.items.append(
+                ImportItem(
+                    team_id=team_id,
+                    position=position,
+                    url=url,
+                    # Shown as the image's name and stored in a 255-character column: cleaned
+                    # now, like an upload's, not only when the item is ingested.
+                    filename=clean_filename(request.filename)
+                    if (request.filename or "").strip()
+                    else None,
+                    tags=request.tags or [],
+                )
+            )
+        db.session.flush()
+        audit.record(
+            actor,
+            "import.create",
+            team_id,
+            target_type="import",
+            target_id=batch.id,
+            target=f"{batch.total} URLs",
+        )
+        if enqueue:
+            batch_id, total = batch.id, batch.total
+            after_commit(lambda: _enqueue_items(batch_id, total))
     return batch
 
 
-def enqueue_batch(batch: ImportBatch) -> None:
-    for position in range(batch.total):
-        queue.enqueue_import_item(batch.id, position)
+def _enqueue_items(batch_id: uuid.UUID, total: int) -> None:
+    for position in range(total):
+        queue.enqueue_import_item(batch_id, position)
 
 
 def _filename_from_url(url: str) -> str:

@@ -16,6 +16,7 @@ from app.extensions import db
 from app.models import ROLES, SCOPES, ApiKey, Membership, Team, User, utcnow
 from app.services import audit
 from app.services.audit import SYSTEM, Actor
+from app.services.transaction import transactional, unit_of_work
 from app.tenancy import find_owned, unscoped
 
 ROLE_SCOPES = {"admin": {"read", "write", "admin"}, "member": {"read", "write"}, "viewer": {"read"}}
@@ -62,6 +63,7 @@ def _record(actor: Actor, action: str, key: ApiKey, **details) -> None:
     )
 
 
+@transactional
 def create_key(
     team: Team,
     name: str,
@@ -166,7 +168,7 @@ def touch(key: ApiKey, ip: str | None) -> None:
     if key.last_used_at is not None and now - key.last_used_at < TOUCH_INTERVAL:
         return
     # The condition in the UPDATE keeps concurrent requests from all writing.
-    with unscoped():
+    with unit_of_work(), unscoped():
         db.session.execute(
             update(ApiKey)
             .where(
@@ -176,7 +178,6 @@ def touch(key: ApiKey, ip: str | None) -> None:
             .values(last_used_at=now, last_used_ip=ip)
             .execution_options(synchronize_session=False)
         )
-    db.session.commit()
 
 
 def list_keys() -> list[ApiKey]:
@@ -192,6 +193,7 @@ def get_key(key_id: str | uuid.UUID) -> ApiKey:
     return key
 
 
+@transactional
 def revoke_key(key: ApiKey, *, actor: Actor = SYSTEM) -> None:
     """Revoke now; the very next request with this key is refused. Revoking twice is a no-op."""
     if key.revoked_at is None:
@@ -199,6 +201,7 @@ def revoke_key(key: ApiKey, *, actor: Actor = SYSTEM) -> None:
         _record(actor, "key.revoke", key)
 
 
+@transactional
 def rotate_key(
     key: ApiKey, *, created_by: User | None, creator_role: str | None, actor: Actor = SYSTEM
 ) -> tuple[ApiKey, str]:

@@ -27,6 +27,7 @@ from app.extensions import db, redis_connection
 from app.imaging.validate import open_working
 from app.models import Image
 from app.runtime import storage
+from app.services.transaction import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +145,11 @@ def _remember(image_id, key: str) -> list[str]:
     """Note the key on the image (under a row lock), so deleting the image deletes it too;
     keep the newest RENDITIONS_PER_IMAGE and return the keys evicted."""
     keep = current_app.config["RENDITIONS_PER_IMAGE"]
-    row = db.session.scalar(select(Image).where(Image.id == image_id).with_for_update())
-    keys = [k for k in (row.meta or {}).get("renditions", []) if k != key] + [key]
-    evicted, keys = keys[:-keep], keys[-keep:]
-    row.meta = {**(row.meta or {}), "renditions": keys}
-    db.session.commit()
+    with unit_of_work():
+        row = db.session.scalar(select(Image).where(Image.id == image_id).with_for_update())
+        keys = [k for k in (row.meta or {}).get("renditions", []) if k != key] + [key]
+        evicted, keys = keys[:-keep], keys[-keep:]
+        row.meta = {**(row.meta or {}), "renditions": keys}
     return evicted
 
 

@@ -37,6 +37,7 @@ from app.runtime import storage
 from app.services import images as image_service
 from app.services.images import clean_filename
 from app.services.ingest import ALLOWED_FORMATS, IngestResult, ingest
+from app.services.transaction import transactional, unit_of_work
 from app.tenancy import find_owned, unscoped
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,8 @@ def create(
         created_by_key_id=key_id,
         expires_at=utcnow() + timedelta(seconds=_lifetime()),
     )
-    db.session.add(upload)
-    db.session.commit()
+    with unit_of_work():
+        db.session.add(upload)
     presigned = storage().presign_upload(
         upload.storage_key, upload.content_type, upload.size_bytes, _lifetime()
     )
@@ -194,14 +195,15 @@ def _delete_object(key: str) -> None:
         log.exception("could not delete the uploaded object %s", key)
 
 
+@transactional
 def _discard(upload: DirectUpload) -> None:
     """A refused upload leaves no row behind (its object goes in `complete`'s finally)."""
     row = db.session.get(DirectUpload, upload.id)
     if row is not None:
         db.session.delete(row)
-        db.session.commit()
 
 
+@transactional
 def remove_expired(grace: timedelta = timedelta(minutes=5)) -> int:
     """Delete uploads never completed, and their objects, once expired; returns how many."""
     cutoff = utcnow() - grace
@@ -214,5 +216,4 @@ def remove_expired(grace: timedelta = timedelta(minutes=5)) -> int:
         for upload in stale:
             _delete_object(upload.storage_key)
             db.session.delete(upload)
-        db.session.commit()
     return len(stale)

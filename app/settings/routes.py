@@ -4,7 +4,6 @@ from flask import flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
 from app.errors import NotFound, ServiceError, ValidationFailed
-from app.extensions import db
 from app.services import accounts, audit, keys, members
 from app.settings import bp
 from app.views import (
@@ -92,9 +91,7 @@ def add_member():
             current_user,
             actor=current_actor(),
         )
-        db.session.commit()
     except ServiceError as exc:
-        db.session.rollback()
         return _members_page(http_status(exc), error=exc.message)
     link = url_for("auth.accept_invite", token=token, _external=True)
     return _members_page(invite_link=link, invite=invite)
@@ -105,11 +102,9 @@ def add_member():
 def change_role(user_id: str):
     try:
         members.set_role(_team().id, user_id, request.form.get("role", ""), actor=current_actor())
-        db.session.commit()
+    except NotFound:
+        raise
     except ServiceError as exc:
-        db.session.rollback()
-        if isinstance(exc, NotFound):
-            raise
         return _members_page(http_status(exc), error=exc.message)
     return _members_page()
 
@@ -119,11 +114,9 @@ def change_role(user_id: str):
 def remove_member(user_id: str):
     try:
         members.remove_member(_team().id, user_id, actor=current_actor())
-        db.session.commit()
+    except NotFound:
+        raise
     except ServiceError as exc:
-        db.session.rollback()
-        if isinstance(exc, NotFound):
-            raise
         return _members_page(http_status(exc), error=exc.message)
     return _members_page()
 
@@ -159,9 +152,7 @@ def create_key():
             expires_in_days=int(days) if days else None,
             actor=current_actor(),
         )
-        db.session.commit()
     except ServiceError as exc:
-        db.session.rollback()
         return _keys_page(http_status(exc), error=exc.message)
     return _keys_page(new_key=full, new_key_name=key.name)
 
@@ -169,9 +160,7 @@ def create_key():
 @bp.post("/keys/<key_id>/revoke")
 @role_required("admin")
 def revoke_key(key_id: str):
-    key = keys.get_key(key_id)
-    keys.revoke_key(key, actor=current_actor())
-    db.session.commit()
+    keys.revoke_key(keys.get_key(key_id), actor=current_actor())
     return _keys_page()
 
 
@@ -186,9 +175,7 @@ def rotate_key(key_id: str):
             creator_role=g.membership.role,
             actor=current_actor(),
         )
-        db.session.commit()
     except ServiceError as exc:
-        db.session.rollback()
         return _keys_page(http_status(exc), error=exc.message)
     return _keys_page(new_key=full, new_key_name=new_key.name)
 
