@@ -13,7 +13,7 @@ from app.api.errors import ApiError
 from app.models import Image
 from app.services import images as image_service
 from app.services import reconcile, renditions
-from app.services.ingest import ingest_all
+from app.services.ingest import Incoming, ingest
 from app.services.search import MAX_K, similar_images
 from app.tenancy import current_team_id, get_owned
 from app.views import current_actor, send_stored, send_variant
@@ -108,9 +108,9 @@ def create_images():
     if not files:
         raise ApiError(400, "send the image as a multipart 'file' part")
     # One request, one outcome: every file is checked before any is stored.
-    results = ingest_all(
+    results = ingest(
         current_team_id(),
-        [(upload.stream, upload.filename) for upload in files],
+        [Incoming(upload.stream, upload.filename) for upload in files],
         actor=current_actor(),
         tags=tags,
         key_id=g.api_key.id,

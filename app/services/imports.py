@@ -16,15 +16,15 @@ from sqlalchemy import func, select
 from app import queue
 from app.errors import Invalid, ServiceError, TooLarge, ValidationFailed
 from app.extensions import db
-from app.models import ImportBatch, ImportItem, utcnow
+from app.models import ApiKey, ImportBatch, ImportItem, User, utcnow
 from app.net.fetch import FetchError, fetch, policy_from_config
 from app.services import audit
 from app.services import images as image_service
-from app.services.audit import SYSTEM, Actor
+from app.services.audit import COMMAND_LINE, SYSTEM, Actor
 from app.services.images import clean_filename
-from app.services.ingest import ingest
+from app.services.ingest import Incoming, IngestResult, ingest
 from app.services.transaction import after_commit, unit_of_work
-from app.tenancy import team_scope
+from app.tenancy import team_scope, unscoped
 
 log = logging.getLogger(__name__)
 
@@ -149,38 +149,67 @@ def _filename_from_url(url: str) -> str:
     return name or "imported"
 
 
+def creator(batch: ImportBatch) -> Actor:
+    """Who made the import, as the actor of what its items do: the key or person, or an
+    operator at the command line (the only way to make one with neither)."""
+    with unscoped():  # a key or an account, looked up by the id the batch holds
+        if batch.created_by_key_id is not None:
+            key = db.session.get(ApiKey, batch.created_by_key_id)
+            if key is not None:
+                return Actor.for_key(key)
+        if batch.created_by_user_id is not None:
+            user = db.session.get(User, batch.created_by_user_id)
+            if user is not None:
+                return Actor.for_user(user)
+    return COMMAND_LINE
+
+
 def run_item(item: ImportItem, *, final_attempt: bool = True) -> str:
-    """Fetch and ingest one item unless it is finished already; returns its status."""
+    """Fetch and ingest one item unless it is finished already; returns its status.
+
+    The image, its tags, its `image.upload` event (by the import's creator) and the item marked
+    done commit together; a failure is recorded on the item in a transaction of its own."""
     if item.status != "queued":
         return item.status
     policy = policy_from_config(current_app.config)
     batch = item.batch
+
+    def finish(results: list[IngestResult]) -> None:
+        _finish(item, "done", image_id=results[0].image.id)
+
     try:
         with fetch(item.url, policy) as fetched:
-            result = ingest(
+            filename = item.filename or _filename_from_url(fetched.final_url)
+            ingest(
                 item.team_id,
-                fetched.body,
-                item.filename or _filename_from_url(fetched.final_url),
+                [Incoming(fetched.body, filename)],
+                actor=creator(batch),
+                tags=list(dict.fromkeys([*batch.tags, *item.tags])),
                 user_id=batch.created_by_user_id,
                 key_id=batch.created_by_key_id,
+                details={"import_id": str(batch.id)},
+                before_commit=finish,
             )
-        if not result.existing:
-            names = list(dict.fromkeys([*batch.tags, *item.tags]))
-            if names:
-                image_service.set_tags(result.image, names)
-        item.status, item.image_id, item.error = "done", result.image.id, None
     except (FetchError, ServiceError) as exc:
-        db.session.rollback()
-        item.status, item.error = "failed", exc.message[:1000]
+        _fail(item, exc.message)
     except Exception as exc:
-        db.session.rollback()
         if not final_attempt:
             raise  # a transient failure: RQ retries the job
         log.exception("import item %s failed", item.id)
-        item.status, item.error = "failed", f"could not import: {type(exc).__name__}"
-    item.finished_at = utcnow()
-    db.session.commit()
+        _fail(item, f"could not import: {type(exc).__name__}")
     return item.status
+
+
+def _finish(
+    item: ImportItem, status: str, *, image_id: uuid.UUID | None = None, error: str | None = None
+) -> None:
+    item.status, item.image_id, item.error = status, image_id, error
+    item.finished_at = utcnow()
+
+
+def _fail(item: ImportItem, message: str) -> None:
+    with unit_of_work():
+        _finish(item, "failed", error=message[:1000])
 
 
 def run_item_at(batch_id: uuid.UUID, position: int, *, final_attempt: bool = True) -> str | None:

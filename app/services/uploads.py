@@ -34,9 +34,9 @@ from app.extensions import db
 from app.models import DirectUpload, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import storage
-from app.services import images as image_service
+from app.services.audit import Actor
 from app.services.images import clean_filename
-from app.services.ingest import ALLOWED_FORMATS, IngestResult, ingest
+from app.services.ingest import ALLOWED_FORMATS, Incoming, IngestResult, ingest
 from app.services.transaction import transactional, unit_of_work
 from app.tenancy import find_owned, unscoped
 
@@ -139,8 +139,10 @@ def get(upload_id: str) -> DirectUpload:
     return upload
 
 
-def complete(upload: DirectUpload) -> IngestResult:
-    """Validate what was uploaded exactly like an upload; the object is removed either way."""
+def complete(upload: DirectUpload, *, actor: Actor) -> IngestResult:
+    """Validate what was uploaded exactly like an upload and ingest it (the image, its tags, its
+    upload event and the upload marked complete commit together); the object is removed
+    either way, and a refused upload's row too."""
     if upload.completed_at is not None:
         raise Conflict("this upload was already completed")
     key = upload.storage_key  # read now: a refused upload's row is gone by the `finally`
@@ -158,25 +160,26 @@ def complete(upload: DirectUpload) -> IngestResult:
                     f"{spool.tell()} bytes were uploaded but {upload.size_bytes} were declared"
                 )
             spool.seek(0)
-            result = ingest(
+            [result] = ingest(
                 upload.team_id,
-                spool,
-                upload.filename,
+                [Incoming(spool, upload.filename, image_id=upload.id)],
+                actor=actor,
+                tags=upload.tags,
                 user_id=upload.created_by_user_id,
                 key_id=upload.created_by_key_id,
-                image_id=upload.id,
+                details={"direct": True},
+                before_commit=lambda _results: _mark_completed(upload),
             )
-        if not result.existing and upload.tags:
-            image_service.set_tags(result.image, upload.tags)
-        upload.completed_at = utcnow()
-        db.session.commit()
         return result
     except ServiceError:
-        db.session.rollback()
         _discard(upload)
         raise
     finally:
         _delete_object(key)
+
+
+def _mark_completed(upload: DirectUpload) -> None:
+    upload.completed_at = utcnow()
 
 
 def _copy_at_most(source: BinaryIO, target: BinaryIO, limit: int) -> None:
