@@ -76,7 +76,8 @@ def get_team_by_slug(slug: str) -> Team | None:
     return db.session.scalar(select(Team).where(Team.slug == slug))
 
 
-def get_team(team_id: uuid.UUID) -> Team:
+def get_team(team_id: uuid.UUID) -> Team | None:
+    """The team with this id, or None."""
     return db.session.get(Team, team_id)
 
 

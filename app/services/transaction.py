@@ -25,10 +25,6 @@ R = TypeVar("R")
 _AFTER_COMMIT = "likeness.after_commit"
 
 
-def in_unit_of_work() -> bool:
-    return _AFTER_COMMIT in db.session.info
-
-
 @contextmanager
 def unit_of_work(*, outermost: bool = False) -> Iterator[None]:
     """Commit at the end of the block, roll back if it raises; then run what `after_commit`
