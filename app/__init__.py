@@ -119,6 +119,7 @@ def _register_error_handlers(app: Flask) -> None:
     from app.api.errors import ApiError, error_response, http_error_response, wants_json
     from app.errors import ServiceError
     from app.plugin_api import StorageUnavailable
+    from app.views import http_refusal
 
     @app.before_request
     def refuse_api_redirects():
@@ -133,16 +134,16 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ServiceError)
     def service_error(exc: ServiceError):
-        db.session.rollback()
+        # The service that refused has rolled its own work back.
+        status, code = http_refusal(exc)
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         if wants_json():
-            return error_response(exc.status, exc.message, exc.code, headers=headers)
-        page = render_template("error.html", status=exc.status, message=exc.message)
-        return page, exc.status, headers
+            return error_response(status, exc.message, code, headers=headers)
+        page = render_template("error.html", status=status, message=exc.message)
+        return page, status, headers
 
     @app.errorhandler(StorageUnavailable)
     def storage_unavailable(exc: StorageUnavailable):
-        db.session.rollback()
         app.logger.error("storage unavailable: %s", exc)
         message = "file storage cannot be reached just now; nothing was saved, try again shortly"
         if wants_json():
@@ -157,6 +158,9 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):
+        # The one rollback outside the services: whatever failed outside their units of work
+        # (a query that broke, a bug) may have left the session unusable, and the page below
+        # still reads the signed-in user.
         db.session.rollback()
         app.logger.exception("unhandled error")
         if wants_json():

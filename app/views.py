@@ -1,5 +1,5 @@
-"""What every blueprint shares: who is asking, roles, the sign-in cookie, pages that are also
-fragments, and stored files sent back safely."""
+"""What every blueprint shares: who is asking, roles, the sign-in cookie, how a domain refusal
+is answered over HTTP, pages that are also fragments, and stored files sent back safely."""
 
 from __future__ import annotations
 
@@ -19,8 +19,24 @@ from flask import (
 )
 from flask_login import current_user, login_user
 
+from app.errors import (
+    Conflict,
+    Expired,
+    Forbidden,
+    Invalid,
+    InvalidImage,
+    NotFound,
+    ServiceError,
+    Throttled,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from app.imaging.validate import ALLOWED_FORMATS
 from app.models import Image, User
+from app.net.fetch import FetchError
 from app.runtime import storage
 from app.services import accounts, renditions
 from app.services.audit import Actor
@@ -41,6 +57,35 @@ def current_actor() -> Actor:
     if current_user.is_authenticated:
         return Actor.for_user(current_user, client_ip())
     return Actor("anonymous", "anonymous", ip=client_ip())
+
+
+# How the HTTP faces (API and pages) answer what the services refuse: the status, and the
+# API's error code (API.md). The nearest class of the exception found here decides.
+HTTP_REFUSALS: dict[type[ServiceError], tuple[int, str]] = {
+    ServiceError: (400, "bad_request"),
+    Invalid: (400, "bad_request"),
+    Unauthenticated: (401, "unauthorized"),
+    Forbidden: (403, "forbidden"),
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+    Expired: (410, "expired"),
+    TooLarge: (413, "too_large"),
+    UnsupportedMediaType: (415, "unsupported_media_type"),
+    ValidationFailed: (422, "validation_error"),
+    InvalidImage: (422, "invalid_image"),
+    FetchError: (422, "fetch_failed"),
+    Throttled: (429, "rate_limited"),
+    Unavailable: (503, "unavailable"),
+}
+
+
+def http_refusal(exc: ServiceError) -> tuple[int, str]:
+    """The HTTP status and API error code of a domain refusal."""
+    return next(HTTP_REFUSALS[cls] for cls in type(exc).__mro__ if cls in HTTP_REFUSALS)
+
+
+def http_status(exc: ServiceError) -> int:
+    return http_refusal(exc)[0]
 
 
 def role_required(*roles: str):

@@ -127,7 +127,7 @@ def server():
 def _refused(code, url, policy=None, resolve=no_dns) -> FetchError:
     with pytest.raises(FetchError) as caught:
         fetch(url, policy or _policy(), resolve=resolve)
-    assert caught.value.code == code, caught.value.message
+    assert caught.value.reason == code, caught.value.message
     return caught.value
 
 
@@ -345,7 +345,7 @@ def test_a_name_with_any_disallowed_address_is_refused(answers):
     resolve = FakeResolver({"mixed.test": answers})
     with pytest.raises(FetchError) as caught:
         checked_addresses("mixed.test", 80, _policy(allowed_networks=()), resolve=resolve)
-    assert caught.value.code == "blocked_address"
+    assert caught.value.reason == "blocked_address"
     assert "10.0.0.5" not in caught.value.message  # internal answers are not disclosed
 
 

@@ -10,11 +10,10 @@ from app.api import bp
 from app.api.auth import scope_required
 from app.api.body import no_body, read_json
 from app.api.errors import ApiError
-from app.extensions import db
 from app.models import Image
-from app.services import audit, reconcile, renditions
 from app.services import images as image_service
-from app.services.ingest import ingest_all
+from app.services import reconcile, renditions
+from app.services.ingest import Incoming, ingest
 from app.services.search import MAX_K, similar_images
 from app.tenancy import current_team_id, get_owned
 from app.views import current_actor, send_stored, send_variant
@@ -109,9 +108,9 @@ def create_images():
     if not files:
         raise ApiError(400, "send the image as a multipart 'file' part")
     # One request, one outcome: every file is checked before any is stored.
-    results = ingest_all(
+    results = ingest(
         current_team_id(),
-        [(upload.stream, upload.filename) for upload in files],
+        [Incoming(upload.stream, upload.filename) for upload in files],
         actor=current_actor(),
         tags=tags,
         key_id=g.api_key.id,
@@ -152,18 +151,14 @@ def edit_image(image_id):
             changes["custom"] = metadata["custom"]
     if body.get("collection_id") is not None:
         raise ApiError(422, "no such collection", "validation_error")
-    changed = image_service.edit_image(image, changes)
-    audit.record_image(current_actor(), "image.edit", image, fields=changed)
-    db.session.commit()
+    image_service.edit_image(image, changes, actor=current_actor())
     return image_json(image)
 
 
 @bp.delete("/images/<image_id>")
 @scope_required("write")
 def delete_image(image_id):
-    image = get_owned(Image, image_id)
-    audit.record_image(current_actor(), "image.delete", image)
-    image_service.delete_image(image)
+    image_service.delete_image(get_owned(Image, image_id), actor=current_actor())
     return "", 204
 
 
@@ -172,10 +167,7 @@ def delete_image(image_id):
 def retry_image(image_id):
     image = get_owned(Image, image_id)
     no_body()
-    if image.status != "error":
-        raise ApiError(409, f"only an image in error can be retried; this one is {image.status}")
-    audit.record_image(current_actor(), "image.retry", image)
-    reconcile.retry_image(image)
+    reconcile.retry_image(image, actor=current_actor())
     return image_json(image), 202
 
 

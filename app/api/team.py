@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from flask import g, request, url_for
-from sqlalchemy import func, select
 
 from app.api import bp
 from app.api.auth import scope_required
 from app.api.body import json_body, no_body
 from app.api.errors import ApiError
 from app.api.images import int_arg, refuse_unknown_args
-from app.extensions import db
-from app.models import ApiKey, AuditEvent, Image, Membership, Team
-from app.services import audit, keys, members
+from app.models import ApiKey, AuditEvent, Membership, Team
+from app.services import accounts, audit, keys, members
 from app.tenancy import current_team_id
 from app.views import current_actor
 
@@ -22,22 +20,19 @@ def iso(value) -> str | None:
 
 
 def _team() -> Team:
-    return db.session.get(Team, current_team_id())
+    return accounts.get_team(current_team_id())
 
 
 @bp.get("/team")
 @scope_required("read")
 def get_team():
-    team = _team()
-    count, size = db.session.execute(
-        select(func.count(Image.id), func.coalesce(func.sum(Image.size_bytes), 0))
-    ).one()
+    summary = accounts.team_summary(current_team_id())
     return {
-        "id": str(team.id),
-        "name": team.name,
-        "slug": team.slug,
-        "image_count": count,
-        "storage_bytes": int(size),
+        "id": str(summary.team.id),
+        "name": summary.team.name,
+        "slug": summary.team.slug,
+        "image_count": summary.image_count,
+        "storage_bytes": summary.storage_bytes,
     }
 
 
@@ -76,7 +71,6 @@ def create_key():
         expires_in_days=body.get("expires_in_days"),
         actor=current_actor(),
     )
-    db.session.commit()
     return key_json(key, key=full), 201
 
 
@@ -85,7 +79,6 @@ def create_key():
 def revoke_key(key_id):
     key = keys.get_key(key_id)
     keys.revoke_key(key, actor=current_actor())
-    db.session.commit()
     return "", 204
 
 
@@ -100,7 +93,6 @@ def rotate_key(key_id):
         creator_role=g.api_creator_role,
         actor=current_actor(),
     )
-    db.session.commit()
     return key_json(new_key, key=full), 201
 
 
@@ -137,7 +129,6 @@ def add_member():
     invite, token = members.create_invite(
         _team(), body["email"], body["role"], g.api_key.created_by, actor=current_actor()
     )
-    db.session.commit()
     link = url_for("auth.accept_invite", token=token, _external=True)
     return {
         "invite_url": link,
@@ -152,7 +143,6 @@ def add_member():
 def change_member_role(user_id):
     body = json_body(("role",))
     membership = members.set_role(current_team_id(), user_id, body["role"], actor=current_actor())
-    db.session.commit()
     return member_json(membership)
 
 
@@ -160,7 +150,6 @@ def change_member_role(user_id):
 @scope_required("admin")
 def remove_member(user_id):
     members.remove_member(current_team_id(), user_id, actor=current_actor())
-    db.session.commit()
     return "", 204
 
 

@@ -10,9 +10,8 @@ from app.api.body import json_body, no_body
 from app.api.errors import ApiError
 from app.api.images import image_json
 from app.api.team import iso
-from app.extensions import db
-from app.services import audit, uploads
 from app.services import images as image_service
+from app.services import uploads
 from app.tenancy import current_team_id
 from app.views import current_actor
 
@@ -56,9 +55,7 @@ def receive_upload(token):
 def complete_upload(upload_id):
     upload = uploads.get(upload_id)
     no_body()
-    result = uploads.complete(upload)
+    result = uploads.complete(upload, actor=current_actor())
     if result.existing:
         return image_json(result.image, existing=True), 200
-    audit.record_image(current_actor(), "image.upload", result.image, direct=True)
-    db.session.commit()
     return image_json(result.image), 201

@@ -10,8 +10,8 @@ from app.errors import ServiceError
 from app.extensions import login_manager
 from app.models import User
 from app.services import accounts, members, throttle
-from app.services.accounts import SessionLifetimes, Throttled
-from app.views import SESSION_TOKEN, client_ip, use_session, user_agent
+from app.services.accounts import SessionLifetimes
+from app.views import SESSION_TOKEN, client_ip, http_status, use_session, user_agent
 
 
 @login_manager.user_loader
@@ -50,8 +50,8 @@ def throttle_limits() -> throttle.Limits:
 def _refused(template: str, exc: ServiceError, **context):
     """The form again with the refusal shown; a throttled one says when to come back."""
     flash(exc.message, "error")
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Throttled) else {}
-    return render_template(template, **context), exc.status, headers
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    return render_template(template, **context), http_status(exc), headers
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -100,7 +100,7 @@ def setup():
             )
         except ServiceError as exc:
             flash(exc.message, "error")
-            return render_template("auth/setup.html", form=request.form), 422
+            return render_template("auth/setup.html", form=request.form), http_status(exc)
         use_session(user, token, team.id)
         return redirect(url_for("gallery.index"))
     return render_template("auth/setup.html", form={})

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import click
-from flask.cli import AppGroup
 
-from app.cli.common import fail, team_by_slug
-from app.errors import ServiceError
-from app.extensions import db
+from app.cli.common import Group, team_by_slug
 from app.models import ROLES
 from app.services import accounts
 
 
-@click.group("teams", cls=AppGroup)
+@click.group("teams", cls=Group)
 def teams():
     """Manage teams."""
 
@@ -21,12 +18,7 @@ def teams():
 @click.argument("name")
 def create_team(name):
     """Create a team; prints its slug."""
-    try:
-        team = accounts.create_team(name)
-        db.session.commit()
-    except ServiceError as exc:
-        fail(exc)
-    click.echo(team.slug)
+    click.echo(accounts.create_team(name).slug)
 
 
 @teams.command("list")
@@ -39,7 +31,7 @@ def list_teams():
     click.echo(f"{count} team{'' if count == 1 else 's'}")
 
 
-@click.group("users", cls=AppGroup)
+@click.group("users", cls=Group)
 def users():
     """Manage user accounts."""
 
@@ -51,11 +43,5 @@ def users():
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 def create_user(email, team_slug, role, password):
     """Create an account in a team; prints its email."""
-    team = team_by_slug(team_slug)
-    try:
-        user = accounts.create_user(email, password)
-        accounts.add_member(user, team, role)
-        db.session.commit()
-    except ServiceError as exc:
-        fail(exc)
+    user = accounts.create_account(email, password, team_by_slug(team_slug), role)
     click.echo(user.email)

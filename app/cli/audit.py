@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import click
-from flask.cli import AppGroup
 
+from app.cli.common import Group
 from app.services import accounts, audit
 
 
-@click.group("audit", cls=AppGroup)
+@click.group("audit", cls=Group)
 def audit_group():
     """Read audit events that belong to no team."""
 

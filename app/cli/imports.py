@@ -2,71 +2,72 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 from flask.cli import with_appcontext
 
-from app.cli.common import CLI, fail, team_by_slug
+from app.cli.common import CLI, Command, team_by_slug
 from app.errors import ServiceError
-from app.extensions import db
-from app.services import audit
+from app.services import images as image_service
+from app.services import imports
+from app.services.ingest import Incoming, ingest
 from app.tenancy import team_scope
 
 
-@click.command("import")
+@click.command("import", cls=Command)
 @with_appcontext
 @click.argument("source", type=click.Path(exists=True, dir_okay=True, readable=True))
 @click.option("--team", "team_slug", required=True)
 @click.option("--tags", default="", help="Comma-separated tags for every imported image.")
 def import_command(source, team_slug, tags):
     """Import a folder of images, or a CSV of URLs (column `url`); prints a summary."""
-    import os
-
-    from app.services import images as image_service
-    from app.services import imports
-    from app.services.ingest import ingest
-
     team = team_by_slug(team_slug)
-    try:
-        tag_names = image_service.parse_tags(tags)
-    except ServiceError as exc:
-        fail(exc)
+    tag_names = image_service.parse_tags(tags)
     if os.path.isdir(source):
-        paths = sorted(
-            os.path.join(root, name)
-            for root, _dirs, names in os.walk(source)
-            for name in names
-            if not name.startswith(".")
-        )
-        created = existing = 0
-        failures = []
-        with team_scope(team.id), click.progressbar(paths, label="Importing") as bar:
-            for path in bar:
-                try:
-                    with open(path, "rb") as fh:
-                        result = ingest(team.id, fh, os.path.basename(path))
-                    if result.existing:
-                        existing += 1
-                        continue
-                    if tag_names:
-                        image_service.set_tags(result.image, tag_names)
-                    audit.record_image(CLI, "image.upload", result.image)
-                    db.session.commit()
-                    created += 1
-                except (ServiceError, OSError) as exc:
-                    db.session.rollback()
-                    failures.append(f"{path}: {getattr(exc, 'message', exc)}")
-        for failure in failures:
-            click.echo(failure, err=True)
-        click.echo(f"{created} imported, {existing} already present, {len(failures)} failed")
-        return
-    with open(source, "rb") as fh:
+        _import_folder(team, source, tag_names)
+    else:
+        _import_csv(team, source, tag_names)
+
+
+def _import_folder(team, folder: str, tag_names: list[str]) -> None:
+    paths = sorted(
+        os.path.join(root, name)
+        for root, _dirs, names in os.walk(folder)
+        for name in names
+        if not name.startswith(".")
+    )
+    created = existing = 0
+    failures = []
+    with team_scope(team.id), click.progressbar(paths, label="Importing") as bar:
+        for path in bar:
+            # One file, one transaction: a bad file is reported and the others go on.
+            try:
+                with open(path, "rb") as fh:
+                    [result] = ingest(
+                        team.id,
+                        [Incoming(fh, os.path.basename(path))],
+                        actor=CLI,
+                        tags=tag_names,
+                    )
+            except (ServiceError, OSError) as exc:
+                failures.append(f"{path}: {getattr(exc, 'message', exc)}")
+                continue
+            if result.existing:
+                existing += 1
+            else:
+                created += 1
+    for failure in failures:
+        click.echo(failure, err=True)
+    click.echo(f"{created} imported, {existing} already present, {len(failures)} failed")
+
+
+def _import_csv(team, listing: str, tag_names: list[str]) -> None:
+    with open(listing, "rb") as fh:
         data = fh.read(imports.MAX_CSV_BYTES + 1)
-    try:
-        batch = imports.create_batch(
-            team.id, imports.parse_csv(data), tag_names, actor=CLI, enqueue=False
-        )
-    except ServiceError as exc:
-        fail(exc)
+    batch = imports.create_batch(
+        team.id, imports.parse_csv(data), tag_names, actor=CLI, enqueue=False
+    )
     with team_scope(team.id), click.progressbar(length=batch.total, label="Fetching") as bar:
         for position in range(batch.total):
             imports.run_item_at(batch.id, position)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import click
-from flask.cli import AppGroup
 
-from app.cli.common import team_by_slug
+from app.cli.common import Group, team_by_slug
 from app.services import indexing
 
 
-@click.group("index", cls=AppGroup)
+@click.group("index", cls=Group)
 def index_group():
     """Manage nearest-neighbour indexes."""
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import click
-from flask.cli import AppGroup
 
-from app.cli.common import CLI, fail, team_by_slug
-from app.errors import ServiceError
-from app.extensions import db
+from app.cli.common import CLI, Group, team_by_slug
 from app.services import keys
 from app.tenancy import team_scope
 
 
-@click.group("keys", cls=AppGroup)
+@click.group("keys", cls=Group)
 def keys_group():
     """Manage API keys."""
 
@@ -25,17 +22,13 @@ def keys_group():
 def create_key(team_slug, name, scopes, expires_in_days):
     """Create an API key; prints the full key, shown this once."""
     team = team_by_slug(team_slug)
-    try:
-        key, full = keys.create_key(
-            team,
-            name,
-            keys.parse_scopes(scopes),
-            expires_in_days=expires_in_days,
-            actor=CLI,
-        )
-        db.session.commit()
-    except ServiceError as exc:
-        fail(exc)
+    key, full = keys.create_key(
+        team,
+        name,
+        keys.parse_scopes(scopes),
+        expires_in_days=expires_in_days,
+        actor=CLI,
+    )
     click.echo(f"Created key {key.name!r} ({', '.join(key.scopes)}) for team {team.slug}.")
     click.echo("Store it now: it is not shown again.")
     click.echo(full)
@@ -61,10 +54,6 @@ def revoke_key(team_slug, key_id):
     """Revoke a key now; prints its prefix."""
     team = team_by_slug(team_slug)
     with team_scope(team.id):
-        try:
-            key = keys.get_key(key_id)
-        except ServiceError as exc:
-            fail(exc)
+        key = keys.get_key(key_id)
         keys.revoke_key(key, actor=CLI)
-        db.session.commit()
-    click.echo(f"lk_{key.prefix}")
+        click.echo(f"lk_{key.prefix}")

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import click
-from flask.cli import AppGroup
 
-from app.cli.common import CLI, fail, team_by_slug
-from app.errors import ServiceError
-from app.extensions import db
+from app.cli.common import CLI, Group, team_by_slug
 from app.models import ROLES
 from app.services import accounts, members
 
 
-@click.group("members", cls=AppGroup)
+@click.group("members", cls=Group)
 def members_group():
     """Manage who belongs to a team."""
 
@@ -41,17 +38,12 @@ def add_member(email, team_slug, role, password, invite):
     team admins (Settings, API) can only invite.
     """
     team = team_by_slug(team_slug)
-    try:
-        if invite:
-            created, token = members.create_invite(team, email, role, None, actor=CLI)
-            db.session.commit()
-            click.echo(f"Invite for {created.email} ({role}), valid 7 days:")
-            click.echo(f"/invites/{token}")
-            return
-        membership = members.operator_add_member(team, email, role, password, actor=CLI)
-        db.session.commit()
-    except ServiceError as exc:
-        fail(exc)
+    if invite:
+        created, token = members.create_invite(team, email, role, None, actor=CLI)
+        click.echo(f"Invite for {created.email} ({role}), valid 7 days:")
+        click.echo(f"/invites/{token}")
+        return
+    membership = members.operator_add_member(team, email, role, password, actor=CLI)
     click.echo(membership.user.email)
 
 
@@ -63,11 +55,7 @@ def set_role(email, team_slug, role):
     """Change a member's role; prints `email role`."""
     team = team_by_slug(team_slug)
     user = accounts.get_user_by_email(email)
-    try:
-        membership = members.set_role(team.id, user.id if user else "-", role, actor=CLI)
-        db.session.commit()
-    except ServiceError as exc:
-        fail(exc)
+    membership = members.set_role(team.id, user.id if user else "-", role, actor=CLI)
     click.echo(f"{membership.user.email} {membership.role}")
 
 
@@ -78,9 +66,5 @@ def remove_member(email, team_slug):
     """Remove someone from a team and revoke their keys there; prints the email."""
     team = team_by_slug(team_slug)
     user = accounts.get_user_by_email(email)
-    try:
-        membership = members.remove_member(team.id, user.id if user else "-", actor=CLI)
-        db.session.commit()
-    except ServiceError as exc:
-        fail(exc)
+    membership = members.remove_member(team.id, user.id if user else "-", actor=CLI)
     click.echo(membership.user.email)

@@ -5,7 +5,7 @@ from flask_login import login_required
 
 from app.gallery import bp
 from app.models import Image
-from app.services import accounts, audit, reconcile
+from app.services import accounts, reconcile
 from app.services import images as image_service
 from app.tenancy import get_owned
 from app.views import choose_team, current_actor, role_required, send_variant
@@ -63,6 +63,5 @@ def get_status_badge(image_id: str):
 def retry_image(image_id: str):
     image = get_owned(Image, image_id)
     if image.status == "error":
-        audit.record_image(current_actor(), "image.retry", image)
-        reconcile.retry_image(image)
+        reconcile.retry_image(image, actor=current_actor())
     return render_template("gallery/_status_badge.html", image=image)

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError, features
 
-from app.errors import ServiceError
+from app.errors import Invalid, InvalidImage, ServiceError, TooLarge, UnsupportedMediaType
 from app.imaging.metadata import ORIENTATION, dominant_colors, exif_metadata, read_exif
 from app.imaging.render import encode_webp, make_rendition
 
@@ -92,18 +92,6 @@ _ARITHMETIC_SOF = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _CHUNK = 1024 * 1024
 
 
-class UnsupportedMediaType(ServiceError):
-    code, status = "unsupported_media_type", 415
-
-
-class InvalidImage(ServiceError):
-    code, status = "invalid_image", 422
-
-
-class TooLarge(ServiceError):
-    code, status = "too_large", 413
-
-
 @dataclass(frozen=True)
 class Limits:
     """What an upload may be; ingest builds it from configuration."""
@@ -148,7 +136,7 @@ def measure(stream: BinaryIO, max_bytes: int) -> tuple[str, int]:
         digest.update(chunk)
     stream.seek(0)
     if size == 0:
-        raise ServiceError("the file is empty (0 bytes); send the image's contents")
+        raise Invalid("the file is empty (0 bytes); send the image's contents")
     return digest.hexdigest(), size
 
 

@@ -98,9 +98,12 @@ _LEGACY_IPV4 = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0
 
 
 class FetchError(ServiceError):
-    """A URL that cannot be imported; `code` says why, the message is fit for a user's report."""
+    """A URL that cannot be imported; `reason` says why in one word (`bad_url`, `timeout`,
+    `blocked_address`, ...), the message is fit for a user's report."""
 
-    code, status = "fetch_failed", 422
+    def __init__(self, message: str, *, reason: str = "fetch_failed"):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -195,16 +198,16 @@ def checked_addresses(
             candidates = [_unmapped(ipaddress.ip_address(str(a))) for a in answers]
         except (OSError, UnicodeError, ValueError) as exc:
             raise FetchError(
-                f"could not look up the host {host}", code="connection_failed"
+                f"could not look up the host {host}", reason="connection_failed"
             ) from exc
         if not candidates:
-            raise FetchError(f"could not look up the host {host}", code="connection_failed")
+            raise FetchError(f"could not look up the host {host}", reason="connection_failed")
     if not all(is_allowed_address(a, policy.allowed_networks) for a in candidates):
         # The address is not named: it would tell the user what internal names resolve to.
         raise FetchError(
             f"{host} points to a private or reserved address; only public addresses can be "
             "imported from",
-            code="blocked_address",
+            reason="blocked_address",
         )
     return list(dict.fromkeys(candidates))
 
@@ -243,14 +246,14 @@ def _fetch(url: str, policy: FetchPolicy, resolve: Resolver, deadline: _Deadline
                         raise FetchError(
                             f"{target.host} answered HTTP {response.status} "
                             f"{response.reason or ''}".rstrip(),
-                            code="http_error",
+                            reason="http_error",
                         )
                     return _read_body(response, policy, target.url)
                 finally:
                     response.close()
     raise FetchError(
         f"more than {policy.max_redirects} redirects; the last one pointed to {url}",
-        code="too_many_redirects",
+        reason="too_many_redirects",
     )
 
 
@@ -297,7 +300,9 @@ class _Deadline:
                 _shut_down(watched)
 
     def error(self, url: str) -> FetchError:
-        return FetchError(f"downloading {url} took longer than {self.seconds:g} s", code="timeout")
+        return FetchError(
+            f"downloading {url} took longer than {self.seconds:g} s", reason="timeout"
+        )
 
 
 def _shut_down(sock: socket.socket) -> None:
@@ -341,18 +346,18 @@ def _parse(url: str) -> _Target:
     try:
         parsed: Url = parse_url(url.strip())
     except LocationParseError as exc:
-        raise FetchError(f"not a valid URL: {url}", code="bad_url") from exc
+        raise FetchError(f"not a valid URL: {url}", reason="bad_url") from exc
     if parsed.scheme not in SCHEMES:
         raise FetchError(
-            f"only http:// and https:// URLs can be imported, not {url}", code="bad_url"
+            f"only http:// and https:// URLs can be imported, not {url}", reason="bad_url"
         )
     if parsed.auth is not None:
-        raise FetchError("URLs with a user name or password cannot be imported", code="bad_url")
+        raise FetchError("URLs with a user name or password cannot be imported", reason="bad_url")
     if not parsed.host:
-        raise FetchError(f"the URL has no host: {url}", code="bad_url")
+        raise FetchError(f"the URL has no host: {url}", reason="bad_url")
     port = SCHEMES[parsed.scheme] if parsed.port is None else parsed.port
     if not 0 < port < 65536:
-        raise FetchError(f"the URL has an invalid port: {url}", code="bad_url")
+        raise FetchError(f"the URL has an invalid port: {url}", reason="bad_url")
 
     host = parsed.host.strip("[]")
     if (literal := _literal_address(host)) is not None:
@@ -383,7 +388,7 @@ def _literal_address(host: str) -> IPAddress | None:
         try:
             return ipaddress.IPv4Address(socket.inet_aton(host.rstrip(".")))
         except OSError as exc:
-            raise FetchError(f"{host} is not a valid IP address", code="bad_url") from exc
+            raise FetchError(f"{host} is not a valid IP address", reason="bad_url") from exc
     return None
 
 
@@ -458,9 +463,7 @@ def _pool(
 
 
 def _read_body(response: urllib3.BaseHTTPResponse, policy: FetchPolicy, url: str) -> Fetched:
-    too_large = FetchError(
-        f"the file is larger than {policy.max_bytes} bytes", code="too_large", status=413
-    )
+    too_large = FetchError(f"the file is larger than {policy.max_bytes} bytes", reason="too_large")
     length = response.headers.get("Content-Length", "")
     if length.strip().isdigit() and int(length) > policy.max_bytes:
         raise too_large
@@ -489,17 +492,17 @@ def _translated_errors(host: str) -> Iterator[None]:
     try:
         yield
     except NewConnectionError as exc:  # a subclass of ConnectTimeoutError: check it first
-        raise FetchError(f"could not connect to {host}", code="connection_failed") from exc
+        raise FetchError(f"could not connect to {host}", reason="connection_failed") from exc
     except ConnectTimeoutError as exc:
-        raise FetchError(f"connecting to {host} timed out", code="timeout") from exc
+        raise FetchError(f"connecting to {host} timed out", reason="timeout") from exc
     except ReadTimeoutError as exc:
-        raise FetchError(f"{host} stopped sending data", code="timeout") from exc
+        raise FetchError(f"{host} stopped sending data", reason="timeout") from exc
     except SSLError as exc:
         raise FetchError(
             f"the secure connection to {host} failed: {exc}",
-            code="connection_failed",
+            reason="connection_failed",
         ) from exc
     except HTTPError as exc:
         raise FetchError(
-            f"the connection to {host} failed: {exc}", code="connection_failed"
+            f"the connection to {host} failed: {exc}", reason="connection_failed"
         ) from exc

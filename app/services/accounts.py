@@ -14,11 +14,12 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.errors import Conflict, ServiceError
+from app.errors import Conflict, Throttled, Unauthenticated, ValidationFailed
 from app.extensions import db
-from app.models import ROLES, LoginSession, Membership, Team, User, utcnow
+from app.models import ROLES, Image, LoginSession, Membership, Team, User, utcnow
 from app.services import audit, throttle
 from app.services.audit import Actor
+from app.services.transaction import transactional, unit_of_work
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
 MIN_PASSWORD_LENGTH = 10
@@ -27,16 +28,6 @@ _DUMMY_HASH = generate_password_hash("likeness-timing-equaliser")
 # A login session's `last_seen_at` is written at most this often, not on every request.
 TOUCH_INTERVAL = timedelta(minutes=1)
 WRONG_CREDENTIALS = "Wrong email or password."
-
-
-class Throttled(ServiceError):
-    """Too many failed password checks for this account from this address (or in all)."""
-
-    code, status = "rate_limited", 429
-
-    def __init__(self, retry_after: int):
-        super().__init__(f"Too many failed attempts. Try again in {retry_after // 60 + 1} minutes.")
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -64,14 +55,13 @@ def slugify(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:50] or "team"
 
 
+@transactional
 def create_team(name: str) -> Team:
     """Create a team with a unique slug derived from its name; a name already taken (ignoring
     case and spacing) is refused, as a second team of it would only be mistaken for the first."""
     name = " ".join((name or "").split())
     if not name or len(name) > 100:
-        raise ServiceError(
-            "a team name is 1 to 100 characters", code="validation_error", status=422
-        )
+        raise ValidationFailed("a team name is 1 to 100 characters")
     base = slugify(name)
     # Equal names make equal slugs: only the teams of this slug, numbered or not, can match.
     namesakes = db.session.scalars(
@@ -109,25 +99,41 @@ def get_team_by_slug(slug: str) -> Team | None:
     return db.session.scalar(select(Team).where(Team.slug == slug))
 
 
+def get_team(team_id: uuid.UUID) -> Team | None:
+    """The team with this id, or None."""
+    return db.session.get(Team, team_id)
+
+
+@dataclass(frozen=True)
+class TeamSummary:
+    team: Team
+    image_count: int
+    storage_bytes: int
+
+
+def team_summary(team_id: uuid.UUID) -> TeamSummary:
+    """The team with how many images it holds and the bytes of their originals."""
+    count, size = db.session.execute(
+        select(func.count(Image.id), func.coalesce(func.sum(Image.size_bytes), 0)).where(
+            Image.team_id == team_id
+        )
+    ).one()
+    return TeamSummary(get_team(team_id), count, int(size))
+
+
 def valid_email(email: str) -> str:
     """The normalised address, or a 422 if it is not one."""
     email = normalise_email(email)
     if not _EMAIL_RE.match(email):
-        raise ServiceError("that is not an email address", code="validation_error", status=422)
+        raise ValidationFailed("that is not an email address")
     return email
 
 
 def check_password_rules(password: str) -> None:
     if len(password or "") < MIN_PASSWORD_LENGTH:
-        raise ServiceError(
-            f"a password has at least {MIN_PASSWORD_LENGTH} characters",
-            code="validation_error",
-            status=422,
-        )
+        raise ValidationFailed(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > 1024:
-        raise ServiceError(
-            "a password has at most 1024 characters", code="validation_error", status=422
-        )
+        raise ValidationFailed("a password has at most 1024 characters")
 
 
 def hash_password(password: str) -> str:
@@ -139,6 +145,7 @@ def get_user_by_email(email: str) -> User | None:
     return db.session.scalar(select(User).where(User.email == normalise_email(email)))
 
 
+@transactional
 def create_user(email: str, password: str) -> User:
     """Create an account; the email must be new and the password long enough."""
     email = valid_email(email)
@@ -151,11 +158,11 @@ def create_user(email: str, password: str) -> User:
     return user
 
 
+@transactional
 def add_member(user: User, team: Team, role: str) -> Membership:
+    """Make the user a member of the team with this role."""
     if role not in ROLES:
-        raise ServiceError(
-            f"role must be one of {', '.join(ROLES)}", code="validation_error", status=422
-        )
+        raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
     membership = Membership(user=user, team=team, role=role)
     db.session.add(membership)
     db.session.flush()
@@ -180,7 +187,9 @@ def authenticate(email: str, password: str) -> User | None:
 def refuse_if_throttled(email: str, ip: str | None, limits: throttle.Limits) -> None:
     """Raise Throttled while this address must wait before checking this account's password."""
     if wait := throttle.retry_after(email, ip, limits):
-        raise Throttled(wait)
+        raise Throttled(
+            f"Too many failed attempts. Try again in {wait // 60 + 1} minutes.", retry_after=wait
+        )
 
 
 def record_failed_check(
@@ -199,41 +208,43 @@ def sign_in(
     token for the session cookie. Every outcome is one of the person's own events."""
     email = normalise_email(email)[:254]
     refuse_if_throttled(email, ip, limits)
-    user = get_user_by_email(email)
-    if not password_matches(user, password) or not user.memberships:
-        record_failed_check(email, user, ip, limits)
-        db.session.commit()
-        # One message, status and (through the dummy hash) timing for every failure.
-        raise ServiceError(WRONG_CREDENTIALS, code="unauthorized", status=401)
-    throttle.record_success(email, ip, limits)
-    audit.record_personal(Actor.for_user(user, ip), "auth.login", user, email)
-    token = start_session(user, ip, user_agent)
-    db.session.commit()
+    with unit_of_work():
+        user = get_user_by_email(email)
+        accepted = password_matches(user, password) and bool(user.memberships)
+        if accepted:
+            throttle.record_success(email, ip, limits)
+            audit.record_personal(Actor.for_user(user, ip), "auth.login", user, email)
+            token = start_session(user, ip, user_agent)
+        else:
+            record_failed_check(email, user, ip, limits)
+    if not accepted:
+        # Refused once the failure is recorded. One message and (through the dummy hash)
+        # timing for every failure.
+        raise Unauthenticated(WRONG_CREDENTIALS)
     return user, token
 
 
+@transactional
 def sign_out(user: User, token: str | None, ip: str | None) -> None:
     """End this login session; the person's own event, not their teams'."""
     end_session(token)
     audit.record_personal(Actor.for_user(user, ip), "auth.logout", user, user.email)
-    db.session.commit()
 
 
+@transactional
 def change_password(
     user: User, current: str, new: str, *, actor: Actor, user_agent: str | None
 ) -> str:
     """Set a new password after checking the current one; every login session ends, and the
     token of a new one for this browser is returned."""
     if not check_password_hash(user.password_hash, (current or "")[:1024]):
-        raise ServiceError("the current password is wrong", code="validation_error", status=422)
+        raise ValidationFailed("the current password is wrong")
     check_password_rules(new)
     user.password_hash = hash_password(new)
     user.password_changed_at = utcnow()
     end_all_sessions(user.id)
     audit.record_personal(actor, "auth.password_change", user, user.email)
-    token = start_session(user, actor.ip, user_agent)
-    db.session.commit()
-    return token
+    return start_session(user, actor.ip, user_agent)
 
 
 def _hash_token(token: str) -> str:
@@ -273,19 +284,21 @@ def session_user(user_id: str, token: str | None, lifetimes: SessionLifetimes) -
         return None
     now = utcnow()
     if now >= record.created_at + lifetimes.absolute or now >= record.last_seen_at + lifetimes.idle:
-        record.revoked_at = now  # over for good: nothing can bring this cookie back
-        db.session.commit()
+        with unit_of_work():
+            record.revoked_at = now  # over for good: nothing can bring this cookie back
         return None
     if now - record.last_seen_at >= TOUCH_INTERVAL:
-        # The condition keeps concurrent requests of one session from all writing.
-        db.session.execute(
-            update(LoginSession)
-            .where(LoginSession.id == record.id, LoginSession.last_seen_at < now - TOUCH_INTERVAL)
-            .values(last_seen_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        # The loader runs first in a request (login_required), so this commits nothing else.
-        db.session.commit()
+        # The condition keeps concurrent requests of one session from all writing. The loader
+        # runs first in a request (login_required), so this commits nothing else.
+        with unit_of_work():
+            db.session.execute(
+                update(LoginSession)
+                .where(
+                    LoginSession.id == record.id, LoginSession.last_seen_at < now - TOUCH_INTERVAL
+                )
+                .values(last_seen_at=now)
+                .execution_options(synchronize_session=False)
+            )
     return db.session.get(User, user_uuid)
 
 
@@ -306,16 +319,13 @@ def end_all_sessions(user_id: uuid.UUID) -> None:
     )
 
 
+@transactional
 def set_up(
     team_name: str, email: str, password: str, *, ip: str | None, user_agent: str | None
 ) -> tuple[Team, User, str]:
     """First run: the first team and its first admin, signed in; returns them and the token."""
-    try:
-        team = create_team(team_name)
-        user = create_user(email, password)
-    except ServiceError:
-        db.session.rollback()  # the team was already flushed
-        raise
+    team = create_team(team_name)
+    user = create_user(email, password)
     add_member(user, team, "admin")
     audit.record(
         Actor.for_user(user, ip),
@@ -325,9 +335,15 @@ def set_up(
         target_id=team.id,
         target=team.name,
     )
-    token = start_session(user, ip, user_agent)
-    db.session.commit()
-    return team, user, token
+    return team, user, start_session(user, ip, user_agent)
+
+
+@transactional
+def create_account(email: str, password: str, team: Team, role: str) -> User:
+    """For operators (the command line): a new account, a member of `team` with `role`."""
+    user = create_user(email, password)
+    add_member(user, team, role)
+    return user
 
 
 def has_users() -> bool:

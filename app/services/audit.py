@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
-from app.errors import ServiceError
+from app.errors import Invalid
 from app.extensions import db
 from app.models import ApiKey, AuditEvent, User
 from app.tenancy import unscoped
@@ -67,6 +67,8 @@ def record(
 
 
 SYSTEM = Actor.system()
+# Operators at the command line; also the creator of an import made there.
+COMMAND_LINE = Actor.system("command line")
 
 
 def record_personal(
@@ -147,7 +149,7 @@ _CURSOR_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 def _parse_cursor(cursor: str) -> int:
-    refused = ServiceError("the cursor is not one this API gave out")
+    refused = Invalid("the cursor is not one this API gave out")
     if len(cursor) > 40:
         raise refused
     try:

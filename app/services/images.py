@@ -1,4 +1,4 @@
-"""Reading and removing a team's images."""
+"""Reading, editing and removing a team's images."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from app import queue
-from app.errors import ServiceError
+from app.errors import Invalid, ValidationFailed
 from app.extensions import db
 from app.models import IMAGE_STATUSES, Embedding, Image, Tag
 from app.runtime import plugins, storage
+from app.services import audit
+from app.services.audit import Actor
+from app.services.transaction import after_commit, transactional
 from app.strict_json import loads_strict
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,7 @@ MAX_CURSOR_LENGTH = 200  # what encode_cursor makes is about 100 characters
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The position `encode_cursor` gave out; anything else (tampered, truncated, of another
     shape) is a 400, checked part by part before it reaches a query."""
-    refused = ServiceError("cursor is not one this API returned")
+    refused = Invalid("cursor is not one this API returned")
     if len(cursor) > MAX_CURSOR_LENGTH:
         raise refused
     try:
@@ -77,14 +80,14 @@ def list_images(
     )
     if status is not None:
         if status not in IMAGE_STATUSES:
-            raise ServiceError(f"status must be one of {', '.join(IMAGE_STATUSES)}")
+            raise Invalid(f"status must be one of {', '.join(IMAGE_STATUSES)}")
         query = query.where(Image.status == status)
     if tag is not None:
         query = query.where(Image.tags.any(Tag.name == normalise_tag(tag)))
     if text is not None:
         text = " ".join(text.split())[:200]
         if not text:
-            raise ServiceError("q must not be empty")
+            raise Invalid("q must not be empty")
         needle = text.casefold()
         query = query.where(
             or_(
@@ -105,15 +108,20 @@ def list_images(
     return rows[:limit], next_cursor
 
 
-def delete_image(image: Image) -> None:
+@transactional
+def delete_image(image: Image, *, actor: Actor) -> None:
     """Remove the row, its embeddings and its files; searches stop returning it at once."""
     keys = [k for k in (image.storage_key, image.thumbnail_key, image.preview_key) if k]
     keys += (image.meta or {}).get("renditions", [])
     team_id = image.team_id
+    audit.record_image(actor, "image.delete", image)
     db.session.execute(delete(Embedding).where(Embedding.image_id == image.id))
     db.session.delete(image)
-    db.session.commit()
-    # Files go after the commit: a failure here leaves an unreferenced file, never a broken row.
+    # Files go after the commit: a failure there leaves an unreferenced file, never a broken row.
+    after_commit(lambda: _forget_files(team_id, keys))
+
+
+def _forget_files(team_id: uuid.UUID, keys: list[str]) -> None:
     for key in keys:
         try:
             storage().delete(key)
@@ -160,33 +168,32 @@ def parse_tags(value: str | list) -> list[str]:
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ServiceError("tags is a list of strings", code="validation_error", status=422)
+        raise ValidationFailed("tags is a list of strings")
     tags = []
     for raw in value:
         name = normalise_tag(raw)
         if not name:
             continue
         if len(name) > MAX_TAG_LENGTH or "," in name:
-            raise ServiceError(
-                f"a tag has at most {MAX_TAG_LENGTH} characters and no commas",
-                code="validation_error",
-                status=422,
-            )
+            raise ValidationFailed(f"a tag has at most {MAX_TAG_LENGTH} characters and no commas")
         if any(unicodedata.category(ch)[0] == "C" for ch in name):
-            raise ServiceError(
-                "a tag has no control characters", code="validation_error", status=422
-            )
+            raise ValidationFailed("a tag has no control characters")
         if name not in tags:
             tags.append(name)
     if len(tags) > MAX_TAGS:
-        raise ServiceError(f"at most {MAX_TAGS} tags", code="validation_error", status=422)
+        raise ValidationFailed(f"at most {MAX_TAGS} tags")
     return tags
 
 
 def set_tags(image: Image, names: list[str]) -> None:
     """Replace the image's tags, creating the team's missing tags."""
     existing = (
-        {t.name: t for t in db.session.scalars(select(Tag).where(Tag.name.in_(names)))}
+        {
+            t.name: t
+            for t in db.session.scalars(
+                select(Tag).where(Tag.team_id == image.team_id, Tag.name.in_(names))
+            )
+        }
         if names
         else {}
     )
@@ -203,25 +210,21 @@ def set_tags(image: Image, names: list[str]) -> None:
 def check_custom_metadata(value) -> dict:
     """User metadata: a JSON object of bounded size."""
     if not isinstance(value, dict):
-        raise ServiceError("metadata.custom is a JSON object", code="validation_error", status=422)
+        raise ValidationFailed("metadata.custom is a JSON object")
     encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
     if len(encoded.encode()) > MAX_CUSTOM_BYTES:
-        raise ServiceError(
-            f"metadata.custom is at most {MAX_CUSTOM_BYTES // 1024} KB of JSON",
-            code="validation_error",
-            status=422,
-        )
+        raise ValidationFailed(f"metadata.custom is at most {MAX_CUSTOM_BYTES // 1024} KB of JSON")
     return value
 
 
-def edit_image(image: Image, changes: dict) -> list[str]:
-    """Apply validated edits (filename, tags, custom metadata); returns the fields changed."""
+@transactional
+def edit_image(image: Image, changes: dict, *, actor: Actor) -> list[str]:
+    """Apply validated edits (filename, tags, custom metadata) and record them; returns the
+    fields changed."""
     changed = []
     if "filename" in changes:
         if not isinstance(changes["filename"], str) or not changes["filename"].strip():
-            raise ServiceError(
-                "filename is a non-empty string", code="validation_error", status=422
-            )
+            raise ValidationFailed("filename is a non-empty string")
         image.filename = clean_filename(changes["filename"])
         changed.append("filename")
     if "tags" in changes:
@@ -230,4 +233,5 @@ def edit_image(image: Image, changes: dict) -> list[str]:
     if "custom" in changes:
         image.meta = {**(image.meta or {}), "custom": check_custom_metadata(changes["custom"])}
         changed.append("metadata.custom")
+    audit.record_image(actor, "image.edit", image, fields=changed)
     return changed

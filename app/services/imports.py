@@ -14,16 +14,17 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from app import queue
-from app.errors import ServiceError
+from app.errors import Invalid, ServiceError, TooLarge, ValidationFailed
 from app.extensions import db
-from app.models import ImportBatch, ImportItem, utcnow
+from app.models import ApiKey, ImportBatch, ImportItem, User, utcnow
 from app.net.fetch import FetchError, fetch, policy_from_config
 from app.services import audit
 from app.services import images as image_service
-from app.services.audit import SYSTEM, Actor
+from app.services.audit import COMMAND_LINE, SYSTEM, Actor
 from app.services.images import clean_filename
-from app.services.ingest import ingest
-from app.tenancy import team_scope
+from app.services.ingest import Incoming, IngestResult, ingest
+from app.services.transaction import after_commit, unit_of_work
+from app.tenancy import team_scope, unscoped
 
 log = logging.getLogger(__name__)
 
@@ -38,38 +39,32 @@ class ItemRequest:
     tags: list[str] | None = None
 
 
-def _invalid(message: str) -> ServiceError:
-    return ServiceError(message, code="validation_error", status=422)
-
-
 def check_url(url: object, row: int) -> str:
     """A plausible http(s) URL; where it leads is checked by the fetcher, hop by hop."""
     if not isinstance(url, str) or not url.strip():
-        raise _invalid(f"item {row}: the url is missing")
+        raise ValidationFailed(f"item {row}: the url is missing")
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
-        raise _invalid(f"item {row}: the url is longer than {MAX_URL_LENGTH} characters")
+        raise ValidationFailed(f"item {row}: the url is longer than {MAX_URL_LENGTH} characters")
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
-        raise _invalid(f"item {row}: only http and https URLs can be imported, not {url[:80]!r}")
+        raise ValidationFailed(
+            f"item {row}: only http and https URLs can be imported, not {url[:80]!r}"
+        )
     return url
 
 
 def parse_csv(data: bytes) -> list[ItemRequest]:
     """Rows of a CSV with a `url` column and optional `filename` and `tags` columns."""
     if len(data) > MAX_CSV_BYTES:
-        raise ServiceError(
-            f"the CSV is larger than {MAX_CSV_BYTES // 1024 // 1024} MB",
-            code="too_large",
-            status=413,
-        )
+        raise TooLarge(f"the CSV is larger than {MAX_CSV_BYTES // 1024 // 1024} MB")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ServiceError("the CSV must be UTF-8 text") from None
+        raise Invalid("the CSV must be UTF-8 text") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames or "url" not in [f.strip().lower() for f in reader.fieldnames]:
-        raise ServiceError("the CSV needs a header row with a 'url' column")
+        raise Invalid("the CSV needs a header row with a 'url' column")
     items = []
     try:
         for row in reader:
@@ -84,7 +79,7 @@ def parse_csv(data: bytes) -> list[ItemRequest]:
                 )
             )
     except csv.Error as exc:
-        raise ServiceError(f"the CSV cannot be read: {exc}") from None
+        raise Invalid(f"the CSV cannot be read: {exc}") from None
     return items
 
 
@@ -98,53 +93,55 @@ def create_batch(
     key_id: uuid.UUID | None = None,
     enqueue: bool = True,
 ) -> ImportBatch:
-    """Record a batch and its items (all valid, or nothing is created), then queue the work."""
+    """Record a batch and its items (all valid, or nothing is created), then, once that is
+    committed, queue the work (unless the caller runs it itself: `enqueue=False`)."""
     limit = current_app.config["IMPORT_MAX_URLS"]
     if not requests:
-        raise _invalid("the import has no URLs")
+        raise ValidationFailed("the import has no URLs")
     if len(requests) > limit:
-        raise _invalid(f"at most {limit} URLs per import; this one has {len(requests)}")
+        raise ValidationFailed(f"at most {limit} URLs per import; this one has {len(requests)}")
     urls = [check_url(r.url, n) for n, r in enumerate(requests, start=1)]
-    batch = ImportBatch(
-        team_id=team_id,
-        created_by_user_id=user_id,
-        created_by_key_id=key_id,
-        total=len(requests),
-        tags=tags,
-    )
-    db.session.add(batch)
-    for position, (request, url) in enumerate(zip(requests, urls, strict=True)):
-        batch.items.append(
-            ImportItem(
-                team_id=team_id,
-                position=position,
-                url=url,
-                # Shown as the image's name and stored in a 255-character column: cleaned
-                # now, like an upload's, not only when the item is ingested.
-                filename=clean_filename(request.filename)
-                if (request.filename or "").strip()
-                else None,
-                tags=request.tags or [],
-            )
+    with unit_of_work():
+        batch = ImportBatch(
+            team_id=team_id,
+            created_by_user_id=user_id,
+            created_by_key_id=key_id,
+            total=len(requests),
+            tags=tags,
         )
-    db.session.flush()
-    audit.record(
-        actor,
-        "import.create",
-        team_id,
-        target_type="import",
-        target_id=batch.id,
-        target=f"{batch.total} URLs",
-    )
-    db.session.commit()
-    if enqueue:
-        enqueue_batch(batch)
+        db.session.add(batch)
+        for position, (request, url) in enumerate(zip(requests, urls, strict=True)):
+            batch.items.append(
+                ImportItem(
+                    team_id=team_id,
+                    position=position,
+                    url=url,
+                    # Shown as the image's name and stored in a 255-character column: cleaned
+                    # now, like an upload's, not only when the item is ingested.
+                    filename=clean_filename(request.filename)
+                    if (request.filename or "").strip()
+                    else None,
+                    tags=request.tags or [],
+                )
+            )
+        db.session.flush()
+        audit.record(
+            actor,
+            "import.create",
+            team_id,
+            target_type="import",
+            target_id=batch.id,
+            target=f"{batch.total} URLs",
+        )
+        if enqueue:
+            batch_id, total = batch.id, batch.total
+            after_commit(lambda: _enqueue_items(batch_id, total))
     return batch
 
 
-def enqueue_batch(batch: ImportBatch) -> None:
-    for position in range(batch.total):
-        queue.enqueue_import_item(batch.id, position)
+def _enqueue_items(batch_id: uuid.UUID, total: int) -> None:
+    for position in range(total):
+        queue.enqueue_import_item(batch_id, position)
 
 
 def _filename_from_url(url: str) -> str:
@@ -152,38 +149,67 @@ def _filename_from_url(url: str) -> str:
     return name or "imported"
 
 
+def creator(batch: ImportBatch) -> Actor:
+    """Who made the import, as the actor of what its items do: the key or person, or an
+    operator at the command line (the only way to make one with neither)."""
+    with unscoped():  # a key or an account, looked up by the id the batch holds
+        if batch.created_by_key_id is not None:
+            key = db.session.get(ApiKey, batch.created_by_key_id)
+            if key is not None:
+                return Actor.for_key(key)
+        if batch.created_by_user_id is not None:
+            user = db.session.get(User, batch.created_by_user_id)
+            if user is not None:
+                return Actor.for_user(user)
+    return COMMAND_LINE
+
+
 def run_item(item: ImportItem, *, final_attempt: bool = True) -> str:
-    """Fetch and ingest one item unless it is finished already; returns its status."""
+    """Fetch and ingest one item unless it is finished already; returns its status.
+
+    The image, its tags, its `image.upload` event (by the import's creator) and the item marked
+    done commit together; a failure is recorded on the item in a transaction of its own."""
     if item.status != "queued":
         return item.status
     policy = policy_from_config(current_app.config)
     batch = item.batch
+
+    def finish(results: list[IngestResult]) -> None:
+        _finish(item, "done", image_id=results[0].image.id)
+
     try:
         with fetch(item.url, policy) as fetched:
-            result = ingest(
+            filename = item.filename or _filename_from_url(fetched.final_url)
+            ingest(
                 item.team_id,
-                fetched.body,
-                item.filename or _filename_from_url(fetched.final_url),
+                [Incoming(fetched.body, filename)],
+                actor=creator(batch),
+                tags=list(dict.fromkeys([*batch.tags, *item.tags])),
                 user_id=batch.created_by_user_id,
                 key_id=batch.created_by_key_id,
+                details={"import_id": str(batch.id)},
+                before_commit=finish,
             )
-        if not result.existing:
-            names = list(dict.fromkeys([*batch.tags, *item.tags]))
-            if names:
-                image_service.set_tags(result.image, names)
-        item.status, item.image_id, item.error = "done", result.image.id, None
     except (FetchError, ServiceError) as exc:
-        db.session.rollback()
-        item.status, item.error = "failed", exc.message[:1000]
+        _fail(item, exc.message)
     except Exception as exc:
-        db.session.rollback()
         if not final_attempt:
             raise  # a transient failure: RQ retries the job
         log.exception("import item %s failed", item.id)
-        item.status, item.error = "failed", f"could not import: {type(exc).__name__}"
-    item.finished_at = utcnow()
-    db.session.commit()
+        _fail(item, f"could not import: {type(exc).__name__}")
     return item.status
+
+
+def _finish(
+    item: ImportItem, status: str, *, image_id: uuid.UUID | None = None, error: str | None = None
+) -> None:
+    item.status, item.image_id, item.error = status, image_id, error
+    item.finished_at = utcnow()
+
+
+def _fail(item: ImportItem, message: str) -> None:
+    with unit_of_work():
+        _finish(item, "failed", error=message[:1000])
 
 
 def run_item_at(batch_id: uuid.UUID, position: int, *, final_attempt: bool = True) -> str | None:

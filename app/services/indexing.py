@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.models import Embedding, IndexBuild, utcnow
 from app.runtime import plugins, storage
+from app.services.transaction import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +95,13 @@ def build_index(team_id: uuid.UUID, embedder: str) -> IndexBuild | None:
             storage_keys=keys,
             watermark=watermark,
         )
-        db.session.add(build)
-        db.session.commit()  # the swap: searches read the highest version from here on
+        with unit_of_work():  # the swap: searches read the highest version from here on
+            db.session.add(build)
     except IntegrityError:
-        db.session.rollback()
         _delete_keys(keys)
         log.info("a concurrent build of %s for team %s took version %s", embedder, team_id, version)
         return None
     except BaseException:
-        db.session.rollback()
         _delete_keys(keys)
         raise
     prune_builds(team_id, embedder)
@@ -126,8 +125,8 @@ def prune_builds(team_id: uuid.UUID, embedder: str) -> int:
     for build in doomed:
         _delete_keys(build.storage_keys)
     if doomed:
-        db.session.execute(delete(IndexBuild).where(IndexBuild.id.in_([b.id for b in doomed])))
-        db.session.commit()
+        with unit_of_work():
+            db.session.execute(delete(IndexBuild).where(IndexBuild.id.in_([b.id for b in doomed])))
     return len(doomed)
 
 

@@ -1,4 +1,5 @@
-"""Getting an image in: validate, store the original and a thumbnail, write the row, queue work."""
+"""Getting images in, by every path: validate, store the originals and thumbnails, write the
+rows with their tags and upload events in one transaction, commit, then queue their processing."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import io
 import logging
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -31,16 +32,17 @@ from app.models import Image
 from app.runtime import storage
 from app.services import audit, images
 from app.services.audit import Actor
+from app.services.transaction import after_commit, unit_of_work
 
 __all__ = [
     "ALLOWED_FORMATS",
+    "Incoming",
     "InvalidImage",
     "IngestResult",
     "TooLarge",
     "UnsupportedMediaType",
     "Validated",
     "ingest",
-    "ingest_all",
     "limits",
     "validate",
 ]
@@ -82,8 +84,8 @@ def validate(stream: BinaryIO) -> Validated:
     """Every check an upload must pass, whatever the path it came by (API, gallery, URL
     import, direct upload): size, content type by content, pixel and frame limits, full decode.
 
-    Raises TooLarge (413), UnsupportedMediaType (415), InvalidImage (422) or ServiceError (400,
-    an empty file). The stream must be seekable; `ingest` spools one that is not.
+    Raises TooLarge, UnsupportedMediaType, InvalidImage or Invalid (an empty file). The stream
+    must be seekable; `ingest` spools one that is not.
     """
     rules = limits()
     sha256, size = measure(stream, rules.max_bytes)
@@ -94,112 +96,126 @@ def _existing(team_id: uuid.UUID, sha256: str) -> Image | None:
     return db.session.scalar(select(Image).where(Image.team_id == team_id, Image.sha256 == sha256))
 
 
+@dataclass
+class Incoming:
+    """One file on its way in: its bytes, the name it came with and, for a direct upload, the
+    id the image was promised."""
+
+    stream: BinaryIO
+    filename: str | None
+    image_id: uuid.UUID | None = None
+
+
 def ingest(
     team_id: uuid.UUID,
-    stream: BinaryIO,
-    filename: str | None,
-    *,
-    user_id: uuid.UUID | None = None,
-    key_id: uuid.UUID | None = None,
-    image_id: uuid.UUID | None = None,
-) -> IngestResult:
-    """Validate and store one upload; an exact re-upload returns the existing image.
-
-    `image_id` is the id the new image gets (a direct upload promised it); a fresh one if None.
-
-    Nothing is left behind on refusal: objects are written only after validation and removed
-    again if the row cannot be committed.
-    """
-    with _seekable(stream) as source:
-        valid = validate(source)
-        if existing := _existing(team_id, valid.sha256):
-            return IngestResult(existing, True)
-        return _store(team_id, source, filename, valid, user_id, key_id, image_id)
-
-
-def ingest_all(
-    team_id: uuid.UUID,
-    uploads: list[tuple[BinaryIO, str | None]],
+    files: Sequence[Incoming],
     *,
     actor: Actor,
-    tags: list[str] | None = None,
+    tags: Sequence[str] = (),
     user_id: uuid.UUID | None = None,
     key_id: uuid.UUID | None = None,
+    details: Mapping[str, object] | None = None,
+    before_commit: Callable[[list[IngestResult]], None] | None = None,
 ) -> list[IngestResult]:
-    """Several (stream, filename) uploads as one: all are validated before any is stored, then
-    stored, tagged and audited in one transaction, and queued for processing only once that is
-    committed. A bad file anywhere leaves nothing behind: no object, no row, no job.
+    """Every way in (API upload, direct-upload completion, URL import, folder import): validate
+    each file, store its original and thumbnail, then in one transaction write the rows, their
+    tags and an `image.upload` event for each (by `actor`, with `details`), commit, and only
+    then queue their processing. An exact re-upload returns the existing image and changes
+    nothing.
+
+    All files are validated before any is stored: a bad one anywhere leaves nothing behind, no
+    object, row or job. `before_commit(results)` is the caller's own bookkeeping that commits
+    with the images (a completed upload, a finished import item); it runs again if the
+    transaction is retried, so it must only set state.
     """
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(_seekable(stream)) for stream, _ in uploads]
-        checks = [validate(source) for source in sources]
-        files = [
-            (source, filename, valid)
-            for source, (_, filename), valid in zip(sources, uploads, checks, strict=True)
+        sources = [stack.enter_context(_seekable(f.stream)) for f in files]
+        checked = [
+            _Checked(source, f.filename, f.image_id, validate(source))
+            for source, f in zip(sources, files, strict=True)
         ]
+        work = _Work(team_id, checked, actor, list(tags), user_id, key_id, dict(details or {}))
         try:
-            results = _store_all(team_id, files, actor, tags or [], user_id, key_id)
+            return _store_once(work, before_commit)
         except IntegrityError:
             # The same bytes arrived concurrently and the other upload won: the second pass
             # finds them as existing.
-            results = _store_all(team_id, files, actor, tags or [], user_id, key_id)
-    for result in results:
-        if not result.existing:
-            queue.enqueue_process_image(result.image.id)
-    return results
+            return _store_once(work, before_commit)
 
 
-def _store_all(
-    team_id: uuid.UUID,
-    files: list[tuple[BinaryIO, str | None, Validated]],
-    actor: Actor,
-    tags: list[str],
-    user_id: uuid.UUID | None,
-    key_id: uuid.UUID | None,
+@dataclass
+class _Checked:
+    stream: BinaryIO
+    filename: str | None
+    image_id: uuid.UUID | None
+    valid: Validated
+
+
+@dataclass
+class _Work:
+    team_id: uuid.UUID
+    files: list[_Checked]
+    actor: Actor
+    tags: list[str]
+    user_id: uuid.UUID | None
+    key_id: uuid.UUID | None
+    details: dict[str, object]
+
+
+def _store_once(
+    work: _Work, before_commit: Callable[[list[IngestResult]], None] | None
 ) -> list[IngestResult]:
-    results: list[IngestResult] = []
-    created: dict[str, Image] = {}  # by digest: the same bytes twice in one request are one image
+    """One attempt: objects, then rows, tags and events in one unit of work; the objects go
+    again if it does not commit."""
     written: list[str] = []
     try:
-        for stream, filename, valid in files:
-            existing = created.get(valid.sha256) or _existing(team_id, valid.sha256)
-            if existing is not None:
-                results.append(IngestResult(existing, True))
-                continue
-            row = _new_image(team_id, filename, valid, user_id, key_id)
-            _save_files(row, stream, valid, written)
-            db.session.add(row)
-            created[valid.sha256] = row
-            results.append(IngestResult(row, False))
-        for row in created.values():
-            if tags:
-                images.set_tags(row, tags)
-            audit.record_image(actor, "image.upload", row)
-        db.session.commit()
+        # Outermost: a retry after a conflict rolls back, which would undo an enclosing unit.
+        with unit_of_work(outermost=True):
+            results = _store_all(work, written)
+            if before_commit is not None:
+                before_commit(results)
+            for result in results:
+                if not result.existing:
+                    image_id = result.image.id
+                    after_commit(lambda image_id=image_id: queue.enqueue_process_image(image_id))
     except BaseException:
-        db.session.rollback()
         _remove(written)
         raise
     return results
 
 
-def _new_image(
-    team_id: uuid.UUID,
-    filename: str | None,
-    valid: Validated,
-    user_id: uuid.UUID | None,
-    key_id: uuid.UUID | None,
-    image_id: uuid.UUID | None = None,
-) -> Image:
+def _store_all(work: _Work, written: list[str]) -> list[IngestResult]:
+    results: list[IngestResult] = []
+    created: dict[str, Image] = {}  # by digest: the same bytes twice in one request are one image
+    for checked in work.files:
+        valid = checked.valid
+        existing = created.get(valid.sha256) or _existing(work.team_id, valid.sha256)
+        if existing is not None:
+            results.append(IngestResult(existing, True))
+            continue
+        row = _new_image(work, checked)
+        _save_files(row, checked.stream, valid, written)
+        db.session.add(row)
+        created[valid.sha256] = row
+        results.append(IngestResult(row, False))
+    for row in created.values():
+        if work.tags:
+            images.set_tags(row, work.tags)
+        audit.record_image(work.actor, "image.upload", row, **work.details)
+    return results
+
+
+def _new_image(work: _Work, checked: _Checked) -> Image:
+    valid = checked.valid
     found = valid.analysis
-    image_id = image_id or uuid.uuid4()
-    prefix = f"teams/{team_id}/images/{image_id}"
+    image_id = checked.image_id or uuid.uuid4()
+    prefix = f"teams/{work.team_id}/images/{image_id}"
     return Image(
         id=image_id,
-        team_id=team_id,
-        uploaded_by_user_id=user_id,
-        uploaded_by_key_id=key_id,
-        filename=images.clean_filename(filename),
+        team_id=work.team_id,
+        uploaded_by_user_id=work.user_id,
+        uploaded_by_key_id=work.key_id,
+        filename=images.clean_filename(checked.filename),
         content_type=found.content_type,
         size_bytes=valid.size,
         width=found.width,
@@ -221,37 +237,6 @@ def _save_files(row: Image, stream: BinaryIO, valid: Validated, written: list[st
     thumbnail = io.BytesIO(valid.analysis.thumbnail)
     storage().save(row.thumbnail_key, thumbnail, THUMBNAIL_CONTENT_TYPE)
     written.append(row.thumbnail_key)
-
-
-def _store(
-    team_id: uuid.UUID,
-    stream: BinaryIO,
-    filename: str | None,
-    valid: Validated,
-    user_id: uuid.UUID | None,
-    key_id: uuid.UUID | None,
-    image_id: uuid.UUID | None = None,
-) -> IngestResult:
-    row = _new_image(team_id, filename, valid, user_id, key_id, image_id)
-    written: list[str] = []
-    try:
-        _save_files(row, stream, valid, written)
-        db.session.add(row)
-        db.session.commit()
-    except IntegrityError:
-        # The same bytes arrived concurrently and the other upload won: one row, no orphans.
-        db.session.rollback()
-        _remove(written)
-        existing = _existing(team_id, valid.sha256)
-        if existing is None:
-            raise
-        return IngestResult(existing, True)
-    except BaseException:
-        db.session.rollback()
-        _remove(written)
-        raise
-    queue.enqueue_process_image(row.id)
-    return IngestResult(row, False)
 
 
 @contextlib.contextmanager

@@ -11,11 +11,12 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from app.errors import NotFound, ServiceError
+from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import ROLES, SCOPES, ApiKey, Membership, Team, User, utcnow
 from app.services import audit
 from app.services.audit import SYSTEM, Actor
+from app.services.transaction import transactional, unit_of_work
 from app.tenancy import find_owned, unscoped
 
 ROLE_SCOPES = {"admin": {"read", "write", "admin"}, "member": {"read", "write"}, "viewer": {"read"}}
@@ -37,16 +38,12 @@ def parse_scopes(value: str | list[str]) -> list[str]:
     if isinstance(value, str) and value.strip() in PRESETS:
         return list(PRESETS[value.strip()])
     if not isinstance(value, (str, list)) or not all(isinstance(s, str) for s in value):
-        raise ServiceError(
-            "scopes is a list of scope names or a preset", code="validation_error", status=422
-        )
+        raise ValidationFailed("scopes is a list of scope names or a preset")
     scopes = value.split(",") if isinstance(value, str) else list(value)
     scopes = sorted({s.strip() for s in scopes if s.strip()})
     unknown = [s for s in scopes if s not in SCOPES]
     if not scopes or unknown:
-        raise ServiceError(
-            f"scopes must be some of {', '.join(SCOPES)}", code="validation_error", status=422
-        )
+        raise ValidationFailed(f"scopes must be some of {', '.join(SCOPES)}")
     return scopes
 
 
@@ -66,6 +63,7 @@ def _record(actor: Actor, action: str, key: ApiKey, **details) -> None:
     )
 
 
+@transactional
 def create_key(
     team: Team,
     name: str,
@@ -92,22 +90,20 @@ def _new_key(
 ) -> tuple[ApiKey, str]:
     name = " ".join((name or "").split())
     if not name or len(name) > 100:
-        raise ServiceError("a key name is 1 to 100 characters", code="validation_error", status=422)
+        raise ValidationFailed("a key name is 1 to 100 characters")
     scopes = parse_scopes(scopes)
     allowed = ROLE_SCOPES.get(creator_role, set()) if creator_role is not None else set(SCOPES)
     if not set(scopes) <= allowed:
-        raise ServiceError(
+        raise Forbidden(
             f"a {creator_role} cannot create a key with scope "
-            f"{', '.join(sorted(set(scopes) - allowed))}",
-            code="forbidden",
-            status=403,
+            f"{', '.join(sorted(set(scopes) - allowed))}"
         )
     if expires_in_days is not None and (
         isinstance(expires_in_days, bool)
         or not isinstance(expires_in_days, int)
         or not 1 <= expires_in_days <= 3650
     ):
-        raise ServiceError("expires_in_days is 1 to 3650", code="validation_error", status=422)
+        raise ValidationFailed("expires_in_days is 1 to 3650")
     prefix, secret = secrets.token_hex(5), secrets.token_urlsafe(32)
     key = ApiKey(
         team_id=team.id,
@@ -172,7 +168,7 @@ def touch(key: ApiKey, ip: str | None) -> None:
     if key.last_used_at is not None and now - key.last_used_at < TOUCH_INTERVAL:
         return
     # The condition in the UPDATE keeps concurrent requests from all writing.
-    with unscoped():
+    with unit_of_work(), unscoped():
         db.session.execute(
             update(ApiKey)
             .where(
@@ -182,7 +178,6 @@ def touch(key: ApiKey, ip: str | None) -> None:
             .values(last_used_at=now, last_used_ip=ip)
             .execution_options(synchronize_session=False)
         )
-    db.session.commit()
 
 
 def list_keys() -> list[ApiKey]:
@@ -198,6 +193,7 @@ def get_key(key_id: str | uuid.UUID) -> ApiKey:
     return key
 
 
+@transactional
 def revoke_key(key: ApiKey, *, actor: Actor = SYSTEM) -> None:
     """Revoke now; the very next request with this key is refused. Revoking twice is a no-op."""
     if key.revoked_at is None:
@@ -205,12 +201,13 @@ def revoke_key(key: ApiKey, *, actor: Actor = SYSTEM) -> None:
         _record(actor, "key.revoke", key)
 
 
+@transactional
 def rotate_key(
     key: ApiKey, *, created_by: User | None, creator_role: str | None, actor: Actor = SYSTEM
 ) -> tuple[ApiKey, str]:
     """A new secret with the same name, scopes and expiry period; the old key is revoked."""
     if key.revoked_at is not None:
-        raise ServiceError("a revoked key cannot be rotated", code="conflict", status=409)
+        raise Conflict("a revoked key cannot be rotated")
     days = None
     if key.expires_at is not None:
         days = max(1, round((key.expires_at - key.created_at).total_seconds() / 86400))

@@ -9,11 +9,12 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from app.errors import Conflict, NotFound, ServiceError
+from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import ROLES, ApiKey, Invite, Membership, Team, User, utcnow
 from app.services import accounts, audit, throttle
 from app.services.audit import SYSTEM, Actor
+from app.services.transaction import transactional, unit_of_work
 from app.tenancy import team_scope, unscoped
 
 INVITE_DAYS = 7
@@ -21,9 +22,7 @@ INVITE_DAYS = 7
 
 def _check_role(role: str) -> None:
     if role not in ROLES:
-        raise ServiceError(
-            f"role must be one of {', '.join(ROLES)}", code="validation_error", status=422
-        )
+        raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
 
 
 def list_members(team_id: uuid.UUID) -> list[Membership]:
@@ -58,6 +57,7 @@ def _record(actor: Actor, action: str, membership: Membership, **details) -> Non
     )
 
 
+@transactional
 def operator_add_member(
     team: Team, email: str, role: str, password: str | None = None, *, actor: Actor = SYSTEM
 ) -> Membership:
@@ -67,10 +67,8 @@ def operator_add_member(
     user = accounts.get_user_by_email(accounts.valid_email(email))
     if user is None:
         if not password:
-            raise ServiceError(
-                "no account has that email: give a password to create one, or send an invite",
-                code="validation_error",
-                status=422,
+            raise ValidationFailed(
+                "no account has that email: give a password to create one, or send an invite"
             )
         user = accounts.create_user(email, password)
     elif db.session.scalar(
@@ -96,6 +94,7 @@ def _admin_count(team_id: uuid.UUID) -> int:
     )
 
 
+@transactional
 def set_role(
     team_id: uuid.UUID, user_id: str | uuid.UUID, role: str, *, actor: Actor = SYSTEM
 ) -> Membership:
@@ -110,6 +109,7 @@ def set_role(
     return membership
 
 
+@transactional
 def remove_member(
     team_id: uuid.UUID, user_id: str | uuid.UUID, *, actor: Actor = SYSTEM
 ) -> Membership:
@@ -133,6 +133,7 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@transactional
 def create_invite(
     team: Team, email: str, role: str, created_by: User | None, *, actor: Actor = SYSTEM
 ) -> tuple[Invite, str]:
@@ -211,32 +212,36 @@ def accept_invite(
     owner_signed_in = user is not None and signed_in is not None and signed_in.id == user.id
     if not owner_signed_in:
         accounts.refuse_if_throttled(email, ip, limits)
-        try:
-            # The rules first, for both kinds of address: an existing account's password
-            # follows them too, so this answer says nothing about whether there is one.
-            accounts.check_password_rules(password)
+        if refusal := _password_refusal(user, password):
+            with unit_of_work():
+                accounts.record_failed_check(email, user, ip, limits, via="invite")
+            raise refusal
+    with unit_of_work():
+        if not owner_signed_in:
             if user is None:
                 user = accounts.create_user(email, password)
-            elif not accounts.password_matches(user, password):
-                raise ServiceError(
-                    "that is not the password of the account for this address",
-                    code="validation_error",
-                    status=422,
-                )
-        except ServiceError:
-            accounts.record_failed_check(email, user, ip, limits, via="invite")
-            db.session.commit()
-            raise
-        throttle.record_success(email, ip, limits)
-        audit.record_personal(Actor.for_user(user, ip), "auth.login", user, email, via="invite")
-    if not db.session.scalar(
-        select(Membership).where(
-            Membership.team_id == invite.team_id, Membership.user_id == user.id
-        )
-    ):
-        membership = accounts.add_member(user, invite.team, invite.role)
-        _record(Actor.for_user(user, ip), "member.join", membership, role=invite.role)
-    invite.accepted_at = utcnow()
-    session_token = None if owner_signed_in else accounts.start_session(user, ip, user_agent)
-    db.session.commit()
+            throttle.record_success(email, ip, limits)
+            audit.record_personal(Actor.for_user(user, ip), "auth.login", user, email, via="invite")
+        if not db.session.scalar(
+            select(Membership).where(
+                Membership.team_id == invite.team_id, Membership.user_id == user.id
+            )
+        ):
+            membership = accounts.add_member(user, invite.team, invite.role)
+            _record(Actor.for_user(user, ip), "member.join", membership, role=invite.role)
+        invite.accepted_at = utcnow()
+        session_token = None if owner_signed_in else accounts.start_session(user, ip, user_agent)
     return invite, user, session_token
+
+
+def _password_refusal(user: User | None, password: str) -> ValidationFailed | None:
+    """Why this password does not let the link holder in, or None. The rules come first, for
+    both kinds of address: an existing account's password follows them too, so the answer
+    says nothing about whether there is one."""
+    try:
+        accounts.check_password_rules(password)
+    except ValidationFailed as exc:
+        return exc
+    if user is not None and not accounts.password_matches(user, password):
+        return ValidationFailed("that is not the password of the account for this address")
+    return None

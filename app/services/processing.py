@@ -19,6 +19,7 @@ from app.imaging.validate import open_working
 from app.models import Embedding, Image, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import plugins, storage
+from app.services.transaction import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,8 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
         if image.status == "ready" and not outdated and image.preview_key:
             return "ready"
         team_id = image.team_id
-        image.status, image.error = "processing", None
-        db.session.commit()
+        with unit_of_work():
+            image.status, image.error = "processing", None
         working = _load_working_image(image.storage_key)
         preview = make_rendition(working, PREVIEW_SIZE)
         preview_key = f"teams/{team_id}/images/{image_id}/preview.webp"
@@ -80,26 +81,28 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
         # computed before anything is written, so the write transaction stays short.
         pixels = preview.convert("RGB")
         vectors = {name: plugins().embedders[name].embed_batch([pixels])[0] for name in outdated}
-        image.preview_key = preview_key
-        image.status, image.processed_at = "ready", utcnow()
-        for name, vector in vectors.items():
-            embedder = plugins().embedders[name]
-            # A new row, never an update: embedding ids only grow (see Embedding).
-            db.session.execute(
-                delete(Embedding).where(Embedding.image_id == image_id, Embedding.embedder == name)
-            )
-            db.session.add(
-                Embedding(
-                    team_id=team_id,
-                    image_id=image_id,
-                    embedder=name,
-                    version=embedder.version,
-                    vector=embedder.codec.to_bytes(vector),
+        with unit_of_work():
+            image.preview_key = preview_key
+            image.status, image.processed_at = "ready", utcnow()
+            for name, vector in vectors.items():
+                embedder = plugins().embedders[name]
+                # A new row, never an update: embedding ids only grow (see Embedding).
+                db.session.execute(
+                    delete(Embedding).where(
+                        Embedding.image_id == image_id, Embedding.embedder == name
+                    )
                 )
-            )
-        db.session.commit()
+                db.session.add(
+                    Embedding(
+                        team_id=team_id,
+                        image_id=image_id,
+                        embedder=name,
+                        version=embedder.version,
+                        vector=embedder.codec.to_bytes(vector),
+                    )
+                )
     except PermanentFailure as exc:
-        db.session.rollback()
+        db.session.rollback()  # a read that failed can leave the session unusable too
         return _mark_error(image_id, str(exc))
     except Exception as exc:
         db.session.rollback()
@@ -133,10 +136,10 @@ def _discard(key: str | None) -> None:
 def _mark_error(image_id: uuid.UUID, message: str) -> str:
     """Record a failure on the image; "error", or "missing" if it was deleted meanwhile."""
     # One UPDATE: it matches no row, rather than failing, if the image is gone by now.
-    marked = db.session.execute(
-        update(Image).where(Image.id == image_id).values(status="error", error=message[:1000])
-    ).rowcount
-    db.session.commit()
+    with unit_of_work():
+        marked = db.session.execute(
+            update(Image).where(Image.id == image_id).values(status="error", error=message[:1000])
+        ).rowcount
     if not marked:
         return "missing"
     log.warning("image %s failed: %s", image_id, message)

@@ -18,9 +18,12 @@ from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
 from app import queue
+from app.errors import Conflict
 from app.extensions import db, redis_connection
 from app.models import Image, ImportBatch, ImportItem, utcnow
-from app.services import uploads
+from app.services import audit, uploads
+from app.services.audit import Actor
+from app.services.transaction import after_commit, transactional
 from app.tenancy import unscoped
 
 log = logging.getLogger(__name__)
@@ -93,9 +96,13 @@ def stale_import_items(older_than: timedelta) -> list[tuple[uuid.UUID, int]]:
         ]
 
 
-def retry_image(image: Image) -> None:
-    """Run processing again for an image that ended in `error`."""
+@transactional
+def retry_image(image: Image, *, actor: Actor) -> None:
+    """Run processing again for an image that ended in `error`; queued once that is committed."""
+    if image.status != "error":
+        raise Conflict(f"only an image in error can be retried; this one is {image.status}")
     _still_queued(queue.process_job_id(image.id))  # frees the failed job's id
     image.status, image.error = "pending", None
-    db.session.commit()
-    queue.enqueue_process_image(image.id)
+    audit.record_image(actor, "image.retry", image)
+    image_id = image.id
+    after_commit(lambda: queue.enqueue_process_image(image_id))

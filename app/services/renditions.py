@@ -22,11 +22,12 @@ from PIL import Image as PILImage
 from redis.exceptions import LockError
 from sqlalchemy import select
 
-from app.errors import NotFound, ServiceError
+from app.errors import Invalid, NotFound, Unavailable
 from app.extensions import db, redis_connection
 from app.imaging.validate import open_working
 from app.models import Image
 from app.runtime import storage
+from app.services.transaction import unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,9 @@ WIDTHS = (160, 320, 640, 1024, 1280, 1920, 2560)
 DEFAULT_QUALITY = 82
 
 
-class Busy(ServiceError):
+class Busy(Unavailable):
     """Every rendition slot is taken: ask again shortly."""
 
-    code, status = "unavailable", 503
     retry_after = 5
 
 
@@ -66,11 +66,11 @@ def source_key(image: Image, variant: str) -> str:
 
 def check_request(fmt: str | None, quality: int | None, width: int | None) -> None:
     if fmt is not None and fmt not in FORMATS:
-        raise ServiceError(f"format must be one of {', '.join(FORMATS)}")
+        raise Invalid(f"format must be one of {', '.join(FORMATS)}")
     if quality is not None and (fmt or "") == "png":
-        raise ServiceError("quality applies to jpeg and webp, not png")
+        raise Invalid("quality applies to jpeg and webp, not png")
     if width is not None and width not in WIDTHS:
-        raise ServiceError(f"width must be one of {', '.join(map(str, WIDTHS))}")
+        raise Invalid(f"width must be one of {', '.join(map(str, WIDTHS))}")
 
 
 def derived(
@@ -102,7 +102,7 @@ def _check_result_pixels(image: Image, variant: str, width: int | None) -> None:
     scale = min(1.0, width / image.width) if width else 1.0
     pixels = round(image.width * scale) * round(image.height * scale)
     if pixels > limit:
-        raise ServiceError(
+        raise Invalid(
             f"a version of this image at {'width ' + str(width) if width else 'full size'} "
             f"would have {pixels:,} pixels; versions are made up to {limit:,}: ask for a "
             "smaller width, or for the original as it is (no format, quality or width)"
@@ -145,11 +145,11 @@ def _remember(image_id, key: str) -> list[str]:
     """Note the key on the image (under a row lock), so deleting the image deletes it too;
     keep the newest RENDITIONS_PER_IMAGE and return the keys evicted."""
     keep = current_app.config["RENDITIONS_PER_IMAGE"]
-    row = db.session.scalar(select(Image).where(Image.id == image_id).with_for_update())
-    keys = [k for k in (row.meta or {}).get("renditions", []) if k != key] + [key]
-    evicted, keys = keys[:-keep], keys[-keep:]
-    row.meta = {**(row.meta or {}), "renditions": keys}
-    db.session.commit()
+    with unit_of_work():
+        row = db.session.scalar(select(Image).where(Image.id == image_id).with_for_update())
+        keys = [k for k in (row.meta or {}).get("renditions", []) if k != key] + [key]
+        evicted, keys = keys[:-keep], keys[-keep:]
+        row.meta = {**(row.meta or {}), "renditions": keys}
     return evicted
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from app.errors import Conflict, ServiceError
+from app.errors import Conflict, Invalid
 from app.extensions import db
 from app.models import Embedding, Image
 from app.plugin_api import distances, similarity
@@ -40,7 +40,7 @@ def resolve_embedder(name: str | None) -> str:
         # Prefer an embedder that describes content over the near-duplicate hash.
         return next((n for n, e in enabled.items() if e.metric != "hamming"), next(iter(enabled)))
     if name not in enabled:
-        raise ServiceError(f"unknown embedder {name!r}; enabled: {', '.join(enabled)}")
+        raise Invalid(f"unknown embedder {name!r}; enabled: {', '.join(enabled)}")
     return name
 
 

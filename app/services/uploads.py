@@ -19,30 +19,31 @@ from flask import current_app
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 
-from app.errors import NotFound, ServiceError
+from app.errors import (
+    Conflict,
+    Expired,
+    Forbidden,
+    Invalid,
+    NotFound,
+    ServiceError,
+    TooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from app.extensions import db
 from app.models import DirectUpload, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import storage
-from app.services import images as image_service
+from app.services.audit import Actor
 from app.services.images import clean_filename
-from app.services.ingest import (
-    ALLOWED_FORMATS,
-    IngestResult,
-    TooLarge,
-    UnsupportedMediaType,
-    ingest,
-)
+from app.services.ingest import ALLOWED_FORMATS, Incoming, IngestResult, ingest
+from app.services.transaction import transactional, unit_of_work
 from app.tenancy import find_owned, unscoped
 
 log = logging.getLogger(__name__)
 
 ALLOWED_TYPES = sorted(set(ALLOWED_FORMATS.values()))
 _SALT = "likeness-direct-upload"
-
-
-class Expired(ServiceError):
-    code, status = "expired", 410
 
 
 def _lifetime() -> int:
@@ -61,14 +62,12 @@ def create(
 ) -> tuple[DirectUpload, dict | None]:
     """Record a direct upload; returns it with the store's presigned POST (None for local)."""
     if not isinstance(filename, str) or not filename.strip():
-        raise ServiceError("filename is a non-empty string", code="validation_error", status=422)
+        raise ValidationFailed("filename is a non-empty string")
     if not isinstance(content_type, str) or content_type.lower() not in ALLOWED_TYPES:
         raise UnsupportedMediaType(f"content_type must be one of {', '.join(ALLOWED_TYPES)}")
     max_bytes = current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
     if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes < 1:
-        raise ServiceError(
-            "size_bytes is a positive whole number", code="validation_error", status=422
-        )
+        raise ValidationFailed("size_bytes is a positive whole number")
     if size_bytes > max_bytes:
         raise TooLarge(f"files are limited to {current_app.config['MAX_UPLOAD_MB']} MB")
     upload_id = uuid.uuid4()
@@ -84,8 +83,8 @@ def create(
         created_by_key_id=key_id,
         expires_at=utcnow() + timedelta(seconds=_lifetime()),
     )
-    db.session.add(upload)
-    db.session.commit()
+    with unit_of_work():
+        db.session.add(upload)
     presigned = storage().presign_upload(
         upload.storage_key, upload.content_type, upload.size_bytes, _lifetime()
     )
@@ -105,15 +104,11 @@ def from_token(token: str) -> DirectUpload:
         payload = serializer.loads(token, max_age=_lifetime())
         upload_id, team_id = uuid.UUID(payload["id"]), uuid.UUID(payload["team"])
     except (BadSignature, KeyError, TypeError, ValueError):
-        raise ServiceError(
-            "this upload URL is not valid or has expired", code="forbidden", status=403
-        ) from None
+        raise Forbidden("this upload URL is not valid or has expired") from None
     with unscoped():
         upload = db.session.get(DirectUpload, upload_id)
     if upload is None or upload.team_id != team_id or upload.completed_at is not None:
-        raise ServiceError(
-            "this upload URL is not valid or has expired", code="forbidden", status=403
-        )
+        raise Forbidden("this upload URL is not valid or has expired")
     if upload.expires_at <= utcnow():
         raise Expired("this upload URL has expired; start a new upload")
     return upload
@@ -131,7 +126,7 @@ def receive(upload: DirectUpload, stream: BinaryIO, content_type: str | None) ->
                 raise TooLarge(f"this upload accepts at most {upload.size_bytes} bytes")
             spool.write(chunk)
         if size == 0:
-            raise ServiceError("the file is empty")
+            raise Invalid("the file is empty")
         spool.seek(0)
         storage().save(upload.storage_key, spool, upload.content_type)
 
@@ -144,10 +139,12 @@ def get(upload_id: str) -> DirectUpload:
     return upload
 
 
-def complete(upload: DirectUpload) -> IngestResult:
-    """Validate what was uploaded exactly like an upload; the object is removed either way."""
+def complete(upload: DirectUpload, *, actor: Actor) -> IngestResult:
+    """Validate what was uploaded exactly like an upload and ingest it (the image, its tags, its
+    upload event and the upload marked complete commit together); the object is removed
+    either way, and a refused upload's row too."""
     if upload.completed_at is not None:
-        raise ServiceError("this upload was already completed", code="conflict", status=409)
+        raise Conflict("this upload was already completed")
     key = upload.storage_key  # read now: a refused upload's row is gone by the `finally`
     try:
         if upload.expires_at <= utcnow():
@@ -157,37 +154,32 @@ def complete(upload: DirectUpload) -> IngestResult:
                 with storage().open(key) as source:
                     _copy_at_most(source, spool, upload.size_bytes)
             except ObjectNotFound:
-                raise ServiceError(
-                    "nothing was uploaded for this upload yet",
-                    code="validation_error",
-                    status=422,
-                ) from None
+                raise ValidationFailed("nothing was uploaded for this upload yet") from None
             if spool.tell() != upload.size_bytes:
-                raise ServiceError(
-                    f"{spool.tell()} bytes were uploaded but {upload.size_bytes} were declared",
-                    code="validation_error",
-                    status=422,
+                raise ValidationFailed(
+                    f"{spool.tell()} bytes were uploaded but {upload.size_bytes} were declared"
                 )
             spool.seek(0)
-            result = ingest(
+            [result] = ingest(
                 upload.team_id,
-                spool,
-                upload.filename,
+                [Incoming(spool, upload.filename, image_id=upload.id)],
+                actor=actor,
+                tags=upload.tags,
                 user_id=upload.created_by_user_id,
                 key_id=upload.created_by_key_id,
-                image_id=upload.id,
+                details={"direct": True},
+                before_commit=lambda _results: _mark_completed(upload),
             )
-        if not result.existing and upload.tags:
-            image_service.set_tags(result.image, upload.tags)
-        upload.completed_at = utcnow()
-        db.session.commit()
         return result
     except ServiceError:
-        db.session.rollback()
         _discard(upload)
         raise
     finally:
         _delete_object(key)
+
+
+def _mark_completed(upload: DirectUpload) -> None:
+    upload.completed_at = utcnow()
 
 
 def _copy_at_most(source: BinaryIO, target: BinaryIO, limit: int) -> None:
@@ -195,11 +187,7 @@ def _copy_at_most(source: BinaryIO, target: BinaryIO, limit: int) -> None:
     while chunk := source.read(1024 * 1024):
         copied += len(chunk)
         if copied > limit:
-            raise ServiceError(
-                f"more than the declared {limit} bytes were uploaded",
-                code="too_large",
-                status=413,
-            )
+            raise TooLarge(f"more than the declared {limit} bytes were uploaded")
         target.write(chunk)
 
 
@@ -210,14 +198,15 @@ def _delete_object(key: str) -> None:
         log.exception("could not delete the uploaded object %s", key)
 
 
+@transactional
 def _discard(upload: DirectUpload) -> None:
     """A refused upload leaves no row behind (its object goes in `complete`'s finally)."""
     row = db.session.get(DirectUpload, upload.id)
     if row is not None:
         db.session.delete(row)
-        db.session.commit()
 
 
+@transactional
 def remove_expired(grace: timedelta = timedelta(minutes=5)) -> int:
     """Delete uploads never completed, and their objects, once expired; returns how many."""
     cutoff = utcnow() - grace
@@ -230,5 +219,4 @@ def remove_expired(grace: timedelta = timedelta(minutes=5)) -> int:
         for upload in stale:
             _delete_object(upload.storage_key)
             db.session.delete(upload)
-        db.session.commit()
     return len(stale)

@@ -3,14 +3,14 @@ from __future__ import annotations
 from flask import flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
-from app.errors import ServiceError
-from app.extensions import db
+from app.errors import NotFound, ServiceError, ValidationFailed
 from app.services import accounts, audit, keys, members
 from app.settings import bp
 from app.views import (
     choose_team,
     current_actor,
     fragment_or_page,
+    http_status,
     role_required,
     use_session,
     user_agent,
@@ -56,7 +56,7 @@ def change_password():
         )
     except ServiceError as exc:
         flash(exc.message, "error")
-        return _account_page(exc.status)
+        return _account_page(http_status(exc))
     # Every session of this account ended with the change; this browser has the new one.
     use_session(user, token, session.get("team_id"))
     flash("Password changed. Other sessions are signed out.", "info")
@@ -91,10 +91,8 @@ def add_member():
             current_user,
             actor=current_actor(),
         )
-        db.session.commit()
     except ServiceError as exc:
-        db.session.rollback()
-        return _members_page(exc.status, error=exc.message)
+        return _members_page(http_status(exc), error=exc.message)
     link = url_for("auth.accept_invite", token=token, _external=True)
     return _members_page(invite_link=link, invite=invite)
 
@@ -104,12 +102,10 @@ def add_member():
 def change_role(user_id: str):
     try:
         members.set_role(_team().id, user_id, request.form.get("role", ""), actor=current_actor())
-        db.session.commit()
+    except NotFound:
+        raise
     except ServiceError as exc:
-        db.session.rollback()
-        if exc.status == 404:
-            raise
-        return _members_page(exc.status, error=exc.message)
+        return _members_page(http_status(exc), error=exc.message)
     return _members_page()
 
 
@@ -118,12 +114,10 @@ def change_role(user_id: str):
 def remove_member(user_id: str):
     try:
         members.remove_member(_team().id, user_id, actor=current_actor())
-        db.session.commit()
+    except NotFound:
+        raise
     except ServiceError as exc:
-        db.session.rollback()
-        if exc.status == 404:
-            raise
-        return _members_page(exc.status, error=exc.message)
+        return _members_page(http_status(exc), error=exc.message)
     return _members_page()
 
 
@@ -148,9 +142,7 @@ def create_key():
     days = request.form.get("expires_in_days", "").strip()
     try:
         if days and not days.isdigit():
-            raise ServiceError(
-                "expiry is a whole number of days", code="validation_error", status=422
-            )
+            raise ValidationFailed("expiry is a whole number of days")
         key, full = keys.create_key(
             _team(),
             request.form.get("name", ""),
@@ -160,19 +152,15 @@ def create_key():
             expires_in_days=int(days) if days else None,
             actor=current_actor(),
         )
-        db.session.commit()
     except ServiceError as exc:
-        db.session.rollback()
-        return _keys_page(exc.status, error=exc.message)
+        return _keys_page(http_status(exc), error=exc.message)
     return _keys_page(new_key=full, new_key_name=key.name)
 
 
 @bp.post("/keys/<key_id>/revoke")
 @role_required("admin")
 def revoke_key(key_id: str):
-    key = keys.get_key(key_id)
-    keys.revoke_key(key, actor=current_actor())
-    db.session.commit()
+    keys.revoke_key(keys.get_key(key_id), actor=current_actor())
     return _keys_page()
 
 
@@ -187,10 +175,8 @@ def rotate_key(key_id: str):
             creator_role=g.membership.role,
             actor=current_actor(),
         )
-        db.session.commit()
     except ServiceError as exc:
-        db.session.rollback()
-        return _keys_page(exc.status, error=exc.message)
+        return _keys_page(http_status(exc), error=exc.message)
     return _keys_page(new_key=full, new_key_name=new_key.name)
 
 
