@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from app.errors import Conflict, ServiceError
 from app.extensions import db
@@ -33,11 +34,18 @@ class SearchResult:
     fresh: bool  # True when the index holds every embedding (no exact scan was needed)
 
 
+# "More like this" without an embedder named: the best enabled of these, in this order.
+PREFERRED_EMBEDDERS = ("cnn", "color")
+
+
 def resolve_embedder(name: str | None) -> str:
+    """The embedder a search uses: the one named, or the best enabled one."""
     enabled = plugins().embedders
     if name is None:
-        # Prefer an embedder that describes content over the near-duplicate hash.
-        return next((n for n, e in enabled.items() if e.metric != "hamming"), next(iter(enabled)))
+        preferred = [n for n in PREFERRED_EMBEDDERS if n in enabled]
+        # Else prefer an embedder that describes content over the near-duplicate hash.
+        content = [n for n, e in enabled.items() if e.metric != "hamming"]
+        return (preferred + content + list(enabled))[0]
     if name not in enabled:
         raise ServiceError(f"unknown embedder {name!r}; enabled: {', '.join(enabled)}")
     return name
@@ -78,7 +86,9 @@ def nearest(
         images = {
             str(image.id): image
             for image in db.session.scalars(
-                select(Image).where(Image.id.in_(candidates), Image.status == "ready")
+                select(Image)
+                .where(Image.id.in_(candidates), Image.status == "ready")
+                .options(selectinload(Image.tags), selectinload(Image.labels))
             )
         }
         if len(images) >= k or len(hits) < want:
