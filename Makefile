@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean cnn
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,17 +21,28 @@ $(VENV)/.installed-test: pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml | $(BIN
 	$(BIN)/pip install --quiet -e '.[dev,test]' -e $(EXAMPLE_PLUGIN)
 	touch $@ $(VENV)/.installed-app
 
+# The cnn extra (`make cnn`, or CNN=1 on `make run` / `make test`): torch first, pinned, since
+# an unpinned torch pulls several GB of CUDA. TORCH_PIP_ARGS tells pip where the CPU build is
+# on a machine where it is not found by default (README, "The CNN embedder").
+TORCH_PIP_ARGS ?=
+$(VENV)/.installed-cnn: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[cnn]'
+	touch $@
+
+cnn: $(VENV)/.installed-cnn
+
 # Development defaults; anything already in the environment wins. With REDIS_URL set, the
 # `redis` line of Procfile.dev is not started.
 run: export LIKENESS_ENV ?= development
 run: export LIKENESS_INSTANCE_PATH ?= $(CURDIR)/instance
 run: export PATH := $(CURDIR)/$(BIN):$(PATH)
-run: $(VENV)/.installed-app
+run: $(VENV)/.installed-app $(if $(CNN),$(VENV)/.installed-cnn)
 	mkdir -p "$$LIKENESS_INSTANCE_PATH"
 	flask --app wsgi db upgrade
 	honcho -f Procfile.dev start $(if $(REDIS_URL),-c redis=0)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(if $(CNN),$(VENV)/.installed-cnn)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test

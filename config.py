@@ -66,7 +66,14 @@ class Config:
     S3_CONNECT_TIMEOUT = float(os.environ.get("S3_CONNECT_TIMEOUT", "5"))
     S3_READ_TIMEOUT = float(os.environ.get("S3_READ_TIMEOUT", "60"))
 
-    EMBEDDERS = _csv(os.environ.get("EMBEDDERS", "phash,color"))
+    # Unset: every built-in embedder whose dependencies are installed (phash and color; cnn
+    # with the cnn extra). A list names exactly the embedders to run.
+    EMBEDDERS = _csv(os.environ["EMBEDDERS"]) if os.environ.get("EMBEDDERS") else None
+    # The cnn embedder (plugins/embed_cnn.py): labels need this softmax probability.
+    CNN_LABEL_THRESHOLD = float(os.environ.get("CNN_LABEL_THRESHOLD", "0.2"))
+    CNN_RUNTIME = os.environ.get("CNN_RUNTIME", "auto")  # auto | onnx | torch
+    CNN_THREADS = int(os.environ.get("CNN_THREADS", "1"))  # per process
+    CNN_BATCH_SIZE = int(os.environ.get("CNN_BATCH_SIZE", "16"))
     # Each embedder prefers an index; `EMBEDDER_INDEXES=color=exact` overrides per embedder,
     # `VECTOR_INDEX=exact` for every embedder whose metric that index supports.
     EMBEDDER_INDEXES = _mapping(os.environ.get("EMBEDDER_INDEXES", ""))

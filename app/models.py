@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -220,6 +221,12 @@ class Image(TeamOwned, db.Model):
     uploaded_by_user: Mapped[User | None] = relationship()
     uploaded_by_key: Mapped[ApiKey | None] = relationship()
     tags: Mapped[list[Tag]] = relationship(secondary="image_tag", order_by="Tag.name")
+    # Written by processing only; the database removes them with the image.
+    labels: Mapped[list[Label]] = relationship(
+        order_by="(Label.score.desc(), Label.name)",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
 
 
 class Tag(TeamOwned, db.Model):
@@ -238,6 +245,19 @@ class ImageTag(db.Model):
     tag_id: Mapped[int] = mapped_column(
         Integer, ForeignKey("tag.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class Label(TeamOwned, db.Model):
+    """What an embedder that names things saw in an image (an ImageNet class, say) and its
+    score in 0..1. Processing replaces an embedder's labels whenever it recomputes its vector."""
+
+    __table_args__ = (UniqueConstraint("image_id", "embedder", "name"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    image_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("image.id", ondelete="CASCADE"))
+    embedder: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(100))
+    score: Mapped[float] = mapped_column(Float)
 
 
 class DirectUpload(TeamOwned, db.Model):

@@ -18,6 +18,7 @@ reusable contract test suite is `app.plugin_testing`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from abc import ABC, abstractmethod
@@ -122,10 +123,18 @@ class Embedder(ABC):
       image once, no smaller than the largest `input_size` of the enabled embedders (JPEGs via
       `Image.draft`), and hands every embedder the same RGB image, EXIF orientation applied.
 
+    - `requires`: top-level modules the embedder imports only when it runs, beyond what
+      Likeness itself depends on (an optional extra). While one is missing the embedder is
+      "not installed": `unavailable()` says why, it is left out of the default selection, and
+      naming it in EMBEDDERS stops start-up with that reason. The module that defines the
+      class must import without them, so the reason can be given.
+
     `embed_batch(images)` returns one row per image, in order: a (len(images), codec.width)
     array of the codec's dtype (`VectorCodec`; `self.codec` is this embedder's).
-    `labels(images)` may return, per image, `(label, score)` pairs naming what it shows;
-    embedders that cannot name things return None (the default).
+    `labels(images)` may return, per image, `(label, score)` pairs naming what it shows (score
+    in 0..1, highest first); embedders that cannot name things return None (the default).
+    `embed_and_label(images)` returns both; the pipeline calls it, so an embedder that gets
+    vectors and labels from one pass overrides it rather than computing twice.
     """
 
     name: ClassVar[str]
@@ -133,6 +142,7 @@ class Embedder(ABC):
     metric: ClassVar[Metric]
     preferred_index: ClassVar[str]
     input_size: ClassVar[int]
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Mapping[str, Any]):
         self.config = config
@@ -145,14 +155,39 @@ class Embedder(ABC):
     @abstractmethod
     def embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why the embedder cannot run in this environment, or None when it can.
+
+        The default names the modules of `requires` that cannot be imported (it looks them up
+        without importing them). An override may add how to install them.
+        """
+        missing = [module for module in cls.requires if not _importable(module)]
+        if not missing:
+            return None
+        return f"{cls.name} needs {', '.join(missing)}, not installed"
+
     def labels(self, images: Sequence[Image.Image]) -> list[list[tuple[str, float]]] | None:
         """Per image, `(label, score)` pairs naming what it shows; None if the embedder cannot."""
         return None
+
+    def embed_and_label(
+        self, images: Sequence[Image.Image]
+    ) -> tuple[np.ndarray, list[list[tuple[str, float]]] | None]:
+        """`embed_batch(images)` and `labels(images)` together."""
+        return self.embed_batch(images), self.labels(images)
 
     @property
     def codec(self) -> VectorCodec:
         """The layout of this embedder's vectors."""
         return VectorCodec(self.metric, self.dimensions)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module blocked with sys.modules[m] = None
+        return False
 
 
 class VectorIndex(ABC):

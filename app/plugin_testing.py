@@ -272,6 +272,9 @@ class EmbedderContract:
         assert cls.metric in METRICS
         assert isinstance(cls.preferred_index, str) and cls.preferred_index
         assert isinstance(cls.input_size, int) and cls.input_size > 0
+        assert isinstance(cls.requires, tuple) and all(isinstance(m, str) for m in cls.requires)
+        # The suite runs where the embedder can: every module it requires is installed.
+        assert cls.unavailable() is None
         dimensions = embedder.dimensions
         assert isinstance(dimensions, int) and dimensions > 0
         # The codec refuses a layout the metric cannot have (hamming: whole bytes).
@@ -326,7 +329,21 @@ class EmbedderContract:
         for per_image in labels:
             for label, score in per_image:
                 assert isinstance(label, str) and label
-                assert isinstance(score, float)
+                assert isinstance(score, float) and 0.0 <= score <= 1.0
+            scores = [score for _, score in per_image]
+            assert scores == sorted(scores, reverse=True)  # the likeliest first
+            assert len({label for label, _ in per_image}) == len(per_image)  # each name once
+        assert embedder.labels([]) == []
+
+    def test_embed_and_label_agrees_with_embed_batch_and_labels(self, embedder):
+        images = self.images()
+        vectors, labels = embedder.embed_and_label(images)
+        np.testing.assert_array_equal(vectors, embedder.embed_batch(images))
+        assert vectors.dtype == embedder.codec.dtype
+        assert labels == embedder.labels(images)
+        vectors, labels = embedder.embed_and_label([])
+        assert vectors.shape == (0, embedder.codec.width)
+        assert labels in (None, [])
 
 
 # --- indexes ----------------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """Plugin discovery through entry points, and selection by configuration.
 
 Start-up fails fast, naming what is installed, when a configured name is unknown, when two
-packages claim one name, or when an entry point is not a class of the right contract.
+packages claim one name, when an entry point is not a class of the right contract, or when a
+configured embedder lacks a module it requires (`Embedder.requires`). EMBEDDERS left unset
+selects every built-in embedder that can run here.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -20,6 +23,8 @@ BASES: dict[str, type] = {
 }
 BASE_KIND = {"storage": "storage", "embedder": "embedders", "index": "indexes"}
 BUILTIN_DISTRIBUTION = "likeness"
+
+log = logging.getLogger(__name__)
 
 
 class PluginError(RuntimeError):
@@ -87,6 +92,19 @@ def _pick(kind: str, available: Mapping[str, metadata.EntryPoint], name: str, se
     return load_class(BASE_KIND[kind], available[name])
 
 
+def default_embedders(entry_points: Iterable[metadata.EntryPoint] | None = None) -> list[str]:
+    """What EMBEDDERS unset means: every built-in embedder whose requirements are installed
+    (`entry_points`, when given, stands for the built-ins), by name."""
+    names = []
+    for name, ep in sorted(discover("embedders", entry_points, builtin_only=True).items()):
+        reason = load_class("embedders", ep).unavailable()
+        if reason is None:
+            names.append(name)
+        else:
+            log.info("embedder %s is not enabled: %s", name, reason)
+    return names
+
+
 @dataclass
 class Plugins:
     """The plugin instances and classes one application uses."""
@@ -118,7 +136,10 @@ def load_plugins(
         "storage", available["storage"], config["STORAGE_BACKEND"], "STORAGE_BACKEND"
     )
 
-    names = list(config["EMBEDDERS"])
+    if config.get("EMBEDDERS") is None:
+        names = default_embedders(None if entry_points is None else entry_points.get("embedders"))
+    else:
+        names = list(config["EMBEDDERS"])
     if not names:
         raise PluginError("EMBEDDERS: at least one embedder must be enabled")
     if len(set(names)) != len(names):
@@ -130,6 +151,8 @@ def load_plugins(
         raise PluginError(f"EMBEDDER_INDEXES: {unknown!r} is not an enabled embedder")
     for name in names:
         embedder_cls = _pick("embedder", available["embedders"], name, "EMBEDDERS")
+        if (reason := embedder_cls.unavailable()) is not None:
+            raise PluginError(f"EMBEDDERS: embedder {name!r} cannot run here: {reason}")
         index_name, setting = embedder_cls.preferred_index, f"{name}'s preferred index"
         if config.get("VECTOR_INDEX"):
             candidate = _pick("index", available["indexes"], config["VECTOR_INDEX"], "VECTOR_INDEX")

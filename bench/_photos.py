@@ -38,16 +38,18 @@ def photo_jpeg(seed: int, size: tuple[int, int] = (4000, 3000), quality: int = 9
     return out.getvalue()
 
 
-def photos(count: int, directory: str = DEFAULT_DIR) -> list[str]:
-    """Paths of `count` distinct 4000x3000 JPEGs, generating the missing ones."""
+def photos(
+    count: int, directory: str = DEFAULT_DIR, size: tuple[int, int] = (4000, 3000)
+) -> list[str]:
+    """Paths of `count` distinct JPEGs (4000x3000 unless `size` says), generating the missing."""
     os.makedirs(directory, exist_ok=True)
     paths = []
     for seed in range(count):
-        path = os.path.join(directory, f"photo-{seed:03d}-4000x3000-q90.jpg")
+        path = os.path.join(directory, f"photo-{seed:03d}-{size[0]}x{size[1]}-q90.jpg")
         if not os.path.exists(path):
             tmp = f"{path}.tmp"
             with open(tmp, "wb") as f:
-                f.write(photo_jpeg(seed))
+                f.write(photo_jpeg(seed, size))
             os.replace(tmp, path)
         paths.append(path)
     return paths

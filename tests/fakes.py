@@ -37,5 +37,12 @@ class MisnamedEmbedder(TinyEmbedder):
     name = "something-else"
 
 
+class NeedyEmbedder(TinyEmbedder):
+    """An embedder of an optional extra that is not installed."""
+
+    name = "needy"
+    requires = ("numpy", "likeness_no_such_module")
+
+
 def entry_point(group: str, name: str, target: str) -> EntryPoint:
     return EntryPoint(name=name, value=target, group=group)

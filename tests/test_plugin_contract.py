@@ -21,6 +21,7 @@ from app.plugin_testing import (
     sample_vectors,
 )
 from app.plugins import builtin_classes
+from tests.cnn import requires_cnn
 from tests.s3server import admin_client, s3_config
 
 pytest_plugins = ["tests.s3server"]  # the moto_endpoint and s3_bucket fixtures
@@ -70,6 +71,11 @@ class TestColorEmbedder(EmbedderContract):
     plugin_class = EMBEDDERS["color"]
 
 
+@requires_cnn
+class TestCNNEmbedder(EmbedderContract):
+    plugin_class = EMBEDDERS["cnn"]
+
+
 class TestExactIndex(VectorIndexContract):
     plugin_class = INDEXES["exact"]
 
@@ -102,7 +108,7 @@ def test_every_builtin_runs_its_contract_suite(kind):
 
 def test_builtins_are_registered():
     assert {"local", "s3"} <= set(STORAGE)
-    assert {"phash", "color"} <= set(EMBEDDERS)
+    assert {"phash", "color", "cnn"} <= set(EMBEDDERS)
     assert {"exact", "annoy"} <= set(INDEXES)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from app.plugins import PluginError, builtin_classes, discover, load_plugins
+from app.plugins import PluginError, builtin_classes, default_embedders, discover, load_plugins
+from tests.cnn import requires_cnn
 from tests.fakes import entry_point
 
 STORAGE = entry_point("likeness.storage", "local", "plugins.storage_local:LocalStorage")
@@ -36,7 +39,7 @@ def config(tmp_path, **overrides):
 
 def test_builtins_are_what_pyproject_declares():
     assert set(builtin_classes("storage")) == {"local", "s3"}
-    assert set(builtin_classes("embedders")) == {"phash", "color"}
+    assert set(builtin_classes("embedders")) == {"phash", "color", "cnn"}
     assert set(builtin_classes("indexes")) == {"exact", "annoy"}
 
 
@@ -117,9 +120,59 @@ def test_a_third_party_embedder_is_used_like_a_builtin(tmp_path):
     assert plugins.index_name("tiny") == "exact"
 
 
+NEEDY = entry_point("likeness.embedders", "needy", "tests.fakes:NeedyEmbedder")
+
+
+def test_unset_embedders_enable_every_builtin_that_can_run(tmp_path):
+    plugins = load_plugins(config(tmp_path, EMBEDDERS=None), installed(embedders=[NEEDY]))
+    assert list(plugins.embedders) == ["color", "phash"]  # not needy: a module is missing
+    assert default_embedders([PHASH, NEEDY, COLOR]) == ["color", "phash"]
+
+
+def test_unset_embedders_never_enable_a_third_party_plugin():
+    assert "greythumb" in discover("embedders")  # tests/example_plugin, installed by make test
+    assert {"phash", "color"} <= set(default_embedders()) <= {"phash", "color", "cnn"}
+
+
+def test_a_configured_embedder_that_cannot_run_stops_start_up(tmp_path):
+    with pytest.raises(
+        PluginError,
+        match="EMBEDDERS: embedder 'needy' cannot run here: "
+        "needy needs likeness_no_such_module, not installed",
+    ):
+        load_plugins(config(tmp_path, EMBEDDERS=["phash", "needy"]), installed(embedders=[NEEDY]))
+
+
+def test_without_the_cnn_extra_the_app_starts_with_the_other_builtins(app_env, monkeypatch):
+    """The cnn entry point is always registered; without torch it is "not installed"."""
+    from app import create_app
+    from app.runtime import plugins
+    from tests.conftest import make_config
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    app = create_app(make_config(app_env, EMBEDDERS=None))
+    with app.app_context():
+        assert list(plugins().embedders) == ["color", "phash"]
+    with pytest.raises(PluginError, match=r"'cnn' cannot run here: cnn needs torch, not inst"):
+        create_app(make_config(app_env, EMBEDDERS=["phash", "cnn"]))
+    with pytest.raises(PluginError, match=r"pip install -e '\.\[cnn\]'"):
+        create_app(make_config(app_env, EMBEDDERS=["cnn"]))
+
+
+@requires_cnn
+def test_with_the_cnn_extra_unset_embedders_include_cnn(app_env):
+    from app import create_app
+    from app.runtime import plugins
+    from tests.conftest import make_config
+
+    app = create_app(make_config(app_env, EMBEDDERS=None))
+    with app.app_context():
+        assert list(plugins().embedders) == ["cnn", "color", "phash"]
+
+
 def test_app_start_up_fails_fast_on_unknown_plugin(app_env):
     from app import create_app
     from tests.conftest import make_config
 
-    with pytest.raises(PluginError, match="installed: color, phash"):
+    with pytest.raises(PluginError, match="installed: cnn, color, phash"):
         create_app(make_config(app_env, EMBEDDERS=["phash", "nope"]))

@@ -71,7 +71,7 @@ def image_json(image: Image, **extra) -> dict:
         "error": image.error,
         "collection_id": None,
         "tags": [tag.name for tag in image.tags],
-        "labels": [],
+        "labels": [{"name": label.name, "score": label.score} for label in image.labels],
         "metadata": {
             "exif": meta.get("exif", {}),
             "colors": meta.get("colors", []),

@@ -16,7 +16,7 @@ from sqlalchemy.orm import selectinload
 from app import queue
 from app.errors import Invalid, ValidationFailed
 from app.extensions import db
-from app.models import IMAGE_STATUSES, Embedding, Image, Tag
+from app.models import IMAGE_STATUSES, Embedding, Image, Label, Tag
 from app.runtime import plugins, storage
 from app.services import audit
 from app.services.audit import Actor
@@ -66,14 +66,16 @@ def list_images(
 ) -> tuple[list[Image], str | None]:
     """One page of the current team's images, newest first, and the cursor of the next page.
 
-    `tag` keeps images with that tag; `text` matches the filename or a tag, case-insensitively.
+    `tag` keeps images with that tag; `text` matches the filename, a tag or a label (what an
+    embedder such as cnn saw), case-insensitively.
     """
     query = (
         select(Image)
         .order_by(Image.created_at.desc(), Image.id.desc())
-        # What every listed image shows, in three queries for the page rather than three each.
+        # What every listed image shows, in four queries for the page rather than four each.
         .options(
             selectinload(Image.tags),
+            selectinload(Image.labels),
             selectinload(Image.uploaded_by_user),
             selectinload(Image.uploaded_by_key),
         )
@@ -93,6 +95,7 @@ def list_images(
             or_(
                 func.lower(Image.filename).contains(needle, autoescape=True),
                 Image.tags.any(Tag.name.contains(needle, autoescape=True)),
+                Image.labels.any(func.lower(Label.name).contains(needle, autoescape=True)),
             )
         )
     if cursor:

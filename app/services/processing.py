@@ -16,7 +16,7 @@ from app.errors import ServiceError
 from app.extensions import db
 from app.imaging.render import encode_webp, make_rendition
 from app.imaging.validate import open_working
-from app.models import Embedding, Image, utcnow
+from app.models import Embedding, Image, Label, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import plugins, storage
 from app.services.transaction import unit_of_work
@@ -80,11 +80,12 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
         # Embedders see the preview without transparency, as they always have. Everything is
         # computed before anything is written, so the write transaction stays short.
         pixels = preview.convert("RGB")
-        vectors = {name: plugins().embedders[name].embed_batch([pixels])[0] for name in outdated}
+        # One call per embedder gives its vector and, if it names things, its labels.
+        results = {name: plugins().embedders[name].embed_and_label([pixels]) for name in outdated}
         with unit_of_work():
             image.preview_key = preview_key
             image.status, image.processed_at = "ready", utcnow()
-            for name, vector in vectors.items():
+            for name, (vectors, labels) in results.items():
                 embedder = plugins().embedders[name]
                 # A new row, never an update: embedding ids only grow (see Embedding).
                 db.session.execute(
@@ -98,9 +99,10 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
                         image_id=image_id,
                         embedder=name,
                         version=embedder.version,
-                        vector=embedder.codec.to_bytes(vector),
+                        vector=embedder.codec.to_bytes(vectors[0]),
                     )
                 )
+                _replace_labels(team_id, image_id, name, labels[0] if labels else [])
     except PermanentFailure as exc:
         db.session.rollback()  # a read that failed can leave the session unusable too
         return _mark_error(image_id, str(exc))
@@ -118,6 +120,20 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
     for name in outdated:
         queue.request_index_build(team_id, name)
     return "ready"
+
+
+def _replace_labels(
+    team_id: uuid.UUID, image_id: uuid.UUID, embedder: str, labels: list[tuple[str, float]]
+) -> None:
+    """The image's labels from this embedder become `labels` (in the caller's transaction)."""
+    db.session.execute(delete(Label).where(Label.image_id == image_id, Label.embedder == embedder))
+    scores: dict[str, float] = {}
+    for name, score in labels:
+        scores.setdefault(name[:100], float(score))  # the first (likeliest) of a repeated name
+    db.session.add_all(
+        Label(team_id=team_id, image_id=image_id, embedder=embedder, name=name, score=score)
+        for name, score in scores.items()
+    )
 
 
 def _exists(image_id: uuid.UUID) -> bool:

@@ -34,11 +34,18 @@ class SearchResult:
     fresh: bool  # True when the index holds every embedding (no exact scan was needed)
 
 
+# "More like this" without an embedder named: the best enabled of these, in this order.
+PREFERRED_EMBEDDERS = ("cnn", "color")
+
+
 def resolve_embedder(name: str | None) -> str:
+    """The embedder a search uses: the one named, or the best enabled one."""
     enabled = plugins().embedders
     if name is None:
-        # Prefer an embedder that describes content over the near-duplicate hash.
-        return next((n for n, e in enabled.items() if e.metric != "hamming"), next(iter(enabled)))
+        preferred = [n for n in PREFERRED_EMBEDDERS if n in enabled]
+        # Else prefer an embedder that describes content over the near-duplicate hash.
+        content = [n for n, e in enabled.items() if e.metric != "hamming"]
+        return (preferred + content + list(enabled))[0]
     if name not in enabled:
         raise Invalid(f"unknown embedder {name!r}; enabled: {', '.join(enabled)}")
     return name
@@ -76,13 +83,14 @@ def nearest(
             found[image_id] = min(distance, found.get(image_id, float("inf")))
         candidates = {uuid.UUID(i) for i in found} - set(exclude)
         # This query runs under the team criteria: another team's ids can never come back.
-        # What each match shows (tags, uploader, key) is joined in: one statement for any k,
-        # its rows repeated per tag, which images carry few of.
+        # What each match shows (tags, labels, uploader, key) is joined in: one statement for any k,
+        # its rows repeated per tag and label, which images carry few of.
         query = (
             select(Image)
             .where(Image.id.in_(candidates), Image.status == "ready")
             .options(
                 joinedload(Image.tags),
+                joinedload(Image.labels),
                 joinedload(Image.uploaded_by_user),
                 joinedload(Image.uploaded_by_key),
             )
