@@ -13,7 +13,7 @@ from app.queue import get_queue, request_index_build
 from app.services import keys
 from app.services.audit import Actor
 from app.services.indexing import build_index, prune_builds
-from app.services.ingest import ingest_all
+from app.services.ingest import Incoming, ingest
 from app.tenancy import team_scope
 from tests import samples
 from tests.conftest import recorded_statements
@@ -64,9 +64,9 @@ def test_similar_loads_a_page_of_100_matches_in_a_fixed_number_of_statements(
         assert response.status_code == 201, response.json
     member = person(team_a, "member")
     with app.app_context(), team_scope(team_a.id):
-        ingest_all(
+        ingest(
             team_a.id,
-            [(io.BytesIO(d), name) for d, name in files[90:]],
+            [Incoming(io.BytesIO(d), name) for d, name in files[90:]],
             actor=Actor.system("test"),
             tags=["by-a-person"],
             user_id=member.user_id,
