@@ -78,6 +78,12 @@ class Config:
         INSTANCE_PATH, "index-cache"
     )
     INDEX_DEBOUNCE_SECONDS = int(os.environ.get("INDEX_DEBOUNCE_SECONDS", "5"))
+    # A (team, embedder) index is rebuilt once the embeddings it lacks (the "delta", which
+    # searches scan exactly meanwhile) reach max(INDEX_REBUILD_MIN_DELTA, INDEX_REBUILD_FRACTION
+    # of the team's images), or once no new embedding has come for INDEX_QUIET_SECONDS.
+    INDEX_REBUILD_MIN_DELTA = int(os.environ.get("INDEX_REBUILD_MIN_DELTA", "100"))
+    INDEX_REBUILD_FRACTION = float(os.environ.get("INDEX_REBUILD_FRACTION", "0.05"))
+    INDEX_QUIET_SECONDS = int(os.environ.get("INDEX_QUIET_SECONDS", "60"))
     INDEX_GRACE_SECONDS = int(os.environ.get("INDEX_GRACE_SECONDS", "600"))
 
     MAX_UPLOAD_MB = int(os.environ.get("MAX_UPLOAD_MB", "50"))

@@ -11,7 +11,6 @@ import uuid
 from PIL import Image as PILImage
 from sqlalchemy import delete, select, update
 
-from app import queue
 from app.errors import ServiceError
 from app.extensions import db
 from app.imaging.render import encode_webp, make_rendition
@@ -19,6 +18,7 @@ from app.imaging.validate import open_working
 from app.models import Embedding, Image, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import plugins, storage
+from app.services import indexing
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,13 @@ class PermanentFailure(Exception):
 
 
 def _outdated_embedders(image: Image) -> list[str]:
-    have = dict(
+    """Enabled embedders with no vector of their current version for this image."""
+    have = set(
         db.session.execute(
             select(Embedding.embedder, Embedding.version).where(Embedding.image_id == image.id)
         ).all()
     )
-    return [name for name, e in plugins().embedders.items() if have.get(name) != e.version]
+    return [name for name, e in plugins().embedders.items() if (name, e.version) not in have]
 
 
 def _load_working_image(key: str) -> PILImage.Image:
@@ -70,8 +71,9 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
         if image.status == "ready" and not outdated and image.preview_key:
             return "ready"
         team_id = image.team_id
-        image.status, image.error = "processing", None
-        db.session.commit()
+        if image.status != "ready":  # a ready image being embedded again stays findable
+            image.status, image.error = "processing", None
+            db.session.commit()
         working = _load_working_image(image.storage_key)
         preview = make_rendition(working, PREVIEW_SIZE)
         preview_key = f"teams/{team_id}/images/{image_id}/preview.webp"
@@ -84,9 +86,14 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
         image.status, image.processed_at = "ready", utcnow()
         for name, vector in vectors.items():
             embedder = plugins().embedders[name]
-            # A new row, never an update: embedding ids only grow (see Embedding).
+            # A new row, never an update: embedding ids only grow (see Embedding). Rows of
+            # other versions stay until the index of this one is published.
             db.session.execute(
-                delete(Embedding).where(Embedding.image_id == image_id, Embedding.embedder == name)
+                delete(Embedding).where(
+                    Embedding.image_id == image_id,
+                    Embedding.embedder == name,
+                    Embedding.version == embedder.version,
+                )
             )
             db.session.add(
                 Embedding(
@@ -113,7 +120,7 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
             _mark_error(image_id, f"processing failed: {exc.__class__.__name__}: {exc}")
         raise
     for name in outdated:
-        queue.request_index_build(team_id, name)
+        indexing.index_changed(team_id, name)
     return "ready"
 
 
