@@ -32,11 +32,12 @@ class PermanentFailure(Exception):
 
 def _outdated_embedders(image: Image) -> list[str]:
     """Enabled embedders with no vector of their current version for this image."""
-    have = set(
-        db.session.execute(
+    have = {
+        (name, version)
+        for name, version in db.session.execute(
             select(Embedding.embedder, Embedding.version).where(Embedding.image_id == image.id)
-        ).all()
-    )
+        )
+    }
     return [name for name, e in plugins().embedders.items() if (name, e.version) not in have]
 
 
