@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from app.extensions import db
 from app.jobs import process_image
 from app.models import Embedding, IndexBuild, utcnow
-from app.queue import get_import_queue, get_queue
+from app.queue import get_import_queue, get_queue, request_index_check
 from app.services import indexing
 from app.services.reconcile import reconcile
 from plugins.embed_color import ColorEmbedder
@@ -81,7 +81,7 @@ class TestWhenToRebuild:
             clear_queue()
         return ids
 
-    def test_a_small_delta_waits_for_a_quiet_period(self, app, team_a, upload, indexed):
+    def test_a_small_delta_waits_for_a_quiet_period(self, app, team_a, upload, run_jobs, indexed):
         (new,) = upload_ids(upload, team_a, 1, seed=50)
         with app.app_context():
             clear_queue()
@@ -91,15 +91,21 @@ class TestWhenToRebuild:
             (check,) = waiting_jobs("app.jobs.check_index")
             scheduled_at = get_queue().scheduled_job_registry.get_scheduled_time(check)
             assert scheduled_at >= utcnow() + timedelta(seconds=59)
-
-            assert indexing.check_index(team_a.id, "color") is None  # not quiet yet
+            run_scheduled_jobs_now()
+        run_jobs()  # the check, run early: the new embedding is not a minute old, no build
+        with app.app_context():
+            assert indexing.serving_build(team_a.id, "color").version == 1
             db.session.execute(
                 update(Embedding)
                 .where(Embedding.embedder == "color")
                 .values(created_at=utcnow() - timedelta(seconds=61))
             )
             db.session.commit()
-            build = indexing.check_index(team_a.id, "color")
+            assert request_index_check(team_a.id, "color")
+            run_scheduled_jobs_now()
+        run_jobs()  # quiet for a minute now: built
+        with app.app_context():
+            build = indexing.serving_build(team_a.id, "color")
             assert build.version == 2 and build.item_count == 5
             assert indexing.check_index(team_a.id, "color") is None  # nothing left to add
 
