@@ -78,13 +78,22 @@ class Config:
     # `VECTOR_INDEX=exact` for every embedder whose metric that index supports.
     EMBEDDER_INDEXES = _mapping(os.environ.get("EMBEDDER_INDEXES", ""))
     VECTOR_INDEX = os.environ.get("VECTOR_INDEX") or None
-    ANNOY_N_TREES = int(os.environ.get("ANNOY_N_TREES", "32"))
-    # Nodes inspected per query; Annoy's own default (n_trees * k) is too small for k=1..5.
-    ANNOY_SEARCH_K = int(os.environ.get("ANNOY_SEARCH_K", "20000"))
+    # Chosen from `bench/search.py --tune` (README, Benchmarks): at 100k x 1280-d, 16 trees
+    # build in ~23 s into files 1.07x the raw vectors, and inspecting 5000 nodes per query
+    # finds 98.7% of the true top 10 in ~2 ms (32 trees: ~30 s, 1.12x, hardly better).
+    ANNOY_N_TREES = int(os.environ.get("ANNOY_N_TREES", "16"))
+    # Nodes inspected per query (at least n_trees * k, Annoy's own default).
+    ANNOY_SEARCH_K = int(os.environ.get("ANNOY_SEARCH_K", "5000"))
     INDEX_CACHE_DIR = os.environ.get("INDEX_CACHE_DIR") or os.path.join(
         INSTANCE_PATH, "index-cache"
     )
     INDEX_DEBOUNCE_SECONDS = int(os.environ.get("INDEX_DEBOUNCE_SECONDS", "5"))
+    # A (team, embedder) index is rebuilt once the embeddings it lacks (the "delta", which
+    # searches scan exactly meanwhile) reach max(INDEX_REBUILD_MIN_DELTA, INDEX_REBUILD_FRACTION
+    # of the team's images), or once no new embedding has come for INDEX_QUIET_SECONDS.
+    INDEX_REBUILD_MIN_DELTA = int(os.environ.get("INDEX_REBUILD_MIN_DELTA", "100"))
+    INDEX_REBUILD_FRACTION = float(os.environ.get("INDEX_REBUILD_FRACTION", "0.05"))
+    INDEX_QUIET_SECONDS = int(os.environ.get("INDEX_QUIET_SECONDS", "60"))
     INDEX_GRACE_SECONDS = int(os.environ.get("INDEX_GRACE_SECONDS", "600"))
 
     MAX_UPLOAD_MB = int(os.environ.get("MAX_UPLOAD_MB", "50"))

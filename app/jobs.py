@@ -43,6 +43,12 @@ def build_index(team_id: str, embedder: str) -> int | None:
     return build.version if build else None
 
 
+def check_index(team_id: str, embedder: str) -> int | None:
+    """Rebuild one (team, embedder) index if it lacks embeddings and none came for a while."""
+    build = indexing.check_index(uuid.UUID(team_id), embedder)
+    return build.version if build else None
+
+
 def reconcile() -> int:
     """The periodic sweep: queue images stuck too long again, then schedule the next sweep."""
     try:

@@ -329,11 +329,13 @@ class Embedding(TeamOwned, db.Model):
     """One image's vector from one embedder version: the source of truth for every index.
 
     Ids only grow (a recomputed vector is a new row), so an index build records the highest id
-    it holds as its watermark and search scans the rows above it exactly.
+    it holds as its watermark and search scans the rows above it exactly. When an embedder's
+    version changes, an image holds a row of each version until the index of the new version
+    is published: searches answer from the old version's index (and its rows) until then.
     """
 
     __table_args__ = (
-        UniqueConstraint("image_id", "embedder"),
+        UniqueConstraint("image_id", "embedder", "version"),
         Index("ix_embedding_team_embedder_id", "team_id", "embedder", "id"),
     )
 
@@ -346,7 +348,8 @@ class Embedding(TeamOwned, db.Model):
 
 
 class IndexBuild(TeamOwned, db.Model):
-    """One built version of a (team, embedder) index; the highest version is the current one."""
+    """One built version of a (team, embedder) index. Searches read the highest version built
+    for the embedder's current version, or, while none is, the highest of an older one."""
 
     __table_args__ = (UniqueConstraint("team_id", "embedder", "version"),)
 
@@ -359,3 +362,5 @@ class IndexBuild(TeamOwned, db.Model):
     storage_keys: Mapped[list[str]] = mapped_column(JSON)
     watermark: Mapped[int] = mapped_column(BigInteger)
     built_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # From reading the embeddings to publishing; None for builds recorded before it was kept.
+    build_seconds: Mapped[float | None] = mapped_column(Float)

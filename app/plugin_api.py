@@ -383,30 +383,168 @@ def load_ids(directory: str) -> np.ndarray:
 
 # --- distances --------------------------------------------------------------------------------
 
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+# Euclidean differences are taken this many bytes of rows at a time: no temporary as large as
+# the matrix, and each block is still in cache when its squares are summed.
+_EUCLIDEAN_BLOCK_BYTES = 1 << 20
+
+
+class ExactScan:
+    """Vectors laid out once so that every later query is one pass of exact distances.
+
+    - hamming: packed bits padded with zero bytes to whole 64-bit words; a distance is the
+      popcount (`np.bitwise_count`) of the XOR of the words, eight bytes at a time.
+    - angular: rows scaled to unit length (a zero row stays zero), so a query costs one
+      matrix-vector product and no norms: distance = sqrt(2 - 2 cos).
+    - euclidean: rows as given; the differences are taken a block of rows at a time.
+
+    `rows` is the layout, what an index saves; `ExactScan(codec, rows)` adopts rows in this
+    layout without copying them (a memory-mapped file stays mapped), and
+    `ExactScan.of_vectors(codec, vectors)` lays vectors out. `nearest` breaks ties by position.
+    """
+
+    def __init__(self, codec: VectorCodec, rows: np.ndarray):
+        if rows.ndim != 2 or rows.shape[1] != self.row_width(codec) or rows.dtype != codec.dtype:
+            raise ValueError(
+                f"expected {codec.dtype} rows of width {self.row_width(codec)}, "
+                f"got {rows.dtype} {rows.shape}"
+            )
+        self.codec = codec
+        self.rows = rows
+        if codec.metric == "hamming":
+            self._words = np.ascontiguousarray(rows).view(np.uint64)
+
+    @staticmethod
+    def row_width(codec: VectorCodec) -> int:
+        """Columns of the layout: hamming rows are padded to a multiple of 8 bytes."""
+        return -(-codec.width // 8) * 8 if codec.metric == "hamming" else codec.width
+
+    @classmethod
+    def of_vectors(cls, codec: VectorCodec, vectors: np.ndarray, copy: bool = True) -> ExactScan:
+        """Lay out (n, codec.width) vectors; `copy=False` lets angular rows be scaled in place
+        when `vectors` is already a C-contiguous array of the codec's dtype."""
+        vectors = np.asarray(vectors).reshape(-1, codec.width)
+        if codec.metric == "hamming":
+            rows = np.zeros((len(vectors), cls.row_width(codec)), dtype=np.uint8)
+            rows[:, : codec.width] = vectors
+            return cls(codec, rows)
+        rows = np.array(vectors, dtype=codec.dtype, order="C", copy=True if copy else None)
+        if codec.metric == "angular":
+            _normalise_rows(rows)
+        return cls(codec, rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def distances(self, vector: np.ndarray) -> np.ndarray:
+        """float32 distances from `vector` (one of the codec's vectors) to every row."""
+        if self.codec.metric == "hamming":
+            return self._hamming(vector).astype(np.float32)
+        if self.codec.metric == "angular":
+            return _angular_from_cos(self._cosines(vector))
+        return self._euclidean(vector)
+
+    def nearest(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, float32 distances) of the k nearest rows, nearest first; ties by
+        position."""
+        k = min(int(k), len(self.rows))
+        if k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if self.codec.metric == "hamming":
+            dist = self._hamming(vector)
+            positions = _smallest(dist, k, _kth_smallest_count(dist, k, self.codec.dimensions))
+            return positions, dist[positions].astype(np.float32)
+        if self.codec.metric == "angular":
+            # Ranked by -cos, which orders exactly as the distance does; only the k winners are
+            # turned into distances.
+            score = np.negative(self._cosines(vector))
+            positions = _smallest(score, k)
+            return positions, _angular_from_cos(-score[positions])
+        dist = self._euclidean(vector)
+        positions = _smallest(dist, k)
+        return positions, dist[positions]
+
+    def _query_words(self, vector: np.ndarray) -> np.ndarray:
+        padded = np.zeros(self.row_width(self.codec), dtype=np.uint8)
+        padded[: self.codec.width] = vector
+        return padded.view(np.uint64)
+
+    def _hamming(self, vector: np.ndarray) -> np.ndarray:
+        """Differing bits per row, as integers."""
+        words = self._query_words(vector)
+        if len(words) == 1:  # 64-bit hashes: no per-row sum needed
+            return np.bitwise_count(np.bitwise_xor(self._words[:, 0], words[0]))
+        counts = np.bitwise_count(np.bitwise_xor(self._words, words))
+        return counts.sum(axis=1, dtype=np.int32)
+
+    def _cosines(self, vector: np.ndarray) -> np.ndarray:
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        norm = float(np.sqrt(np.dot(query, query)))
+        if norm == 0.0:
+            return np.zeros(len(self.rows), np.float32)
+        return self.rows @ (query / np.float32(norm))
+
+    def _euclidean(self, vector: np.ndarray) -> np.ndarray:
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        out = np.empty(len(self.rows), np.float32)
+        step = max(1, _EUCLIDEAN_BLOCK_BYTES // (4 * max(1, self.codec.width)))
+        for start in range(0, len(self.rows), step):
+            diff = self.rows[start : start + step] - query
+            out[start : start + step] = np.einsum("ij,ij->i", diff, diff)
+        return np.sqrt(out, out=out)
+
+
+def _normalise_rows(rows: np.ndarray) -> None:
+    """Scale float rows to unit length in place; zero rows stay zero."""
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None]
+    np.divide(rows, norms, out=rows, where=norms > 0)
+
+
+def _angular_from_cos(cos: np.ndarray) -> np.ndarray:
+    """sqrt(2 - 2 cos), the chord between unit vectors, as Annoy reports angular distance."""
+    return np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, 4.0)).astype(np.float32, copy=False)
+
+
+def _kth_smallest_count(dist: np.ndarray, k: int, largest: int) -> int:
+    """The k-th smallest of integer distances in 0..largest, by bisection on counts: a few
+    passes of a comparison, cheaper than partitioning integers."""
+    low, high = 0, largest
+    while low < high:
+        middle = (low + high) // 2
+        if np.count_nonzero(dist <= middle) >= k:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def _smallest(dist: np.ndarray, k: int, kth=None) -> np.ndarray:
+    """Positions of the k smallest values, smallest first, equal values by position."""
+    if k < len(dist):
+        if kth is None:
+            kth = np.partition(dist, k - 1)[k - 1]
+        # Everything tied with the k-th value is a candidate, so that ties are decided by
+        # position here rather than by the partition's arbitrary choice.
+        candidates = np.flatnonzero(dist <= kth)
+    else:
+        candidates = np.arange(len(dist))
+    return candidates[np.argsort(dist[candidates], kind="stable")[:k]]
 
 
 def distances(metric: Metric, matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
-    """Distances from `vector` to every row of `matrix`, in the metric's units.
+    """Distances from `vector` to every row of `matrix`, in the metric's units (float32).
 
     hamming: differing bits; angular: sqrt(2 - 2 cos), as Annoy reports it; euclidean: L2.
+    This lays the rows out for each call; to compare many queries with the same rows, lay
+    them out once with `ExactScan`.
     """
+    dtype = vector_dtype(metric)
+    matrix = np.asarray(matrix)
     if len(matrix) == 0:
         return np.zeros(0, dtype=np.float32)
-    dtype = vector_dtype(metric)
-    matrix, vector = matrix.astype(dtype, copy=False), vector.astype(dtype, copy=False)
-    if metric == "hamming":
-        xor = np.bitwise_xor(matrix, vector)
-        return _POPCOUNT[xor].sum(axis=1, dtype=np.int64).astype(np.float32)
-    if metric == "angular":
-        norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(vector)
-        cos = np.divide(
-            matrix @ vector, norms, out=np.zeros(len(matrix), np.float32), where=norms > 0
-        )
-        return np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, 4.0))
-    if metric == "euclidean":
-        return np.linalg.norm(matrix - vector, axis=1)
-    raise ValueError(f"unknown metric {metric!r}")
+    width = matrix.shape[1]
+    codec = VectorCodec(metric, width * 8 if metric == "hamming" else width)
+    scan = ExactScan.of_vectors(codec, matrix.astype(dtype, copy=False))
+    return scan.distances(np.asarray(vector).astype(dtype, copy=False))
 
 
 def similarity(metric: Metric, distance: float, dimensions: int) -> float:

@@ -34,7 +34,8 @@ def get_queue() -> Queue:
 
 
 def get_import_queue() -> Queue:
-    """URL imports, on a queue of their own so that a slow import never delays uploads."""
+    """URL imports, on a queue of their own so that a slow import never delays uploads; the
+    re-embedding of stored images after an embedder's version changed waits there too."""
     return Queue(f"{current_app.config['QUEUE_NAME']}-imports", connection=redis_connection.client)
 
 
@@ -66,12 +67,14 @@ def process_job_id(image_id: uuid.UUID | str) -> str:
     return f"process-image-{image_id}"
 
 
-def enqueue_process_image(image_id: uuid.UUID) -> bool:
-    """Queue processing of one image; True if queued now or already waiting."""
+def enqueue_process_image(image_id: uuid.UUID, background: bool = False) -> bool:
+    """Queue processing of one image; True if queued now or already waiting. `background`
+    work (re-embedding a stored image) waits behind uploads, on the imports queue."""
     return _enqueue_once(
         "app.jobs.process_image",
         str(image_id),
         job_id=process_job_id(image_id),
+        queue=get_import_queue() if background else None,
         retry=PROCESS_RETRY,
         result_ttl=0,  # nothing to keep, and the id is free for the next run at once
         description=f"process image {image_id}",
@@ -161,6 +164,30 @@ def _request_build_in_window(args, team_id, embedder, bucket, window, options) -
             **options,
         )
     return True
+
+
+def request_index_check(team_id: uuid.UUID, embedder: str) -> bool:
+    """Make sure the index of one (team, embedder) is checked at least INDEX_QUIET_SECONDS
+    from now, to be rebuilt then if nothing changed meanwhile (`indexing.check_index`).
+
+    Time is cut into windows of INDEX_QUIET_SECONDS; the requests of one window share one
+    job, scheduled at the end of the next window. With INDEX_QUIET_SECONDS=0 this is a build
+    request.
+    """
+    quiet = current_app.config["INDEX_QUIET_SECONDS"]
+    if quiet <= 0:
+        return request_index_build(team_id, embedder)
+    bucket = int(clock() // quiet)
+    return _enqueue_once(
+        "app.jobs.check_index",
+        str(team_id),
+        embedder,
+        job_id=f"check-index-{team_id}-{embedder}-{bucket}",
+        at=datetime.fromtimestamp((bucket + 2) * quiet, UTC),
+        retry=INDEX_RETRY,
+        result_ttl=0,
+        description=f"check {embedder} index of team {team_id}",
+    )
 
 
 def schedule_reconcile() -> bool:

@@ -1,4 +1,4 @@
-"""Brute-force nearest neighbours: exact, and fast enough for tens of thousands of vectors."""
+"""Brute-force nearest neighbours: exact, one pass over vectors laid out for the metric."""
 
 from __future__ import annotations
 
@@ -10,22 +10,28 @@ import numpy as np
 
 from app.plugin_api import (
     METRICS,
+    ExactScan,
     Metric,
     VectorIndex,
     check_ids,
-    distances,
     load_ids,
     save_ids,
 )
 
 VECTORS_FILE = "vectors.npy"
+# Angular rows are saved scaled to unit length, under a name of their own: builds saved before
+# (raw rows in vectors.npy) are still read, and scaled when loaded.
+UNIT_VECTORS_FILE = "unit_vectors.npy"
 
 
 class ExactIndex(VectorIndex):
-    """Linear scan with `plugin_api.distances`: exact results for every metric.
+    """A linear scan (`plugin_api.ExactScan`): exact results for every metric.
 
-    Ties are broken by build order, so results are deterministic. `save` writes
-    `vectors.npy` and `ids.npy` (fixed-width unicode, no pickle); `load` memory-maps the vectors.
+    Hamming vectors are compared 64 bits at a time by popcount, angular vectors are stored at
+    unit length so that a query is one matrix-vector product, and euclidean differences are
+    taken a block at a time. Ties are broken by build order, so results are deterministic.
+    `save` writes the laid-out rows and `ids.npy` (fixed-width unicode, no pickle); `load`
+    memory-maps the rows, so processes that load the same files share one copy.
     """
 
     name = "exact"
@@ -34,45 +40,58 @@ class ExactIndex(VectorIndex):
     def __init__(self, metric: Metric, dimensions: int, config: Mapping[str, Any]):
         super().__init__(metric, dimensions, config)
         self._ids = check_ids([])
-        self._vectors = self.codec.empty()
+        self._scan = ExactScan.of_vectors(self.codec, self.codec.empty())
+
+    @property
+    def _file(self) -> str:
+        return UNIT_VECTORS_FILE if self.metric == "angular" else VECTORS_FILE
 
     def build(self, ids: Sequence[str], vectors: np.ndarray) -> None:
         """Index `vectors[i]` under `ids[i]`."""
-        self._ids = check_ids(ids)
-        self._vectors = self.codec.check_vectors(vectors, len(self._ids))
+        new_ids = check_ids(ids)
+        vectors = self.codec.check_vectors(vectors, len(new_ids))  # an owned copy
+        self._scan = ExactScan.of_vectors(self.codec, vectors, copy=False)
+        self._ids = new_ids
 
     def save(self, directory: str) -> list[str]:
-        """Write vectors.npy and ids.npy into `directory`."""
-        np.save(os.path.join(directory, VECTORS_FILE), self._vectors, allow_pickle=False)
-        return [VECTORS_FILE, save_ids(directory, self._ids)]
+        """Write the laid-out rows and ids.npy into `directory`."""
+        np.save(os.path.join(directory, self._file), self._scan.rows, allow_pickle=False)
+        return [self._file, save_ids(directory, self._ids)]
 
     def load(self, directory: str) -> None:
-        """Load what `save` wrote, memory-mapping the vectors."""
+        """Load what `save` wrote, memory-mapping the rows."""
         ids = load_ids(directory)
-        vectors = np.load(os.path.join(directory, VECTORS_FILE), mmap_mode="r", allow_pickle=False)
-        width, dtype = self.codec.width, self.codec.dtype
-        if vectors.shape != (len(ids), width) or vectors.dtype != dtype:
-            raise ValueError(
-                f"{VECTORS_FILE}: expected {dtype} ({len(ids)}, {width}), "
-                f"got {vectors.dtype} {vectors.shape}"
+        path = os.path.join(directory, self._file)
+        if self.metric == "angular" and not os.path.exists(path):
+            rows = np.load(os.path.join(directory, VECTORS_FILE), allow_pickle=False)
+            scan = ExactScan.of_vectors(self.codec, self._checked(rows, ids, self.codec.width))
+        else:
+            rows = np.load(path, mmap_mode="r", allow_pickle=False)
+            width = ExactScan.row_width(self.codec)
+            if self.metric == "hamming" and rows.ndim == 2 and rows.shape[1] == self.codec.width:
+                width = self.codec.width  # saved unpadded before; padded when laid out below
+            rows = self._checked(rows, ids, width)
+            scan = (
+                ExactScan(self.codec, rows)
+                if width == ExactScan.row_width(self.codec)
+                else ExactScan.of_vectors(self.codec, rows)
             )
-        self._ids, self._vectors = ids, vectors
+        self._ids, self._scan = ids, scan
+
+    def _checked(self, rows: np.ndarray, ids: np.ndarray, width: int) -> np.ndarray:
+        dtype = self.codec.dtype
+        if rows.shape != (len(ids), width) or rows.dtype != dtype:
+            raise ValueError(
+                f"{self._file}: expected {dtype} ({len(ids)}, {width}), "
+                f"got {rows.dtype} {rows.shape}"
+            )
+        return rows
 
     def query(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The k nearest ids with their distances, nearest first."""
-        k = min(int(k), len(self._ids))
-        if k <= 0:
-            return []
-        dist = distances(self.metric, self._vectors, self.codec.check_query(vector))
-        if k < len(dist):
-            # Everything tied with the k-th distance is a candidate, so ties are decided by
-            # position below rather than by argpartition's arbitrary choice.
-            kth = dist[np.argpartition(dist, k - 1)[k - 1]]
-            candidates = np.flatnonzero(dist <= kth)
-        else:
-            candidates = np.arange(len(dist))
-        order = candidates[np.lexsort((candidates, dist[candidates]))][:k]
-        return [(str(self._ids[i]), float(dist[i])) for i in order]
+        vector = self.codec.check_query(vector)
+        positions, dists = self._scan.nearest(vector, k)
+        return [(str(self._ids[p]), float(d)) for p, d in zip(positions, dists, strict=True)]
 
     def __len__(self) -> int:
         return len(self._ids)

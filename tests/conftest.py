@@ -72,6 +72,9 @@ def app_env(instance_path, redis_url):
         "STORAGE_ROOT": str(instance_path / "storage"),
         "EMBEDDERS": "phash,color",
         "QUEUE_NAME": "likeness-test",
+        # A few images never reach the rebuild threshold: build once the worker gets there,
+        # not after a quiet minute, so that a burst worker leaves every index built.
+        "INDEX_QUIET_SECONDS": "0",
     }
 
 
@@ -89,6 +92,7 @@ def make_config(env: dict[str, str], **overrides) -> type[Config]:
         "EMBEDDERS": env["EMBEDDERS"].split(","),
         "EMBEDDER_INDEXES": {},
         "VECTOR_INDEX": None,
+        "INDEX_QUIET_SECONDS": int(env["INDEX_QUIET_SECONDS"]),
         "PLUGINS_BUILTIN_ONLY": True,  # never pick up plugins that merely happen to be installed
         "WTF_CSRF_ENABLED": False,  # the CSRF tests turn it back on
         "SESSION_COOKIE_SECURE": False,

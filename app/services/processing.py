@@ -11,7 +11,6 @@ import uuid
 from PIL import Image as PILImage
 from sqlalchemy import delete, select, update
 
-from app import queue
 from app.errors import ServiceError
 from app.extensions import db
 from app.imaging.render import encode_webp, make_rendition
@@ -19,6 +18,7 @@ from app.imaging.validate import open_working
 from app.models import Embedding, Image, Label, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import plugins, storage
+from app.services import indexing
 from app.services.transaction import unit_of_work
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,14 @@ class PermanentFailure(Exception):
 
 
 def _outdated_embedders(image: Image) -> list[str]:
-    have = dict(
-        db.session.execute(
+    """Enabled embedders with no vector of their current version for this image."""
+    have = {
+        (name, version)
+        for name, version in db.session.execute(
             select(Embedding.embedder, Embedding.version).where(Embedding.image_id == image.id)
-        ).all()
-    )
-    return [name for name, e in plugins().embedders.items() if have.get(name) != e.version]
+        )
+    }
+    return [name for name, e in plugins().embedders.items() if (name, e.version) not in have]
 
 
 def _load_working_image(key: str) -> PILImage.Image:
@@ -71,8 +73,9 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
         if image.status == "ready" and not outdated and image.preview_key:
             return "ready"
         team_id = image.team_id
-        with unit_of_work():
-            image.status, image.error = "processing", None
+        if image.status != "ready":  # a ready image being embedded again stays findable
+            with unit_of_work():
+                image.status, image.error = "processing", None
         working = _load_working_image(image.storage_key)
         preview = make_rendition(working, PREVIEW_SIZE)
         preview_key = f"teams/{team_id}/images/{image_id}/preview.webp"
@@ -87,10 +90,13 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
             image.status, image.processed_at = "ready", utcnow()
             for name, (vectors, labels) in results.items():
                 embedder = plugins().embedders[name]
-                # A new row, never an update: embedding ids only grow (see Embedding).
+                # A new row, never an update: embedding ids only grow (see Embedding). Rows of
+                # other versions stay until the index of this one is published.
                 db.session.execute(
                     delete(Embedding).where(
-                        Embedding.image_id == image_id, Embedding.embedder == name
+                        Embedding.image_id == image_id,
+                        Embedding.embedder == name,
+                        Embedding.version == embedder.version,
                     )
                 )
                 db.session.add(
@@ -118,7 +124,7 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
             _mark_error(image_id, f"processing failed: {exc.__class__.__name__}: {exc}")
         raise
     for name in outdated:
-        queue.request_index_build(team_id, name)
+        indexing.index_changed(team_id, name)
     return "ready"
 
 

@@ -15,12 +15,13 @@ from datetime import timedelta
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 
 from app import queue
 from app.errors import Conflict
 from app.extensions import db, redis_connection
-from app.models import Image, ImportBatch, ImportItem, utcnow
+from app.models import Embedding, Image, ImportBatch, ImportItem, utcnow
+from app.runtime import plugins
 from app.services import audit, uploads
 from app.services.audit import Actor
 from app.services.transaction import after_commit, transactional
@@ -29,6 +30,8 @@ from app.tenancy import unscoped
 log = logging.getLogger(__name__)
 
 ALIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+# Images queued for embedding again per sweep: enough to keep a worker busy until the next.
+REEMBED_PER_SWEEP = 10_000
 
 
 def _still_queued(job_id: str) -> bool:
@@ -69,6 +72,11 @@ def reconcile(older_than: timedelta) -> int:
         if queue.enqueue_process_image(image_id):
             log.info("reconcile queued image %s again", image_id)
             queued += 1
+    reembedding = 0
+    for image_id in outdated_images(REEMBED_PER_SWEEP):
+        reembedding += queue.enqueue_process_image(image_id, background=True)
+    if reembedding:
+        log.info("reconcile asked for %d images to be embedded again", reembedding)
     removed = uploads.remove_expired()
     if removed:
         log.info("reconcile removed %d direct uploads never completed", removed)
@@ -79,6 +87,28 @@ def reconcile(older_than: timedelta) -> int:
             log.info("reconcile queued item %d of import %s again", position, batch_id)
             queued += 1
     return queued
+
+
+def outdated_images(limit: int) -> list[uuid.UUID]:
+    """Ready images without a vector of an enabled embedder's current version (its version
+    changed, or it was enabled after they were processed), oldest first."""
+    lacking = [
+        ~exists().where(
+            Embedding.image_id == Image.id,
+            Embedding.embedder == name,
+            Embedding.version == embedder.version,
+        )
+        for name, embedder in plugins().embedders.items()
+    ]
+    with unscoped():
+        return list(
+            db.session.scalars(
+                select(Image.id)
+                .where(Image.status == "ready", or_(*lacking))
+                .order_by(Image.created_at)
+                .limit(limit)
+            )
+        )
 
 
 def stale_import_items(older_than: timedelta) -> list[tuple[uuid.UUID, int]]:

@@ -12,9 +12,9 @@ from sqlalchemy.orm import joinedload
 from app.errors import Conflict, Invalid
 from app.extensions import db
 from app.models import Embedding, Image
-from app.plugin_api import distances, similarity
+from app.plugin_api import ExactScan, similarity
 from app.runtime import index_cache, plugins
-from app.services.indexing import current_build, embeddings_query, load_vectors
+from app.services.indexing import current_build, embeddings_query, load_vectors, serving_build
 
 MAX_K = 100
 
@@ -57,20 +57,27 @@ def nearest(
     vector: np.ndarray,
     k: int,
     exclude: set[uuid.UUID] = frozenset(),
+    embedder_version: str | None = None,
 ) -> SearchResult:
-    """The k ready images of one team nearest to `vector`, nearest first."""
+    """The k ready images of one team nearest to `vector`, nearest first: the newest index of
+    the vector's embedder version (by default the current one), plus the rest exactly."""
     plugin = plugins().embedders[embedder]
-    build = current_build(team_id, embedder)
+    version = embedder_version or plugin.version
+    build = current_build(team_id, embedder, version)
     index = None
     watermark = 0
-    if build is not None and build.embedder_version == plugin.version:
+    if build is not None:
         index, watermark = index_cache().get(build), build.watermark
 
     fresh: dict[str, float] = {}
-    rows = db.session.execute(embeddings_query(team_id, embedder, after_id=watermark)).all()
+    rows = db.session.execute(
+        embeddings_query(team_id, embedder, after_id=watermark, version=version)
+    ).all()
     if rows:
         ids, matrix, _ = load_vectors(rows, embedder)
-        for image_id, distance in zip(ids, distances(plugin.metric, matrix, vector), strict=True):
+        # Laid out once, as the exact index lays out its rows (angular rows scaled in place).
+        scan = ExactScan.of_vectors(plugin.codec, matrix, copy=False)
+        for image_id, distance in zip(ids, scan.distances(vector), strict=True):
             fresh[image_id] = float(distance)
 
     # Ask the index for extra: excluded, deleted and not-ready images are dropped below, and
@@ -115,14 +122,25 @@ def nearest(
 def similar_images(image: Image, k: int, embedder: str | None = None) -> SearchResult:
     """Images of the same team most like this one."""
     embedder = resolve_embedder(embedder)
-    data = db.session.scalar(
-        select(Embedding.vector).where(
-            Embedding.image_id == image.id,
-            Embedding.embedder == embedder,
-            Embedding.version == plugins().embedders[embedder].version,
+    codec = plugins().embedders[embedder].codec
+    stored = {}
+    for version, data in db.session.execute(
+        select(Embedding.version, Embedding.vector).where(
+            Embedding.image_id == image.id, Embedding.embedder == embedder
         )
-    )
-    if data is None:
+    ):
+        try:
+            stored[version] = codec.from_bytes(data)
+        except ValueError:  # a version of another width: its index cannot be read any more
+            continue
+    # While the index of a new embedder version is being made, the old version's index serves
+    # (with this image's old vector); images embedded only since are searched exactly.
+    serving = serving_build(image.team_id, embedder)
+    version = plugins().embedders[embedder].version
+    if serving is not None and serving.embedder_version in stored:
+        version = serving.embedder_version
+    if version not in stored:
         raise Conflict(f"the image is {image.status}, not yet processed by {embedder}")
-    vector = plugins().embedders[embedder].codec.from_bytes(data)
-    return nearest(image.team_id, embedder, vector, k, exclude={image.id})
+    return nearest(
+        image.team_id, embedder, stored[version], k, exclude={image.id}, embedder_version=version
+    )

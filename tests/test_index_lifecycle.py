@@ -1,0 +1,219 @@
+"""When indexes are rebuilt, one build at a time, and an embedder version bump that never
+leaves search without an answer."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import select, update
+
+from app.extensions import db
+from app.jobs import process_image
+from app.models import Embedding, IndexBuild, utcnow
+from app.queue import get_import_queue, get_queue, request_index_check
+from app.services import indexing
+from app.services.reconcile import reconcile
+from plugins.embed_color import ColorEmbedder
+from plugins.index_annoy import AnnoyIndex
+from tests import samples
+
+
+def upload_ids(upload, team, count, seed=0):
+    files = [(samples.jpeg(seed + i, size=(96, 72)), f"{i}.jpg") for i in range(count)]
+    response = upload(team, files)
+    assert response.status_code == 201, response.json
+    return [i["id"] for i in response.json["items"]]
+
+
+def similar(client, team, image_id, k=5, embedder="color"):
+    response = client.get(
+        f"/api/v1/images/{image_id}/similar?k={k}&embedder={embedder}", headers=team.headers()
+    )
+    assert response.status_code == 200, response.json
+    body = response.json
+    return body["index"]["version"], [(m["image"]["id"], m["distance"]) for m in body["items"]]
+
+
+def waiting_jobs(function: str, embedder: str = "color") -> list:
+    """Jobs of one kind for one embedder, waiting in the main queue or scheduled for later."""
+    queue = get_queue()
+    jobs = queue.jobs + [queue.fetch_job(i) for i in queue.scheduled_job_registry.get_job_ids()]
+    return [j for j in jobs if j and j.func_name == function and j.args[1] == embedder]
+
+
+def run_scheduled_jobs_now() -> None:
+    """Queue the jobs scheduled for later at once, as if their time had come."""
+    queue = get_queue()
+    registry = queue.scheduled_job_registry
+    for job_id in registry.get_job_ids():
+        registry.remove(job_id)
+        queue.enqueue_job(queue.fetch_job(job_id))
+
+
+def clear_queue() -> None:
+    queue = get_queue()
+    queue.empty()
+    for job_id in queue.scheduled_job_registry.get_job_ids():
+        queue.scheduled_job_registry.remove(job_id, delete_job=True)
+
+
+class TestWhenToRebuild:
+    @pytest.fixture
+    def config_overrides(self):
+        return {
+            "INDEX_REBUILD_MIN_DELTA": 3,
+            "INDEX_REBUILD_FRACTION": 0.5,
+            "INDEX_QUIET_SECONDS": 60,
+        }
+
+    @pytest.fixture
+    def indexed(self, app, team_a, upload):
+        """Four processed images in built indexes, and nothing queued."""
+        ids = upload_ids(upload, team_a, 4)
+        with app.app_context():
+            for image_id in ids:
+                assert process_image(image_id) == "ready"
+            for embedder in ("color", "phash"):
+                assert indexing.build_index(team_a.id, embedder).item_count == 4
+            clear_queue()
+        return ids
+
+    def test_a_small_delta_waits_for_a_quiet_period(self, app, team_a, upload, run_jobs, indexed):
+        (new,) = upload_ids(upload, team_a, 1, seed=50)
+        with app.app_context():
+            clear_queue()
+            process_image(new)
+            # Below max(3, 50% of 4): no build, but a check after the quiet period.
+            assert waiting_jobs("app.jobs.build_index") == []
+            (check,) = waiting_jobs("app.jobs.check_index")
+            scheduled_at = get_queue().scheduled_job_registry.get_scheduled_time(check)
+            assert scheduled_at >= utcnow() + timedelta(seconds=59)
+            run_scheduled_jobs_now()
+        run_jobs()  # the check, run early: the new embedding is not a minute old, no build
+        with app.app_context():
+            assert indexing.serving_build(team_a.id, "color").version == 1
+            db.session.execute(
+                update(Embedding)
+                .where(Embedding.embedder == "color")
+                .values(created_at=utcnow() - timedelta(seconds=61))
+            )
+            db.session.commit()
+            assert request_index_check(team_a.id, "color")
+            run_scheduled_jobs_now()
+        run_jobs()  # quiet for a minute now: built
+        with app.app_context():
+            build = indexing.serving_build(team_a.id, "color")
+            assert build.version == 2 and build.item_count == 5
+            assert indexing.check_index(team_a.id, "color") is None  # nothing left to add
+
+    def test_a_delta_at_the_threshold_asks_for_a_build_at_once(self, app, team_a, upload, indexed):
+        two, third = upload_ids(upload, team_a, 2, seed=60), upload_ids(upload, team_a, 1, seed=70)
+        with app.app_context():
+            clear_queue()
+            for image_id in two:
+                process_image(image_id)
+            assert waiting_jobs("app.jobs.build_index") == []
+            process_image(third[0])  # 3 = max(3, 50% of 4)
+            assert len(waiting_jobs("app.jobs.build_index")) == 1
+            process_image(third[0])  # nothing new: no second build
+            assert len(waiting_jobs("app.jobs.build_index")) == 1
+
+    def test_status_shows_each_index_and_what_it_lacks(self, app, runner, team_a, upload, indexed):
+        (new,) = upload_ids(upload, team_a, 1, seed=80)
+        with app.app_context():
+            process_image(new)
+        result = runner.invoke(args=["index", "status", "--team", team_a.team.slug])
+        assert result.exit_code == 0, result.output
+        header, *lines = result.output.strip().splitlines()
+        assert header.split()[:6] == ["team", "embedder", "index", "embedder", "v.", "items"]
+        rows = {line.split()[1]: line.split() for line in lines}
+        # team, embedder, index, embedder version, items, delta, to embed, built at, took
+        assert rows["color"][:7] == [team_a.team.slug, "color", "v1", "1", "4", "1", "0"]
+        assert rows["color"][-1].endswith("s") and float(rows["color"][-1][:-1]) >= 0
+        assert rows["phash"][:7] == [team_a.team.slug, "phash", "v1", "1", "4", "1", "0"]
+
+
+def test_two_builds_of_one_index_never_run_at_once(app, team_a, upload, run_jobs, monkeypatch):
+    ids = upload_ids(upload, team_a, 3)
+    run_jobs()
+    inside, finish = threading.Event(), threading.Event()
+    build = AnnoyIndex.build
+
+    def held_build(self, *args):
+        inside.set()
+        assert finish.wait(30)
+        return build(self, *args)
+
+    monkeypatch.setattr(AnnoyIndex, "build", held_build)
+    results = {}
+
+    def first_build():
+        with app.app_context():
+            published = indexing.build_index(team_a.id, "color")
+            results["first"] = published.version if published else None
+
+    with app.app_context():
+        before = db.session.scalar(select(IndexBuild.version).where(IndexBuild.embedder == "color"))
+    worker = threading.Thread(target=first_build)
+    worker.start()
+    try:
+        assert inside.wait(30)
+        with app.app_context():
+            assert indexing.build_index(team_a.id, "color") is None  # the other one is running
+    finally:
+        finish.set()
+        worker.join(30)
+    with app.app_context():
+        versions = db.session.scalars(
+            select(IndexBuild.version).where(IndexBuild.embedder == "color")
+        ).all()
+    assert results["first"] == before + 1
+    assert sorted(versions) == [before, before + 1]
+    assert similar(app.test_client(), team_a, ids[0])[0] == before + 1
+
+
+def test_search_answers_from_the_old_index_until_the_new_version_is_published(
+    app, client, team_a, upload, run_jobs, monkeypatch
+):
+    ids = upload_ids(upload, team_a, 6)
+    run_jobs()
+    before = similar(client, team_a, ids[0])
+    assert before[0] is not None and len(before[1]) == 5
+
+    # Version 2 of the colour embedder: other vectors (the bins in another order).
+    embed = ColorEmbedder.embed_batch
+    monkeypatch.setattr(ColorEmbedder, "version", "2")
+    monkeypatch.setattr(
+        ColorEmbedder, "embed_batch", lambda self, images: np.roll(embed(self, images), 37, axis=1)
+    )
+    with app.app_context():
+        reconcile(timedelta(minutes=5))  # the sweep asks for every image to be embedded again
+        background = get_import_queue().job_ids
+    assert sorted(background) == sorted(f"process-image-{i}" for i in ids)
+
+    with app.app_context():
+        for image_id in ids[:3]:  # half of them are embedded again
+            assert process_image(image_id) == "ready"
+        # A build now would hold half the images: it waits, and the old index serves.
+        assert indexing.build_index(team_a.id, "color") is None
+    assert similar(client, team_a, ids[0]) == before  # the old index, with the old vectors
+    assert similar(client, team_a, ids[4])[0] == before[0]
+
+    run_jobs()  # the other half; their index builds wait for the next debounce window
+    assert similar(client, team_a, ids[0]) == before
+    with app.app_context():
+        run_scheduled_jobs_now()
+    run_jobs()  # the build of version 2
+    after = similar(client, team_a, ids[0])
+    assert after[0] > before[0]
+    assert after != before
+    with app.app_context():
+        build = indexing.serving_build(team_a.id, "color")
+        assert build.embedder_version == "2" and build.item_count == 6
+        versions = set(
+            db.session.scalars(select(Embedding.version).where(Embedding.embedder == "color"))
+        )
+    assert versions == {"2"}  # the old vectors went with the old index
