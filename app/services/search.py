@@ -11,7 +11,7 @@ from sqlalchemy.orm import joinedload
 
 from app.errors import Conflict, Invalid
 from app.extensions import db
-from app.models import Embedding, Image
+from app.models import Embedding, Image, IndexBuild
 from app.plugin_api import ExactScan, similarity
 from app.runtime import index_cache, plugins
 from app.services.indexing import current_build, embeddings_query, load_vectors, serving_build
@@ -58,12 +58,18 @@ def nearest(
     k: int,
     exclude: set[uuid.UUID] = frozenset(),
     embedder_version: str | None = None,
+    serving: IndexBuild | None = None,
 ) -> SearchResult:
     """The k ready images of one team nearest to `vector`, nearest first: the newest index of
-    the vector's embedder version (by default the current one), plus the rest exactly."""
+    the vector's embedder version (by default the current one), plus the rest exactly.
+
+    `serving` is that index's build when the caller has already looked it up."""
     plugin = plugins().embedders[embedder]
     version = embedder_version or plugin.version
-    build = current_build(team_id, embedder, version)
+    if serving is not None and serving.embedder_version == version:
+        build = serving
+    else:
+        build = current_build(team_id, embedder, version)
     index = None
     watermark = 0
     if build is not None:
@@ -142,5 +148,11 @@ def similar_images(image: Image, k: int, embedder: str | None = None) -> SearchR
     if version not in stored:
         raise Conflict(f"the image is {image.status}, not yet processed by {embedder}")
     return nearest(
-        image.team_id, embedder, stored[version], k, exclude={image.id}, embedder_version=version
+        image.team_id,
+        embedder,
+        stored[version],
+        k,
+        exclude={image.id},
+        embedder_version=version,
+        serving=serving,
     )
