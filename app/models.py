@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -189,11 +190,47 @@ class AuditEvent(TeamOwned, db.Model):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class Collection(TeamOwned, db.Model):
+    """A team's named set of images; an image is in at most one (`Image.collection_id`).
+
+    `name` is shown as the team wrote it (spaces collapsed); `name_key` is what makes two names
+    the same ("Summer", " summer ", "ＳＵＭＭＥＲ"), unique in the team. `updated_at` is when the
+    name or description last changed.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("team_id", "name_key"),
+        # What an image's (team_id, collection_id) refers to: an image can only be in a
+        # collection of its own team, whatever a service does.
+        UniqueConstraint("team_id", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    # Case-folded NFKC: compatibility forms and case folding can lengthen a name.
+    name_key: Mapped[str] = mapped_column(String(400))
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Image(TeamOwned, db.Model):
     __table_args__ = (
         UniqueConstraint("team_id", "sha256"),
         # The gallery and the API list a team's images newest first.
         Index("ix_image_team_created", "team_id", "created_at", "id"),
+        # No ON DELETE action: the database refuses to delete a collection that still holds
+        # an image ("delete only when empty"), even one added while the delete was deciding.
+        # Checked at the end of the statement (not RESTRICT's at once), so deleting a team
+        # removes its collections and images together whichever its cascades reach first.
+        ForeignKeyConstraint(
+            ["team_id", "collection_id"],
+            ["collection.team_id", "collection.id"],
+            name="fk_image_collection_id_collection",
+        ),
+        # A collection's images newest first (the list filter), its image count, and the
+        # check above when a collection is deleted.
+        Index("ix_image_collection_created", "collection_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -214,6 +251,7 @@ class Image(TeamOwned, db.Model):
     storage_key: Mapped[str] = mapped_column(String(255))
     thumbnail_key: Mapped[str] = mapped_column(String(255))
     preview_key: Mapped[str | None] = mapped_column(String(255))  # made by the worker
+    collection_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -273,6 +311,11 @@ class DirectUpload(TeamOwned, db.Model):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(String(255))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Where the image goes on completion. A collection deleted meanwhile (it was empty: this
+    # upload is not an image yet) leaves the image in none rather than refusing the bytes.
+    collection_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("collection.id", ondelete="SET NULL")
+    )
     created_by_user_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("user.id", ondelete="SET NULL")
     )
@@ -297,6 +340,10 @@ class ImportBatch(TeamOwned, db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     total: Mapped[int] = mapped_column(Integer)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Where its images go; like a direct upload's, cleared if the collection is deleted first.
+    collection_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("collection.id", ondelete="SET NULL")
+    )
 
     items: Mapped[list[ImportItem]] = relationship(
         back_populates="batch", order_by="ImportItem.position", cascade="all, delete-orphan"

@@ -93,10 +93,38 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
-        context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            _foreign_keys_off(connection)
+        try:
+            context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
 
-        with context.begin_transaction():
-            context.run_migrations()
+            with context.begin_transaction():
+                context.run_migrations()
+            if sqlite:
+                _check_foreign_keys(connection)
+        finally:
+            if sqlite:
+                # The connection goes back to the pool: the application enforces foreign keys.
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
+
+
+def _foreign_keys_off(connection):
+    """SQLite alters a table by copying it and dropping the original (Alembic's batch mode).
+    While foreign keys are enforced, that drop deletes or nulls every row referring to the
+    table (ON DELETE CASCADE, SET NULL): the image table's labels, tags and embeddings would go.
+    SQLite's own procedure for schema changes turns them off outside any transaction, then
+    checks them (https://www.sqlite.org/lang_altertable.html#otheralter)."""
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()
+
+
+def _check_foreign_keys(connection):
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    connection.commit()
+    if broken:
+        raise RuntimeError(f"the migration left rows referring to nothing: {broken[:10]}")
 
 
 if context.is_offline_mode():

@@ -132,10 +132,10 @@ def empty_database_env(app_env, tmp_path) -> dict[str, str]:
     return env
 
 
-def db_upgrade(env, revision: str = "head") -> None:
+def db_upgrade(env, revision: str = "head", command: str = "upgrade") -> None:
     flask = os.path.join(os.path.dirname(sys.executable), "flask")
     result = subprocess.run(
-        [flask, "--app", "wsgi", "db", "upgrade", revision],
+        [flask, "--app", "wsgi", "db", command, revision],
         cwd=BASE_DIR,
         env=env,
         capture_output=True,
@@ -272,6 +272,157 @@ def test_migration_moves_sign_ins_out_of_team_logs(app_env, tmp_path):
                 (8, None, None, "auth.login_failed", "anonymous"),
             ]
         assert last_seen.replace(tzinfo=UTC) == start
+    finally:
+        drop_everything(engine)
+
+
+def test_collections_migration_keeps_what_refers_to_images_and_imports(app_env, tmp_path):
+    """Revision 0006 adds `collection_id` to images, direct uploads and import batches. On
+    SQLite that copies the tables: the labels, tags, embeddings and import items that refer to
+    them must survive it, up and down again."""
+    env = empty_database_env(app_env, tmp_path)
+    db_upgrade(env, "0005")
+    meta, key, when, text = sa.MetaData(), sa.Uuid(), sa.DateTime(timezone=True), sa.String()
+    number = sa.Integer()
+    team = lightweight_table("team", meta, id=key, name=text, slug=text, created_at=when)
+    image = lightweight_table(
+        "image",
+        meta,
+        id=key,
+        team_id=key,
+        filename=text,
+        content_type=text,
+        size_bytes=number,
+        width=number,
+        height=number,
+        sha256=text,
+        status=text,
+        storage_key=text,
+        thumbnail_key=text,
+        metadata=sa.JSON(),
+        created_at=when,
+    )
+    tag = lightweight_table("tag", meta, id=number, team_id=key, name=text)
+    image_tag = lightweight_table("image_tag", meta, image_id=key, tag_id=number)
+    label = lightweight_table(
+        "label", meta, id=number, team_id=key, image_id=key, embedder=text, name=text, score=number
+    )
+    embedding = lightweight_table(
+        "embedding",
+        meta,
+        id=number,
+        team_id=key,
+        image_id=key,
+        embedder=text,
+        version=text,
+        vector=sa.LargeBinary(),
+        created_at=when,
+    )
+    batch = lightweight_table(
+        "import_batch", meta, id=key, team_id=key, created_at=when, total=number, tags=sa.JSON()
+    )
+    item = lightweight_table(
+        "import_item",
+        meta,
+        id=number,
+        team_id=key,
+        batch_id=key,
+        position=number,
+        url=text,
+        tags=sa.JSON(),
+        status=text,
+        image_id=key,
+    )
+    team_id, image_id, batch_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    engine = create_engine(normalise_database_url(env["DATABASE_URL"]))
+
+    def referring_rows() -> list:
+        with engine.connect() as conn:
+            return [
+                conn.execute(sa.select(image_tag.c.tag_id)).all(),
+                conn.execute(sa.select(label.c.name)).all(),
+                conn.execute(sa.select(embedding.c.embedder)).all(),
+                conn.execute(sa.select(item.c.image_id, item.c.batch_id)).all(),
+            ]
+
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                team.insert(), {"id": team_id, "name": "A", "slug": "a", "created_at": start}
+            )
+            conn.execute(
+                image.insert(),
+                {
+                    "id": image_id,
+                    "team_id": team_id,
+                    "filename": "a.jpg",
+                    "content_type": "image/jpeg",
+                    "size_bytes": 10,
+                    "width": 1,
+                    "height": 1,
+                    "sha256": "0" * 64,
+                    "status": "ready",
+                    "storage_key": "k",
+                    "thumbnail_key": "t",
+                    "metadata": {},
+                    "created_at": start,
+                },
+            )
+            conn.execute(tag.insert(), {"id": 1, "team_id": team_id, "name": "beach"})
+            conn.execute(image_tag.insert(), {"image_id": image_id, "tag_id": 1})
+            conn.execute(
+                label.insert(),
+                {
+                    "id": 1,
+                    "team_id": team_id,
+                    "image_id": image_id,
+                    "embedder": "cnn",
+                    "name": "seashore",
+                    "score": 1,
+                },
+            )
+            conn.execute(
+                embedding.insert(),
+                {
+                    "id": 1,
+                    "team_id": team_id,
+                    "image_id": image_id,
+                    "embedder": "phash",
+                    "version": "1",
+                    "vector": b"\x00" * 8,
+                    "created_at": start,
+                },
+            )
+            conn.execute(
+                batch.insert(),
+                {"id": batch_id, "team_id": team_id, "created_at": start, "total": 1, "tags": []},
+            )
+            conn.execute(
+                item.insert(),
+                {
+                    "id": 1,
+                    "team_id": team_id,
+                    "batch_id": batch_id,
+                    "position": 0,
+                    "url": "http://example.com/a.jpg",
+                    "tags": [],
+                    "status": "done",
+                    "image_id": image_id,
+                },
+            )
+        before = referring_rows()
+        assert before == [[(1,)], [("seashore",)], [("phash",)], [(image_id, batch_id)]]
+
+        db_upgrade(env)
+        assert referring_rows() == before
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT collection_id FROM image")).all() == [(None,)]
+
+        db_upgrade(env, "0005", command="downgrade")
+        assert referring_rows() == before
+        assert "collection_id" not in {c["name"] for c in inspect(engine).get_columns("image")}
+        assert "collection" not in inspect(engine).get_table_names()
     finally:
         drop_everything(engine)
 

@@ -9,8 +9,8 @@ from flask.cli import with_appcontext
 
 from app.cli.common import CLI, Command, team_by_slug
 from app.errors import ServiceError
+from app.services import collections, imports
 from app.services import images as image_service
-from app.services import imports
 from app.services.ingest import Incoming, ingest
 from app.tenancy import team_scope
 
@@ -20,17 +20,27 @@ from app.tenancy import team_scope
 @click.argument("source", type=click.Path(exists=True, dir_okay=True, readable=True))
 @click.option("--team", "team_slug", required=True)
 @click.option("--tags", default="", help="Comma-separated tags for every imported image.")
-def import_command(source, team_slug, tags):
+@click.option(
+    "--collection",
+    "collection_ref",
+    default=None,
+    help="The team's collection (its name or id) to put every imported image in.",
+)
+def import_command(source, team_slug, tags, collection_ref):
     """Import a folder of images, or a CSV of URLs (column `url`); prints a summary."""
     team = team_by_slug(team_slug)
     tag_names = image_service.parse_tags(tags)
+    collection_id = None
+    if collection_ref is not None:
+        with team_scope(team.id):
+            collection_id = collections.find(team.id, collection_ref).id
     if os.path.isdir(source):
-        _import_folder(team, source, tag_names)
+        _import_folder(team, source, tag_names, collection_id)
     else:
-        _import_csv(team, source, tag_names)
+        _import_csv(team, source, tag_names, collection_id)
 
 
-def _import_folder(team, folder: str, tag_names: list[str]) -> None:
+def _import_folder(team, folder: str, tag_names: list[str], collection_id) -> None:
     paths = sorted(
         os.path.join(root, name)
         for root, _dirs, names in os.walk(folder)
@@ -49,6 +59,7 @@ def _import_folder(team, folder: str, tag_names: list[str]) -> None:
                         [Incoming(fh, os.path.basename(path))],
                         actor=CLI,
                         tags=tag_names,
+                        collection_id=collection_id,
                     )
             except (ServiceError, OSError) as exc:
                 failures.append(f"{path}: {getattr(exc, 'message', exc)}")
@@ -62,11 +73,16 @@ def _import_folder(team, folder: str, tag_names: list[str]) -> None:
     click.echo(f"{created} imported, {existing} already present, {len(failures)} failed")
 
 
-def _import_csv(team, listing: str, tag_names: list[str]) -> None:
+def _import_csv(team, listing: str, tag_names: list[str], collection_id) -> None:
     with open(listing, "rb") as fh:
         data = fh.read(imports.MAX_CSV_BYTES + 1)
     batch = imports.create_batch(
-        team.id, imports.parse_csv(data), tag_names, actor=CLI, enqueue=False
+        team.id,
+        imports.parse_csv(data),
+        tag_names,
+        actor=CLI,
+        collection_id=collection_id,
+        enqueue=False,
     )
     with team_scope(team.id), click.progressbar(length=batch.total, label="Fetching") as bar:
         for position in range(batch.total):

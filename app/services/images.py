@@ -18,7 +18,7 @@ from app.errors import Invalid, ValidationFailed
 from app.extensions import db
 from app.models import IMAGE_STATUSES, Embedding, Image, Label, Tag
 from app.runtime import plugins, storage
-from app.services import audit
+from app.services import audit, collections
 from app.services.audit import Actor
 from app.services.transaction import after_commit, transactional
 from app.strict_json import loads_strict
@@ -63,11 +63,13 @@ def list_images(
     *,
     tag: str | None = None,
     text: str | None = None,
+    collection_id: str | None = None,
 ) -> tuple[list[Image], str | None]:
     """One page of the current team's images, newest first, and the cursor of the next page.
 
     `tag` keeps images with that tag; `text` matches the filename, a tag or a label (what an
-    embedder such as cnn saw), case-insensitively.
+    embedder such as cnn saw), case-insensitively; `collection_id` keeps the images of that
+    collection of the team (any other id is NotFound).
     """
     query = (
         select(Image)
@@ -84,6 +86,8 @@ def list_images(
         if status not in IMAGE_STATUSES:
             raise Invalid(f"status must be one of {', '.join(IMAGE_STATUSES)}")
         query = query.where(Image.status == status)
+    if collection_id is not None:
+        query = query.where(Image.collection_id == collections.get(collection_id).id)
     if tag is not None:
         query = query.where(Image.tags.any(Tag.name == normalise_tag(tag)))
     if text is not None:
@@ -222,9 +226,16 @@ def check_custom_metadata(value) -> dict:
 
 @transactional
 def edit_image(image: Image, changes: dict, *, actor: Actor) -> list[str]:
-    """Apply validated edits (filename, tags, custom metadata) and record them; returns the
-    fields changed."""
+    """Apply validated edits (filename, tags, custom metadata, collection_id: one of the team's
+    collections, None for none) and record them; returns the fields changed."""
     changed = []
+    details = {}
+    if "collection_id" in changes and changes["collection_id"] is not None:
+        # Before any other change: an unknown collection refuses the whole edit. Locked, so it
+        # cannot be deleted before this commits.
+        target = collections.require(image.team_id, changes["collection_id"], lock=True).id
+    else:
+        target = None
     if "filename" in changes:
         if not isinstance(changes["filename"], str) or not changes["filename"].strip():
             raise ValidationFailed("filename is a non-empty string")
@@ -236,5 +247,12 @@ def edit_image(image: Image, changes: dict, *, actor: Actor) -> list[str]:
     if "custom" in changes:
         image.meta = {**(image.meta or {}), "custom": check_custom_metadata(changes["custom"])}
         changed.append("metadata.custom")
-    audit.record_image(actor, "image.edit", image, fields=changed)
+    if "collection_id" in changes and target != image.collection_id:
+        details["collection"] = {
+            "from": str(image.collection_id) if image.collection_id else None,
+            "to": str(target) if target else None,
+        }
+        image.collection_id = target
+        changed.append("collection_id")
+    audit.record_image(actor, "image.edit", image, fields=changed, **details)
     return changed

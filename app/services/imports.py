@@ -18,7 +18,7 @@ from app.errors import Invalid, ServiceError, TooLarge, ValidationFailed
 from app.extensions import db
 from app.models import ApiKey, ImportBatch, ImportItem, User, utcnow
 from app.net.fetch import FetchError, fetch, policy_from_config
-from app.services import audit
+from app.services import audit, collections
 from app.services import images as image_service
 from app.services.audit import COMMAND_LINE, SYSTEM, Actor
 from app.services.images import clean_filename
@@ -89,18 +89,22 @@ def create_batch(
     tags: list[str],
     *,
     actor: Actor = SYSTEM,
+    collection_id: object = None,
     user_id: uuid.UUID | None = None,
     key_id: uuid.UUID | None = None,
     enqueue: bool = True,
 ) -> ImportBatch:
     """Record a batch and its items (all valid, or nothing is created), then, once that is
-    committed, queue the work (unless the caller runs it itself: `enqueue=False`)."""
+    committed, queue the work (unless the caller runs it itself: `enqueue=False`). Its images
+    go into the team's collection `collection_id` if given (another id is NotFound)."""
     limit = current_app.config["IMPORT_MAX_URLS"]
     if not requests:
         raise ValidationFailed("the import has no URLs")
     if len(requests) > limit:
         raise ValidationFailed(f"at most {limit} URLs per import; this one has {len(requests)}")
     urls = [check_url(r.url, n) for n, r in enumerate(requests, start=1)]
+    if collection_id is not None:
+        collection_id = collections.require(team_id, collection_id).id
     with unit_of_work():
         batch = ImportBatch(
             team_id=team_id,
@@ -108,6 +112,7 @@ def create_batch(
             created_by_key_id=key_id,
             total=len(requests),
             tags=tags,
+            collection_id=collection_id,
         )
         db.session.add(batch)
         for position, (request, url) in enumerate(zip(requests, urls, strict=True)):
@@ -132,6 +137,7 @@ def create_batch(
             target_type="import",
             target_id=batch.id,
             target=f"{batch.total} URLs",
+            **({"collection_id": str(collection_id)} if collection_id else {}),
         )
         if enqueue:
             batch_id, total = batch.id, batch.total
@@ -188,6 +194,7 @@ def run_item(item: ImportItem, *, final_attempt: bool = True) -> str:
                 user_id=batch.created_by_user_id,
                 key_id=batch.created_by_key_id,
                 details={"import_id": str(batch.id)},
+                collection_id=batch.collection_id,
                 before_commit=finish,
             )
     except (FetchError, ServiceError) as exc:

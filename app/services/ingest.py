@@ -30,7 +30,7 @@ from app.imaging.validate import (
 )
 from app.models import Image
 from app.runtime import storage
-from app.services import audit, images
+from app.services import audit, collections, images
 from app.services.audit import Actor
 from app.services.transaction import after_commit, unit_of_work
 
@@ -115,26 +115,32 @@ def ingest(
     user_id: uuid.UUID | None = None,
     key_id: uuid.UUID | None = None,
     details: Mapping[str, object] | None = None,
+    collection_id: uuid.UUID | str | None = None,
     before_commit: Callable[[list[IngestResult]], None] | None = None,
 ) -> list[IngestResult]:
     """Every way in (API upload, direct-upload completion, URL import, folder import): validate
     each file, store its original and thumbnail, then in one transaction write the rows, their
     tags and an `image.upload` event for each (by `actor`, with `details`), commit, and only
     then queue their processing. An exact re-upload returns the existing image and changes
-    nothing.
+    nothing (it stays in whatever collection it is in).
 
-    All files are validated before any is stored: a bad one anywhere leaves nothing behind, no
-    object, row or job. `before_commit(results)` is the caller's own bookkeeping that commits
-    with the images (a completed upload, a finished import item); it runs again if the
-    transaction is retried, so it must only set state.
+    New images go into the team's collection `collection_id`; any other id is NotFound, before
+    anything is read or stored. All files are validated before any is stored: a bad one
+    anywhere leaves nothing behind, no object, row or job. `before_commit(results)` is the
+    caller's own bookkeeping that commits with the images (a completed upload, a finished
+    import item); it runs again if the transaction is retried, so it must only set state.
     """
+    details = dict(details or {})
+    if collection_id is not None:
+        collection_id = collections.require(team_id, collection_id).id
+        details["collection_id"] = str(collection_id)
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(_seekable(f.stream)) for f in files]
         checked = [
             _Checked(source, f.filename, f.image_id, validate(source))
             for source, f in zip(sources, files, strict=True)
         ]
-        work = _Work(team_id, checked, actor, list(tags), user_id, key_id, dict(details or {}))
+        work = _Work(team_id, checked, actor, list(tags), user_id, key_id, details, collection_id)
         try:
             return _store_once(work, before_commit)
         except IntegrityError:
@@ -160,6 +166,7 @@ class _Work:
     user_id: uuid.UUID | None
     key_id: uuid.UUID | None
     details: dict[str, object]
+    collection_id: uuid.UUID | None
 
 
 def _store_once(
@@ -185,6 +192,9 @@ def _store_once(
 
 
 def _store_all(work: _Work, written: list[str]) -> list[IngestResult]:
+    if work.collection_id is not None:
+        # Again inside the transaction, locked: it may have been deleted since (it was empty).
+        collections.require(work.team_id, work.collection_id, lock=True)
     results: list[IngestResult] = []
     created: dict[str, Image] = {}  # by digest: the same bytes twice in one request are one image
     for checked in work.files:
@@ -222,6 +232,7 @@ def _new_image(work: _Work, checked: _Checked) -> Image:
         height=found.height,
         sha256=valid.sha256,
         status="pending",
+        collection_id=work.collection_id,
         storage_key=f"{prefix}/original",
         thumbnail_key=f"{prefix}/thumbnail.webp",
         # API.md fixes `colors` as hex strings; they are listed most dominant first.

@@ -34,6 +34,7 @@ from app.extensions import db
 from app.models import DirectUpload, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import storage
+from app.services import collections
 from app.services.audit import Actor
 from app.services.images import clean_filename
 from app.services.ingest import ALLOWED_FORMATS, Incoming, IngestResult, ingest
@@ -57,10 +58,13 @@ def create(
     size_bytes: object,
     tags: list[str],
     *,
+    collection_id: object = None,
     user_id: uuid.UUID | None = None,
     key_id: uuid.UUID | None = None,
 ) -> tuple[DirectUpload, dict | None]:
-    """Record a direct upload; returns it with the store's presigned POST (None for local)."""
+    """Record a direct upload, whose image goes into the team's collection `collection_id` if
+    given (another id is NotFound); returns it with the store's presigned POST (None for
+    local)."""
     if not isinstance(filename, str) or not filename.strip():
         raise ValidationFailed("filename is a non-empty string")
     if not isinstance(content_type, str) or content_type.lower() not in ALLOWED_TYPES:
@@ -70,6 +74,8 @@ def create(
         raise ValidationFailed("size_bytes is a positive whole number")
     if size_bytes > max_bytes:
         raise TooLarge(f"files are limited to {current_app.config['MAX_UPLOAD_MB']} MB")
+    if collection_id is not None:
+        collection_id = collections.require(team_id, collection_id).id
     upload_id = uuid.uuid4()
     upload = DirectUpload(
         id=upload_id,
@@ -79,6 +85,7 @@ def create(
         size_bytes=size_bytes,
         storage_key=f"teams/{team_id}/uploads/{upload_id}/original",
         tags=tags,
+        collection_id=collection_id,
         created_by_user_id=user_id,
         created_by_key_id=key_id,
         expires_at=utcnow() + timedelta(seconds=_lifetime()),
@@ -168,6 +175,7 @@ def complete(upload: DirectUpload, *, actor: Actor) -> IngestResult:
                 user_id=upload.created_by_user_id,
                 key_id=upload.created_by_key_id,
                 details={"direct": True},
+                collection_id=upload.collection_id,
                 before_commit=lambda _results: _mark_completed(upload),
             )
         return result
