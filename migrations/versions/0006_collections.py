@@ -11,7 +11,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "0006"
-down_revision = "0005"
+down_revision = "0005c"
 branch_labels = None
 depends_on = None
 
