@@ -195,7 +195,9 @@ def _register_error_handlers(app: Flask) -> None:
     def http_error(exc: HTTPException):
         if wants_json():
             return http_error_response(exc)
-        return error_page(exc.code or 500, exc.description)
+        # Werkzeug's stock wording ("The requested URL was not found…") says less than the page.
+        told = exc.description if exc.description != type(exc).description else None
+        return error_page(exc.code or 500, told)
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):
