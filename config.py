@@ -43,6 +43,9 @@ class Config:
         os.environ.get("LIKENESS_INSTANCE_PATH") or os.path.join(BASE_DIR, "instance")
     )
     SECRET_KEY = os.environ.get("SECRET_KEY")
+    # Web and worker log one JSON object a line to stderr (`text` reads better in a terminal).
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    LOG_FORMAT = os.environ.get("LOG_FORMAT") or ("text" if ENV == "development" else "json")
 
     SQLALCHEMY_DATABASE_URI = _database_url(INSTANCE_PATH)
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}

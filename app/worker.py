@@ -30,6 +30,7 @@ from rq.queue import Queue
 from rq.scheduler import RQScheduler
 from rq.scripts import acquire_or_refresh_lock, release_lock
 
+from app import logs
 from app import queue as queues
 from app.extensions import db, redis_connection
 from app.services import health
@@ -78,7 +79,8 @@ class LikenessWorker(SimpleWorker):
         timeout = job.timeout if job.timeout and job.timeout > 0 else Queue.DEFAULT_TIMEOUT
         if self._counted_until < time.time() + timeout:
             self._count_on_me(timeout + self.grace_seconds)
-        with self.app.app_context():
+        # Its log lines carry the id of the request that queued it (or of the job that did).
+        with logs.bound(job.meta.get("request_id"), job.id), self.app.app_context():
             try:
                 super().execute_job(job, queue)
             finally:
