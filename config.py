@@ -141,6 +141,9 @@ class Config:
     # makes sure the next sweep is scheduled. /healthz counts it for three heartbeats (a busy
     # worker for its job's timeout), and its scheduler lock passes to another worker then.
     WORKER_HEARTBEAT_SECONDS = int(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"))
+    # On SIGTERM a busy worker lets its job run this long, then interrupts it and puts it back
+    # on its queue. Heroku sends SIGKILL 30 s after SIGTERM: this leaves time to requeue.
+    WORKER_SHUTDOWN_GRACE_SECONDS = float(os.environ.get("WORKER_SHUTDOWN_GRACE_SECONDS", "20"))
 
     # How many proxies in front of the app set X-Forwarded-For/-Proto; 0 trusts no such header.
     TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
