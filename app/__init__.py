@@ -13,6 +13,7 @@ from flask.logging import default_handler
 from PIL import Image as PILImage
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import RequestRedirect
@@ -196,6 +197,22 @@ def _register_error_handlers(app: Flask) -> None:
         if wants_json():
             return error_response(503, message, headers={"Retry-After": "30"})
         return error_page(503, message)
+
+    @app.errorhandler(DBAPIError)
+    def database_error(exc: DBAPIError):
+        # A connection that dropped (a restarted or failed-over server, a terminated backend)
+        # or a database that cannot be reached is a moment's outage, not a bug: the pool has
+        # discarded the dead connection, so the next request gets a new one.
+        if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
+            return unexpected_error(exc)
+        with contextlib.suppress(DBAPIError):
+            db.session.rollback()
+        app.logger.error("database unavailable: %s", exc.orig)
+        message = "the database cannot be reached just now; try again shortly"
+        if wants_json():
+            return error_response(503, message, headers={"Retry-After": "5"})
+        page = render_template("error.html", status=503, message=message[0].upper() + message[1:])
+        return page, 503, {"Retry-After": "5"}
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
