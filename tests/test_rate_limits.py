@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -154,3 +155,19 @@ def test_the_api_serves_while_the_counters_cannot_be_reached(
         assert down.get("/api/v1/team").status_code == 401
     refusals = [r for r in caplog.records if r.name == "flask-limiter"]
     assert len(refusals) >= 9 and all(r.exc_info for r in refusals)
+
+
+@pytest.mark.parametrize("config_overrides", [{**LIMITS, "API_RATE_LIMIT": "20 per minute"}])
+def test_concurrent_requests_are_counted_exactly(app, team_a, team_b):
+    def send(team) -> int:
+        client = app.test_client()
+        return client.get("/api/v1/team", headers=team.headers()).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(send, [team_a, team_b] * 15))
+    for team in (team_a, team_b):
+        mine = statuses[team is team_b :: 2]
+        assert sorted(mine) == [200] * 15  # 15 each: within the limit of 20
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(send, [team_a] * 10))
+    assert sorted(statuses) == [200] * 5 + [429] * 5

@@ -126,9 +126,15 @@ def enforce_rate_limits() -> None:
     state: _State = current_app.extensions[EXTENSION]
     if not state.limiter.enabled:
         return
-    for limit in state.limits:
-        with limit:  # flask-limiter checks (and counts) on entering
-            pass
+    general, uploads, searches = state.limits
+    # flask-limiter checks (and counts) a limit on entering it, and files it under the line that
+    # enters it: one line per limit, so that concurrent requests never swap them.
+    with general:
+        pass
+    with uploads:
+        pass
+    with searches:
+        pass
 
 
 def rate_limited(exc: RateLimitExceeded):
