@@ -98,7 +98,13 @@ def assert_error_shape(response, status: int | None = None) -> None:
         assert response.status_code == status, response.json
     if response.status_code >= 400:
         error = response.json["error"]
-        assert set(error) == {"code", "message"} and error["message"]
+        assert set(error) - {"fields"} == {"code", "message"} and error["message"]
+        # A refusal may name each invalid field (API.md): names mapped to reasons, nothing else.
+        fields = error.get("fields", {})
+        assert isinstance(fields, dict) and all(
+            isinstance(name, str) and isinstance(reason, str) and reason
+            for name, reason in fields.items()
+        )
 
 
 def test_every_endpoint_that_takes_a_body_is_covered(app):

@@ -9,7 +9,6 @@ from app.api.auth import scope_required
 from app.api.body import json_body, no_body
 from app.api.errors import ApiError
 from app.api.images import image_json
-from app.api.team import iso
 from app.services import images as image_service
 from app.services import uploads
 from app.tenancy import current_team_id
@@ -34,7 +33,7 @@ def create_upload():
     return {
         "image_id": str(upload.id),
         "upload": presigned,
-        "expires_at": iso(upload.expires_at),
+        "expires_at": upload.expires_at.isoformat().replace("+00:00", "Z"),
     }, 201
 
 
