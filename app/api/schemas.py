@@ -19,7 +19,15 @@ import re
 from typing import Any
 
 import marshmallow as ma
+from flask import url_for
+from flask_smorest.fields import Upload
 from marshmallow import fields, validate
+from werkzeug.datastructures import FileStorage
+
+from app.models import IMAGE_STATUSES
+from app.services.renditions import FORMATS, WIDTHS
+from app.services.search import MAX_K
+from app.strict_json import MAX_SAFE_INTEGER
 
 # -- fields ------------------------------------------------------------------------------------
 
@@ -273,3 +281,255 @@ class AuditEventSchema(ma.Schema):
         if event.target:
             return event.target
         return f"{event.target_type} {event.target_id}" if event.target_type else None
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+class SameObject(fields.Nested):
+    """A nested block made from the same object's attributes (an image's `urls`, a search
+    result's `index`), so it is documented as the object it is."""
+
+    def get_value(self, obj, attr, accessor=None, default=ma.missing):
+        return obj
+
+
+class FilePart(Upload):
+    """A file part of a multipart body (documented as a binary string)."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> FileStorage:
+        if not isinstance(value, FileStorage):
+            raise ma.ValidationError("must be a file part (with a filename), not a text field")
+        return value
+
+
+class LabelSchema(ma.Schema):
+    name = fields.String(metadata={"example": "seashore"})
+    score = fields.Float(metadata={"example": 0.81})
+
+
+class ImageMetadataSchema(ma.Schema):
+    exif = fields.Function(lambda image: (image.meta or {}).get("exif", {}))
+    colors = fields.Function(
+        lambda image: (image.meta or {}).get("colors", []),
+        metadata={"example": ["#aabbcc"]},
+    )
+    custom = fields.Function(lambda image: (image.meta or {}).get("custom", {}))
+
+
+def _file_url(variant: str):
+    def url(image) -> str:
+        return url_for("api.get_image_file", image_id=image.id, variant=variant, _external=True)
+
+    return url
+
+
+VARIANTS = ("original", "thumbnail", "preview")
+ImageUrlsSchema = ma.Schema.from_dict(
+    {variant: fields.Function(_file_url(variant)) for variant in VARIANTS}, name="ImageUrls"
+)
+
+
+def _uploaded_by(image) -> str | None:
+    if image.uploaded_by_user is not None:
+        return image.uploaded_by_user.email
+    if image.uploaded_by_key is not None:
+        return f"api-key:{image.uploaded_by_key.name}"
+    return None
+
+
+class ImageSchema(ma.Schema):
+    """An image, as API.md shapes it."""
+
+    id = fields.UUID()
+    filename = fields.String(metadata={"example": "beach.jpg"})
+    content_type = fields.String(metadata={"example": "image/jpeg"})
+    size_bytes = fields.Integer()
+    width = fields.Integer(allow_none=True)
+    height = fields.Integer(allow_none=True)
+    sha256 = fields.String()
+    status = fields.String(metadata={"enum": list(IMAGE_STATUSES)})
+    error = fields.String(allow_none=True)
+    collection_id = fields.UUID(allow_none=True)
+    tags = fields.Function(
+        lambda image: [tag.name for tag in image.tags], metadata={"example": ["summer"]}
+    )
+    labels = fields.List(fields.Nested(LabelSchema))
+    metadata = SameObject(ImageMetadataSchema)
+    created_at = Timestamp()
+    uploaded_by = fields.Function(_uploaded_by, allow_none=True)
+    urls = SameObject(ImageUrlsSchema)
+    existing = fields.Boolean(
+        metadata={"description": "Present, true, when an upload matched an image already here."}
+    )
+
+
+class ImageListArgs(ListArgs):
+    status = fields.String(validate=validate.OneOf(IMAGE_STATUSES))
+    tag = fields.String(validate=validate.Length(max=200))
+    q = fields.String(
+        validate=validate.Length(max=1000),
+        metadata={"description": "Text over filename, tags and labels."},
+    )
+    collection_id = fields.UUID(metadata={"description": "Only the images of this collection."})
+
+
+class UploadImagesSchema(ma.Schema):
+    file = fields.List(
+        FilePart(),
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"description": "One or more image files."},
+    )
+    tags = fields.String(metadata={"description": "Comma separated.", "example": "summer,beach"})
+    collection_id = fields.UUID(metadata={"description": "Put the new images in this collection."})
+
+
+class UploadedImagesSchema(ma.Schema):
+    items = fields.List(fields.Nested(ImageSchema))
+
+
+class CustomMetadataEditSchema(ma.Schema):
+    custom = fields.Dict(
+        keys=fields.String(),
+        required=True,
+        metadata={"description": "Replaces the image's custom metadata."},
+    )
+
+
+class EditImageSchema(ma.Schema):
+    filename = fields.String()
+    tags = TextOrTextList()
+    collection_id = fields.UUID(
+        allow_none=True, metadata={"description": "A collection of the team, or null for none."}
+    )
+    metadata = fields.Nested(CustomMetadataEditSchema)
+
+    @ma.validates_schema
+    def something_to_change(self, data, **kwargs):
+        if not data:
+            raise ma.ValidationError(
+                "send at least one of filename, tags, collection_id, metadata.custom"
+            )
+
+
+class ImageFileArgs(ma.Schema):
+    variant = fields.String(load_default="original", validate=validate.OneOf(VARIANTS))
+    format = fields.String(validate=validate.OneOf(list(FORMATS)))
+    quality = QueryInteger(low=1, high=95)
+    width = QueryInteger(
+        low=1,
+        high=100_000,
+        metadata={"description": f"One of {', '.join(map(str, WIDTHS))}; never upscaled."},
+    )
+
+
+class SimilarArgs(ma.Schema):
+    k = QueryInteger(low=1, high=MAX_K, load_default=20)
+    embedder = fields.String(validate=validate.Length(max=100))
+
+
+class MatchSchema(ma.Schema):
+    image = fields.Nested(ImageSchema)
+    distance = fields.Float(metadata={"example": 0.1})
+    score = fields.Float(metadata={"example": 0.9})
+
+
+class IndexStateSchema(ma.Schema):
+    version = fields.Integer(attribute="index_version", allow_none=True)
+    fresh = fields.Boolean()
+
+
+class SimilarSchema(ma.Schema):
+    items = fields.List(fields.Nested(MatchSchema), attribute="matches")
+    embedder = fields.String()
+    index = SameObject(IndexStateSchema)
+
+
+# -- direct uploads ----------------------------------------------------------------------------
+
+
+class CreateUploadSchema(ma.Schema):
+    filename = fields.String(required=True, metadata={"example": "beach.jpg"})
+    content_type = fields.String(required=True, metadata={"example": "image/jpeg"})
+    size_bytes = BodyInteger(
+        low=1,
+        high=MAX_SAFE_INTEGER,
+        required=True,
+        metadata={"description": "The exact size; above the upload limit is 413."},
+    )
+    tags = TextOrTextList()
+    collection_id = fields.UUID(allow_none=True)
+
+
+class PresignedUploadSchema(ma.Schema):
+    url = fields.String()
+    method = fields.String(metadata={"example": "POST"})
+    fields_ = fields.Dict(
+        data_key="fields",
+        attribute="fields",
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={"description": "Send these as text parts before the `file` part."},
+    )
+    headers = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class UploadTicketSchema(ma.Schema):
+    image_id = fields.UUID(attribute="id")
+    upload = fields.Nested(PresignedUploadSchema)
+    expires_at = Timestamp()
+
+
+class DirectUploadPartsSchema(ma.Schema):
+    """What the signed upload URL of local storage takes: the `fields` it was given, then the
+    file."""
+
+    content_type = fields.String(data_key="Content-Type")
+    file = FilePart(required=True)
+
+
+# -- imports -----------------------------------------------------------------------------------
+
+
+class ImportUrlsSchema(ma.Schema):
+    urls = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"example": ["https://example.com/a.jpg"]},
+    )
+    tags = TextOrTextList()
+    collection_id = fields.UUID(allow_none=True)
+
+
+class ImportCsvSchema(ma.Schema):
+    file = FilePart(
+        required=True,
+        metadata={"description": "CSV with a `url` column, optional `filename` and `tags`."},
+    )
+    tags = fields.String(metadata={"description": "Comma separated, for every row."})
+    collection_id = fields.UUID()
+
+
+class ImportSchema(ma.Schema):
+    id = fields.UUID(attribute="batch.id")
+    status = fields.String(metadata={"enum": ["queued", "running", "done"]})
+    total = fields.Integer()
+    done = fields.Integer()
+    failed = fields.Integer()
+    collection_id = fields.UUID(attribute="batch.collection_id", allow_none=True)
+    created_at = Timestamp(attribute="batch.created_at")
+
+
+class ImportItemSchema(ma.Schema):
+    url = fields.String()
+    status = fields.String(metadata={"enum": ["queued", "done", "failed"]})
+    image_id = fields.UUID(allow_none=True)
+    error = fields.String(allow_none=True)
+
+
+class ImportDetailSchema(ImportSchema):
+    """An import with one page of its items (`limit`, `cursor` as for any list)."""
+
+    items = fields.List(fields.Nested(ImportItemSchema))
+    next_cursor = fields.String(allow_none=True)
