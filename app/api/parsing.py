@@ -6,6 +6,7 @@
   silently taken for an empty object.
 - Unknown fields are refused in every location (webargs ignores unknown query parameters by
   default): a misspelt `limti` or a `team_id` is a 400, not a silent no-op.
+- A field that takes one value may be sent once: `?limit=5&limit=500` is refused.
 - `multipart` is one location for a whole multipart body, file parts and text parts together,
   so that one schema describes (and documents) it.
 - Every refusal is an `ApiError` 400 whose message names each invalid field and whose
@@ -20,7 +21,8 @@ import marshmallow as ma
 from flask import Request
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
-from werkzeug.datastructures import CombinedMultiDict
+from webargs.multidictproxy import MultiDictProxy
+from werkzeug.datastructures import CombinedMultiDict, MultiDict
 
 from app.api.errors import ApiError
 from app.strict_json import InvalidJSON, loads_strict
@@ -56,8 +58,25 @@ class ApiArgumentsParser(FlaskParser):
             raise ApiError(400, f"body: {NOT_AN_OBJECT}", fields={"body": NOT_AN_OBJECT})
         return body
 
+    def load_querystring(self, req: Request, schema: ma.Schema) -> Any:
+        return self._single_values_once(req.args, schema)
+
     def load_multipart(self, req: Request, schema: ma.Schema) -> Any:
-        return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)
+        return self._single_values_once(CombinedMultiDict([req.files, req.form]), schema)
+
+    def _single_values_once(self, values: MultiDict, schema: ma.Schema) -> MultiDictProxy:
+        """The values as webargs reads them, but a field that takes one value sent more than
+        once (`?limit=5&limit=500`) is refused, not silently read as its first value."""
+        proxy = self._makeproxy(values, schema)
+        repeated = sorted(
+            name
+            for name in values
+            if name not in proxy.multiple_keys and len(values.getlist(name)) > 1
+        )
+        if repeated:
+            fields = dict.fromkeys(repeated, "send this field once")
+            raise ApiError(400, f"{', '.join(repeated)}: send once", fields=fields)
+        return proxy
 
     def handle_error(
         self,

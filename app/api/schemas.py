@@ -15,6 +15,7 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -25,6 +26,8 @@ from marshmallow import fields, validate
 from werkzeug.datastructures import FileStorage
 
 from app.models import IMAGE_STATUSES
+from app.services.duplicates import MAX_LIMIT as DUPLICATES_MAX_LIMIT
+from app.services.duplicates import TIERS as DUPLICATE_TIERS
 from app.services.renditions import FORMATS, WIDTHS
 from app.services.search import MAX_K
 from app.strict_json import MAX_SAFE_INTEGER
@@ -152,6 +155,7 @@ class ListArgs(ma.Schema):
     cursor = fields.String(metadata={"description": "`next_cursor` of the previous page; opaque."})
 
 
+@functools.cache  # one class per item schema: the document names it once
 def page_of(item_schema: type[ma.Schema]) -> type[ma.Schema]:
     """The schema of one page of a list of `item_schema`."""
     name = item_schema.__name__.removesuffix("Schema") + "PageSchema"
@@ -301,6 +305,18 @@ class FilePart(Upload):
         if not isinstance(value, FileStorage):
             raise ma.ValidationError("must be a file part (with a filename), not a text field")
         return value
+
+
+class OneFilePart(FilePart):
+    """Exactly one file part: a second one is refused, not ignored."""
+
+    is_multiple = True  # webargs hands over every part of this name, to be counted here
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> FileStorage:
+        parts = value if isinstance(value, list) else [value]
+        if len(parts) != 1:
+            raise ma.ValidationError("send exactly one file part")
+        return super()._deserialize(parts[0], attr, data, **kwargs)
 
 
 class LabelSchema(ma.Schema):
@@ -486,7 +502,7 @@ class DirectUploadPartsSchema(ma.Schema):
     file."""
 
     content_type = fields.String(data_key="Content-Type")
-    file = FilePart(required=True)
+    file = OneFilePart(required=True)
 
 
 # -- imports -----------------------------------------------------------------------------------
@@ -503,7 +519,7 @@ class ImportUrlsSchema(ma.Schema):
 
 
 class ImportCsvSchema(ma.Schema):
-    file = FilePart(
+    file = OneFilePart(
         required=True,
         metadata={"description": "CSV with a `url` column, optional `filename` and `tags`."},
     )
@@ -533,3 +549,65 @@ class ImportDetailSchema(ImportSchema):
 
     items = fields.List(fields.Nested(ImportItemSchema))
     next_cursor = fields.String(allow_none=True)
+
+
+# -- search and duplicates ---------------------------------------------------------------------
+
+
+class SearchByImageSchema(ma.Schema):
+    file = OneFilePart(required=True, metadata={"description": "The image (not stored)."})
+    k = QueryInteger(low=1, high=MAX_K, metadata={"description": "How many; 20 if not sent."})
+    embedder = fields.String(validate=validate.Length(max=100))
+
+
+class SearchByImageQuery(ma.Schema):
+    """`k` and `embedder` may come in the query string instead of the form."""
+
+    k = QueryInteger(low=1, high=MAX_K)
+    embedder = fields.String(validate=validate.Length(max=100))
+
+
+class TextSearchArgs(ImageListArgs):
+    q = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=1000),
+        metadata={"description": "Words over filename, tags, labels and collection."},
+    )
+
+
+class DuplicateArgs(ma.Schema):
+    tier = fields.String(validate=validate.OneOf(DUPLICATE_TIERS), load_default=None)
+    # Its meaning (and so its type) depends on the tier: the service reads it.
+    threshold = fields.String(
+        validate=validate.Length(max=20),
+        metadata={"description": "near: a number of bits (0-16); similar: a distance (0-1)."},
+    )
+    limit = QueryInteger(low=1, high=DUPLICATES_MAX_LIMIT, load_default=20)
+    cursor = fields.String()
+
+
+class DuplicateGroupSchema(ma.Schema):
+    id = fields.String()
+    tier = fields.String(metadata={"enum": list(DUPLICATE_TIERS)})
+    images = fields.List(fields.Nested(ImageSchema))
+    suggested_keep = fields.Function(lambda group: str(group.suggested_keep.id))
+
+
+class DuplicatePageSchema(ma.Schema):
+    groups = fields.List(fields.Nested(DuplicateGroupSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class ResolveDuplicatesSchema(ma.Schema):
+    """Either `keep` and `delete` (together, the group's images) or `not_duplicates: true`."""
+
+    keep = fields.List(fields.String())
+    delete = fields.List(fields.String())
+    not_duplicates = StrictBoolean()
+
+
+class ResolvedDuplicatesSchema(ma.Schema):
+    group_id = fields.String()
+    kept = fields.List(fields.Nested(ImageSchema))
+    deleted = fields.List(fields.String())
+    not_duplicates = fields.List(fields.String())
