@@ -50,6 +50,8 @@ def make_ids(client, team_a, upload, person):
             ids["key_id"] = next(k["id"] for k in keys if k["name"] == "read-only")
         if "user_id" in names:
             ids["user_id"] = str(person(team_a, "member").user_id)
+        if "group_id" in names:  # well formed, of no group: bodies are read before it is looked up
+            ids["group_id"] = f"near-10-{'0' * 32}-{'0' * 16}"
         if {"upload_id", "token"} & set(names):
             direct = client.post(
                 "/api/v1/uploads",
@@ -74,6 +76,8 @@ ENDPOINTS = [
     ("PATCH", "/api/v1/images/<image_id>"),
     ("POST", "/api/v1/images/<image_id>/retry"),
     ("POST", "/api/v1/imports"),
+    ("POST", "/api/v1/search"),
+    ("POST", "/api/v1/duplicates/<group_id>/resolve"),
     ("POST", "/api/v1/keys"),
     ("POST", "/api/v1/keys/<key_id>/rotate"),
     ("POST", "/api/v1/members"),
@@ -102,7 +106,13 @@ def assert_error_shape(response, status: int | None = None) -> None:
         assert response.status_code == status, response.json
     if response.status_code >= 400:
         error = response.json["error"]
-        assert set(error) == {"code", "message"} and error["message"]
+        assert set(error) - {"fields"} == {"code", "message"} and error["message"]
+        # A refusal may name each invalid field (API.md): names mapped to reasons, nothing else.
+        fields = error.get("fields", {})
+        assert isinstance(fields, dict) and all(
+            isinstance(name, str) and isinstance(reason, str) and reason
+            for name, reason in fields.items()
+        )
 
 
 def test_every_endpoint_that_takes_a_body_is_covered(app):
