@@ -357,7 +357,10 @@ def test_hamming_pairs_match_a_full_comparison():
     copies = rng.integers(0, 3000, 600)
     flips = [rng.choice(64, rng.integers(0, 13), replace=False) for _ in copies]
     near = np.array(
-        [words[c] ^ np.uint64(sum(1 << int(b) for b in f)) for c, f in zip(copies, flips)],
+        [
+            words[c] ^ np.uint64(sum(1 << int(b) for b in f))
+            for c, f in zip(copies, flips, strict=True)
+        ],
         dtype=np.uint64,
     )
     words = np.concatenate([words, near])
@@ -365,5 +368,7 @@ def test_hamming_pairs_match_a_full_comparison():
         left, right, dist = duplicates.hamming_pairs(words, bits)
         full = np.bitwise_count(words[:, None] ^ words[None, :])
         i, j = np.nonzero(np.triu(full <= bits, 1))
-        assert sorted(zip(left.tolist(), right.tolist())) == sorted(zip(i.tolist(), j.tolist()))
+        assert sorted(zip(left.tolist(), right.tolist(), strict=True)) == sorted(
+            zip(i.tolist(), j.tolist(), strict=True)
+        )
         assert (dist == full[left, right]).all()
