@@ -55,11 +55,11 @@ DEFAULT_TIER = "near"
 NEAR_EMBEDDER = "phash"
 
 # Chosen from the quality benchmark (bench/quality.py, README "Benchmarks"): the largest that
-# keeps pair precision at 0.999 or better on real photographs.
-NEAR_BITS = 10
+# keep pair precision at 0.999 (near) and 0.99 (similar) or better on real photographs.
+NEAR_BITS = 9
 NEAR_MAX_BITS = 16  # beyond this, unrelated photographs start to join groups in numbers
-SIMILAR_DISTANCE = {"cnn": 0.6, "color": 0.2}
-SIMILAR_FALLBACK_DISTANCE = 0.2  # a third-party embedder, until its benchmark says better
+SIMILAR_DISTANCE = {"cnn": 0.375, "color": 0.025}
+SIMILAR_FALLBACK_DISTANCE = 0.1  # a third-party embedder, until its benchmark says better
 SIMILAR_MAX_DISTANCE = 1.0  # cos 0.5
 
 MAX_LIMIT = 100
