@@ -372,3 +372,16 @@ def test_hamming_pairs_match_a_full_comparison():
             zip(i.tolist(), j.tolist(), strict=True)
         )
         assert (dist == full[left, right]).all()
+
+
+def test_the_command_line_reports_every_group(runner, team_a, add, pair):
+    group_id, (a, b) = pair
+    result = runner.invoke(args=["duplicates", "report", "--team", team_a.team.slug])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == group_id and lines[-1] == "1 groups"
+    assert {line.split()[0] for line in lines[1:3]} == {a, b}
+    refused = runner.invoke(
+        args=["duplicates", "report", "--team", team_a.team.slug, "--threshold", "x"]
+    )
+    assert refused.exit_code == 1 and "threshold must be a number" in refused.output

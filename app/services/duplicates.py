@@ -480,8 +480,23 @@ def list_groups(
         raise Invalid("cursor is not one this API returned")
     groups = report(team_id, plan.tier, plan.threshold)
     ids = sorted(g for g in groups if cursor is None or g > cursor)
-    page, more = ids[:limit], len(ids) > limit
-    members = {uuid.UUID(i) for g in page for i in groups[g]}
+    page = _with_images(team_id, plan, groups, ids[:limit])
+    return page, (ids[limit - 1] if len(ids) > limit else None)
+
+
+def all_groups(
+    team_id: uuid.UUID, tier: str | None = None, threshold: str | float | None = None
+) -> list[Group]:
+    """Every duplicate group of the team in a tier, by group id (the command line's report)."""
+    plan = _plan(tier, threshold)
+    groups = report(team_id, plan.tier, plan.threshold)
+    return _with_images(team_id, plan, groups, sorted(groups))
+
+
+def _with_images(
+    team_id: uuid.UUID, plan: _Plan, groups: dict[str, frozenset[str]], ids: list[str]
+) -> list[Group]:
+    members = {uuid.UUID(i) for g in ids for i in groups[g]}
     loaded = {
         str(image.id): image
         for image in db.session.scalars(
@@ -495,10 +510,9 @@ def list_groups(
             )
         )
     }
-    result = [
-        Group(g, plan.tier, sorted((loaded[i] for i in groups[g]), key=keeper_order)) for g in page
-    ]
-    return result, (page[-1] if more else None)
+    # An image deleted since the report was made drops out of its group.
+    shown = [(g, [loaded[i] for i in groups[g] if i in loaded]) for g in ids]
+    return [Group(g, plan.tier, sorted(images, key=keeper_order)) for g, images in shown]
 
 
 # --- resolving -----------------------------------------------------------------------------------
