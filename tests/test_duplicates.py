@@ -196,6 +196,9 @@ def test_resolve_keeps_merges_tags_and_collection_and_deletes_the_rest(app, clie
         )
         assert event.team_id == team_a.id and event.details["kept"] == [keeper]
     assert groups(client, team_a) == []
+    # Asked again (a second tab, a retry): the group is gone.
+    again = resolve(client, team_a, group["id"], {"keep": [keeper], "delete": [copy, smaller]})
+    assert again.status_code == 409
     # A search no longer finds the deleted images.
     similar = client.get(f"/api/v1/images/{keeper}/similar", headers=team_a.headers()).json
     assert not {m["image"]["id"] for m in similar["items"]} & {copy, smaller}

@@ -531,10 +531,15 @@ def _parse_group_id(group_id: str) -> tuple[_Plan, uuid.UUID, str]:
 
 
 def _team_images(team_id: uuid.UUID, ids: list[uuid.UUID]) -> dict[uuid.UUID, Image]:
+    """The named images, locked until the resolution commits: of two requests resolving one
+    group, the second waits, then finds the first's deletions (a Conflict)."""
     found = {
         image.id: image
         for image in db.session.scalars(
-            select(Image).where(Image.team_id == team_id, Image.id.in_(ids))
+            select(Image)
+            .where(Image.team_id == team_id, Image.id.in_(ids))
+            .order_by(Image.id)
+            .with_for_update()
         )
     }
     if len(found) != len(set(ids)):
@@ -584,10 +589,10 @@ def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
     team lacks is NotFound, a group that changed since it was listed is a Conflict.
     """
     plan, anchor, group_id = _parse_group_id(group_id)
-    if (
-        db.session.scalar(select(Image.id).where(Image.team_id == team_id, Image.id == anchor))
-        is None
-    ):
+    # Locked: resolutions of one group (its smallest member) run one after the other, and the
+    # second finds the group changed.
+    anchored = select(Image.id).where(Image.team_id == team_id, Image.id == anchor)
+    if db.session.scalar(anchored.with_for_update()) is None:
         raise NotFound("no such duplicate group")
     resolution = _resolution(body)
     not_duplicates = resolution is None
