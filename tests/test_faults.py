@@ -1,5 +1,5 @@
 """Faults with real parts: a job delivered twice, a database connection cut mid-request, a store
-that never answers, a full disk, racing uploads and rebuilds, readers during a build, a key
+that never answers, a full disk, racing rebuilds, readers during a build, a key
 revoked under load. Each scenario ends with the shared invariants (tests/invariants.py).
 
 The scenarios that start processes and wait on them are marked `faults`: `make faults`.
@@ -273,37 +273,6 @@ def test_a_full_disk_is_a_clear_error_with_nothing_half_written(
 
 
 # -- Concurrency ------------------------------------------------------------------------------
-
-
-def test_twenty_identical_uploads_at_once_make_one_image(app, team_a, team_b, instance_path):
-    data = samples.jpeg(9, size=(1200, 900))
-    start = threading.Barrier(20)
-    answers = []
-
-    with served(app) as base:
-
-        def post(n: int) -> None:
-            start.wait()
-            response = urllib3.request(
-                "POST",
-                f"{base}/api/v1/images",
-                headers=team_a.headers(),
-                fields={"file": (f"copy-{n}.jpg", data, "image/jpeg")},
-                timeout=60,
-            )
-            answers.append((response.status, response.json()))
-
-        threads = [threading.Thread(target=post, args=(n,)) for n in range(20)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(90)
-
-    assert [status for status, _ in answers] == [201] * 20, answers
-    assert len({body["items"][0]["id"] for _, body in answers}) == 1
-    with app.app_context(), unscoped():
-        assert db.session.scalar(select(func.count()).select_from(Image)) == 1
-    check_invariants(app, [team_a, team_b])
 
 
 def test_two_rebuild_triggers_for_one_team_make_one_build(
