@@ -223,18 +223,36 @@ def test_a_store_that_never_answers_times_out_with_a_clear_503_and_no_row(
 # -- Local disk full ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(instance_path):
-    """A 2 MB tmpfs mounted as the storage folder (needs root; skipped otherwise)."""
+def mount_small_disk(kind: str, target, scratch) -> str | None:
+    """Mount a 2 MB file system on `target`: a tmpfs, or an ext2 image on a loop device (where
+    a new directory takes a block too). Returns why it failed, or None."""
+    if kind == "tmpfs":
+        commands = [["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(target)]]
+    else:
+        image = scratch / "small-disk.img"
+        with open(image, "wb") as out:
+            out.truncate(2 * 1024 * 1024)
+        commands = [
+            ["mkfs.ext2", "-q", "-F", str(image)],
+            ["mount", "-o", "loop", str(image), str(target)],
+        ]
+    for command in commands:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True)
+        except FileNotFoundError as exc:
+            return str(exc)
+        if done.returncode != 0:
+            return done.stderr.strip()
+    return None
+
+
+@pytest.fixture(params=["tmpfs", "loop"])
+def small_disk(request, instance_path, tmp_path):
+    """A 2 MB file system mounted as the storage folder (needs root; skipped otherwise)."""
     storage = instance_path / "storage"
     storage.mkdir(exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(storage)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (root needed): {mounted.stderr.strip()}")
+    if failure := mount_small_disk(request.param, storage, tmp_path):
+        pytest.skip(f"cannot mount a small {request.param} file system: {failure}")
     try:
         yield storage
     finally:
