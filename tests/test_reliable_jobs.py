@@ -340,7 +340,7 @@ def all_ready(app, image_ids):
 @pytest.mark.slow
 @pytest.mark.faults
 def test_the_sweep_survives_redis_restarting_without_persistence(
-    app_env, own_redis, team_a, start_worker
+    app_env, own_redis, team_a, team_b, start_worker
 ):
     from tests.test_imports import Origin
 
@@ -372,6 +372,8 @@ def test_the_sweep_survives_redis_restarting_without_persistence(
 
         wait_until(recovered, SWEPT_WITHIN, "work lost with Redis was never swept up")
         assert worker.poll() is None, "the worker died with Redis"
+        wait_until(lambda: all_indexed(app, team_a), 20, "the index was never built")
+        check_invariants(app, [team_a, team_b], client=api)
     finally:
         origin.shutdown()
 
@@ -379,7 +381,7 @@ def test_the_sweep_survives_redis_restarting_without_persistence(
 @pytest.mark.slow
 @pytest.mark.faults
 def test_a_worker_outlives_redis_dying_under_a_job(
-    app_env, own_redis, team_a, instance_path, start_worker
+    app_env, own_redis, team_a, team_b, instance_path, start_worker
 ):
     server, url = own_redis
     env = {**app_env, "REDIS_URL": url}
@@ -405,12 +407,14 @@ def test_a_worker_outlives_redis_dying_under_a_job(
     ids = [image_id, later]
     wait_until(lambda: all_ready(app, ids), SWEPT_WITHIN, "no worker after Redis came back")
     assert worker.poll() is None, "the worker died with Redis"
+    wait_until(lambda: all_indexed(app, team_a), 20, "the index was never built")
+    check_invariants(app, [team_a, team_b], client=api)
 
 
 @pytest.mark.slow
 @pytest.mark.faults
 def test_a_killed_worker_orphans_nothing_and_another_takes_over_the_sweep(
-    app, app_env, team_a, upload, start_worker
+    app, app_env, team_a, team_b, upload, start_worker
 ):
     first = start_worker(**FAST_SWEEP)
     image = upload(team_a, [(samples.jpeg(80), "first.jpg")]).json["items"][0]
@@ -427,3 +431,5 @@ def test_a_killed_worker_orphans_nothing_and_another_takes_over_the_sweep(
         get_queue().empty()  # their jobs are lost: only the sweep can find them
     start_worker(**FAST_SWEEP)
     wait_until(lambda: all_ready(app, image_ids), SWEPT_WITHIN, "the sweep never ran again")
+    wait_until(lambda: all_indexed(app, team_a), 20, "the index was never built")
+    check_invariants(app, [team_a, team_b])
