@@ -9,15 +9,18 @@ import tempfile
 from urllib.parse import urlsplit
 
 from flask import Flask, render_template, request
+from flask.logging import default_handler
 from PIL import Image as PILImage
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import RequestRedirect
 
-from app import tenancy
+from app import request_log, tenancy
 from app.extensions import csrf, db, login_manager, migrate, redis_connection
+from app.logs import configure_logging
 from app.plugins import load_plugins
 from app.runtime import IndexCache, State
 from app.strict_json import StrictJSONProvider
@@ -36,6 +39,9 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     # Werkzeug would answer itself, in HTML (see _register_error_handlers).
     app.url_map.merge_slashes = False
     app.config.from_object(config_class)
+    if not app.testing:  # tests capture logs their own way
+        configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
+        app.logger.removeHandler(default_handler)  # the root's handler writes every line once
     os.makedirs(app.instance_path, exist_ok=True)
     if not app.config["SECRET_KEY"]:
         if app.config["ENV"] == "development":
@@ -54,6 +60,7 @@ def create_app(config_class: type[Config] = Config) -> Flask:
         count = app.config["TRUSTED_PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=0)
 
+    request_log.init_app(app)  # first, so that it times and names every request
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(BASE_DIR, "migrations"))
     login_manager.init_app(app)
@@ -190,6 +197,22 @@ def _register_error_handlers(app: Flask) -> None:
         if wants_json():
             return error_response(503, message, headers={"Retry-After": "30"})
         return error_page(503, message)
+
+    @app.errorhandler(DBAPIError)
+    def database_error(exc: DBAPIError):
+        # A connection that dropped (a restarted or failed-over server, a terminated backend)
+        # or a database that cannot be reached is a moment's outage, not a bug: the pool has
+        # discarded the dead connection, so the next request gets a new one.
+        if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
+            return unexpected_error(exc)
+        with contextlib.suppress(DBAPIError):
+            db.session.rollback()
+        app.logger.error("database unavailable: %s", exc.orig)
+        message = "the database cannot be reached just now; try again shortly"
+        if wants_json():
+            return error_response(503, message, headers={"Retry-After": "5"})
+        page = render_template("error.html", status=503, message=message[0].upper() + message[1:])
+        return page, 503, {"Retry-After": "5"}
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
