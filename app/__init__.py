@@ -73,6 +73,7 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     )
 
     from app.api import bp as api_bp
+    from app.api.openapi import init_api
     from app.api.ratelimit import api_rate_limits
     from app.auth import bp as auth_bp
     from app.gallery import bp as gallery_bp
@@ -81,7 +82,7 @@ def create_app(config_class: type[Config] = Config) -> Flask:
 
     csrf.exempt(api_bp)  # keys, not cookies, authenticate the API
     api_rate_limits.init_app(app)
-    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    init_api(app, api_bp)  # at /api/v1, with /api/v1/openapi.json and /api/docs
     app.register_blueprint(ops_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(gallery_bp)
@@ -180,7 +181,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        return error_response(exc.status, exc.message, exc.code)
+        return error_response(exc.status, exc.message, exc.code, fields=exc.fields)
 
     @app.errorhandler(ServiceError)
     def service_error(exc: ServiceError):

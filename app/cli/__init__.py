@@ -7,6 +7,7 @@ from flask import Flask
 
 from app.cli.accounts import teams, users
 from app.cli.audit import audit_group
+from app.cli.duplicates import duplicates_group
 from app.cli.imports import import_command
 from app.cli.index import index_group
 from app.cli.keys import keys_group
@@ -24,6 +25,7 @@ COMMANDS = [
     import_command,
     reconcile_command,
     index_group,
+    duplicates_group,
 ]
 
 
