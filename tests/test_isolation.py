@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import ApiKey, AuditEvent, Image, Membership
+from app.models import ApiKey, AuditEvent, Collection, Image, Membership
 from app.tenancy import unscoped
 from tests import samples
 
@@ -23,19 +24,34 @@ def id_routes(app):
 
 
 # Input each API id route would take from the owner, so that what refuses the intruder is the
-# id, not the body (routes not named here take no body).
+# id, not the body (routes not named here take no body); <name_id> is filled in as in paths.
 VALID_API_BODIES = {
     ("PATCH", "/api/v1/images/<image_id>"): {"filename": "mine-now.jpg"},
     ("PATCH", "/api/v1/members/<user_id>"): {"role": "viewer"},
+    ("PATCH", "/api/v1/collections/<collection_id>"): {"name": "Mine now"},
+    ("POST", "/api/v1/collections/<collection_id>/images"): {"image_ids": ["<image_id>"]},
+    ("DELETE", "/api/v1/collections/<collection_id>/images"): {"image_ids": ["<image_id>"]},
 }
+
+
+def fill(text: str, ids: dict[str, str]) -> str:
+    """`text` with each <name_id> replaced by the id of that name."""
+    for name, value in ids.items():
+        text = text.replace(f"<{name}>", value)
+    return text
 
 
 def team_state(app, team_id):
     """Everything about a team that a request could change."""
     with app.app_context(), unscoped():
         images = db.session.execute(
-            select(Image.id, Image.filename, Image.status, Image.meta).where(
+            select(Image.id, Image.filename, Image.status, Image.meta, Image.collection_id).where(
                 Image.team_id == team_id
+            )
+        ).all()
+        collections = db.session.execute(
+            select(Collection.id, Collection.name, Collection.description).where(
+                Collection.team_id == team_id
             )
         ).all()
         keys = db.session.execute(
@@ -49,7 +65,13 @@ def team_state(app, team_id):
         events = db.session.scalars(
             select(AuditEvent.action).where(AuditEvent.team_id == team_id)
         ).all()
-    return sorted(map(tuple, images), key=str), sorted(keys, key=str), sorted(roles), events
+    return (
+        sorted(map(tuple, images), key=str),
+        sorted(map(tuple, collections), key=str),
+        sorted(keys, key=str),
+        sorted(roles),
+        events,
+    )
 
 
 def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, run_jobs, person):
@@ -79,7 +101,18 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
     )
     groups = app.test_client().get("/api/v1/duplicates", headers=team_a.headers()).json["groups"]
     assert len(groups) == 1  # the photo and its resized copy
+    collection = (
+        app.test_client()
+        .post("/api/v1/collections", json={"name": "Secret plans"}, headers=team_a.headers())
+        .json
+    )
+    app.test_client().post(
+        f"/api/v1/collections/{collection['id']}/images",
+        json={"image_ids": [image["id"]]},
+        headers=team_a.headers(),
+    )
     ids = {
+        "collection_id": collection["id"],
         "group_id": groups[0]["id"],
         "upload_id": direct["image_id"],
         "image_id": image["id"],
@@ -92,12 +125,11 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
 
     checked = []
     for rule, method in id_routes(app):
-        url = rule.rule
-        for name, value in ids.items():
-            url = url.replace(f"<{name}>", value)
+        url = fill(rule.rule, ids)
         assert "<" not in url, f"isolation test does not know how to fill {rule.rule}"
         if rule.rule.startswith("/api/"):
             body = VALID_API_BODIES.get((method, rule.rule))
+            body = json.loads(fill(json.dumps(body), ids))
             response = app.test_client().open(
                 url, method=method, headers=team_b.headers(), json=body
             )
@@ -128,6 +160,11 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("POST", "/images/<image_id>/tags"),
         ("POST", "/images/<image_id>/collection"),
         ("POST", "/images/<image_id>/delete"),
+        ("GET", "/api/v1/collections/<collection_id>"),
+        ("PATCH", "/api/v1/collections/<collection_id>"),
+        ("DELETE", "/api/v1/collections/<collection_id>"),
+        ("POST", "/api/v1/collections/<collection_id>/images"),
+        ("DELETE", "/api/v1/collections/<collection_id>/images"),
         ("POST", "/api/v1/duplicates/<group_id>/resolve"),
     ]:
         assert expected in checked
