@@ -113,7 +113,8 @@ def retry_image(body, image_id):
 @bp.get("/images/<image_id>/file", tags=["images"])
 @scope_required("read")
 @bp.arguments(ImageFileArgs, location="query", as_kwargs=True)
-@bp.response(200, BINARY, content_type="application/octet-stream", description="The bytes")
+# The file's own type (image/jpeg, image/webp, ...; a download's may be any): `*/*`.
+@bp.response(200, BINARY, content_type="*/*", description="The bytes, with the file's type")
 @bp.alt_response(302, description="A short-lived URL of the bytes, in Location", success=True)
 @bp.errors(404, 409)
 def get_image_file(image_id, variant, format=None, quality=None, width=None):  # noqa: A002

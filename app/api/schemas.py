@@ -239,7 +239,9 @@ class AddMemberSchema(ma.Schema):
     )
     password = fields.Raw(
         load_only=True,
-        metadata={"description": "Refused: a person chooses their own password."},
+        # `not: {}`: no value is valid, so the document tells clients (and generators) to
+        # leave it out, as the API does.
+        metadata={"description": "Refused: a person chooses their own password.", "not": {}},
         validate=refused(
             "is not accepted: a team admin does not set passwords; the person chooses theirs "
             "with the invite link (or signs in with the account they have)"
@@ -436,7 +438,10 @@ class ImageFileArgs(ma.Schema):
     width = QueryInteger(
         low=1,
         high=100_000,
-        metadata={"description": f"One of {', '.join(map(str, WIDTHS))}; never upscaled."},
+        metadata={
+            "description": f"One of {', '.join(map(str, WIDTHS))}; never upscaled.",
+            "enum": list(WIDTHS),
+        },
     )
 
 
