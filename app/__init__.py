@@ -94,6 +94,12 @@ def create_app(config_class: type[Config] = Config) -> Flask:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        # Only over HTTPS (ProxyFix has applied a trusted X-Forwarded-Proto): a browser ignores
+        # it over plain HTTP, and a deployment reached by HTTP alone must not promise HTTPS.
+        if request.is_secure and app.config["HSTS_SECONDS"] > 0:
+            response.headers.setdefault(
+                "Strict-Transport-Security", f"max-age={app.config['HSTS_SECONDS']}"
+            )
         return response
 
     return app

@@ -173,6 +173,5 @@ def send_stored(key: str, mimetype: str, download_name: str):
         conditional=True,
     )
     response.cache_control.private = True
-    response.headers["Content-Security-Policy"] = "sandbox"
-    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "sandbox"  # nosniff: as on every response
     return response
