@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit
 
 import redis
@@ -79,6 +80,8 @@ def connect_redis(
         if ssl_ca_certs:
             options["ssl_ca_certs"] = ssl_ca_certs
     elif ssl_cert_reqs or ssl_ca_certs:
-        # TLS settings with a plain URL would be silently ignored: say so instead.
-        raise ValueError("REDIS_SSL_* settings need a rediss:// REDIS_URL")
+        # Not an error: a platform may hand out a plain URL on some plans and TLS on others.
+        logging.getLogger(__name__).warning(
+            "REDIS_SSL_CERT_REQS and REDIS_SSL_CA_CERTS apply to rediss:// URLs only; ignored"
+        )
     return redis.Redis.from_url(url, **options)

@@ -317,11 +317,13 @@ def test_rediss_with_cert_reqs_none_accepts_a_self_signed_server(tls_redis):
         plain.ping()  # TLS only: a plain connection gets nowhere
 
 
-def test_tls_settings_are_checked(tls_redis):
+def test_tls_settings_are_checked(caplog):
     with pytest.raises(ValueError, match="REDIS_SSL_CERT_REQS"):
         connect_redis("rediss://localhost:6380/0", ssl_cert_reqs="sometimes")
-    with pytest.raises(ValueError, match="rediss://"):
-        connect_redis("redis://localhost:6379/0", ssl_cert_reqs="none")
+    # With a plain URL they cannot apply: said in the log, not silently dropped.
+    plain = connect_redis("redis://localhost:6379/0", ssl_cert_reqs="none")
+    assert "ssl_cert_reqs" not in plain.connection_pool.connection_kwargs
+    assert "apply to rediss:// URLs only" in caplog.text
 
 
 def test_the_app_queues_and_works_over_rediss(app_env, tls_redis, team_a):
