@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from app import create_app
 from app.extensions import db
-from app.models import Collection, Image, Label, Tag, Team
+from app.models import Collection, DuplicateDecision, Image, Label, Tag, Team
 from app.runtime import storage
 from app.services import collections, keys
 from app.services.audit import COMMAND_LINE as CLI
@@ -68,6 +68,8 @@ def exported_team(app, client, team_a, upload, run_jobs):
             )
         )
         db.session.add(Tag(team_id=team_a.id, name="unused tag"))
+        a, b = sorted(uuid.UUID(items[n]["id"]) for n in (1, 2))
+        db.session.add(DuplicateDecision(team_id=team_a.id, image_a_id=a, image_b_id=b))
         db.session.commit()
     return team_a
 
@@ -98,7 +100,15 @@ def team_state(app, slug: str) -> dict:
                 "created_at": image.created_at,
             }
         tags = sorted(db.session.scalars(select(Tag.name).where(Tag.team_id == team.id)))
+        sha_of = {image.id: image.sha256 for image in rows}
+        decisions = {
+            frozenset((sha_of[d.image_a_id], sha_of[d.image_b_id]))
+            for d in db.session.scalars(
+                select(DuplicateDecision).where(DuplicateDecision.team_id == team.id)
+            )
+        }
         return {
+            "not_duplicates": decisions,
             "name": team.name,
             "images": by_sha,
             "collections": sorted(collections.values()),
@@ -160,6 +170,7 @@ def test_round_trip_to_another_deployment(app, runner, exported_team, other_depl
     assert f"imported team {exported_team.team.slug}: 4 images" in imported.output
     after = team_state(other_deployment, exported_team.team.slug)
     assert after == before  # bytes (sha256), tags, collections, metadata, labels, times
+    assert len(after["not_duplicates"]) == 1  # the "not duplicates" decision came along
     assert (
         "unused tag" in after["tags"]
         and ("Summer Trip", "Two weeks\nby the sea") in after["collections"]
@@ -372,10 +383,12 @@ def test_a_missing_original_is_refused(app, runner, tmp_path):
         (lambda m: m["images"][1].update(original=m["images"][0]["original"]), "originals/<its"),
         (lambda m: m.update(collections=[{"id": "1", "name": "c"}]), "collections[0].id"),
         (lambda m: m.pop("images"), "images must be a list"),
+        (lambda m: m.update(not_duplicates=[[m["images"][0]["id"]] * 2]), "not_duplicates[0]"),
+        (lambda m: m.update(not_duplicates=[["x", "y"]]), "not_duplicates[0]"),
     ],
     ids=[
         "format", "slug", "size", "id", "collection", "tag", "score", "custom", "shared",
-        "collection-id", "no-images",
+        "collection-id", "no-images", "self-pair", "bad-pair",
     ],
 )  # fmt: skip
 def test_a_malformed_manifest_is_refused(app, runner, tmp_path, change, message):

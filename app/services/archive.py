@@ -8,7 +8,8 @@ The archive is a tar file (uncompressed: originals are compressed already) of ex
   "created_at", "updated_at"}], "images": [{"id", "filename", "content_type", "size_bytes",
   "width", "height", "sha256", "created_at", "collection_id", "tags": [names],
   "labels": [{"embedder", "name", "score"}], "metadata": {"exif", "colors", "custom"},
-  "original": "originals/<sha256>"}]}`;
+  "original": "originals/<sha256>"}], "not_duplicates": [[image id, image id]]}` (pairs
+  someone said are not duplicates; optional);
 * `originals/<sha256>`, one regular file per image: its original bytes.
 
 Derived data is not in it: embeddings, indexes, previews and thumbnails are made again on import
@@ -44,7 +45,7 @@ from sqlalchemy import select
 from app import queue
 from app.errors import Conflict, Invalid, NotFound, ServiceError
 from app.extensions import db
-from app.models import Collection, Image, Label, Tag, Team, utcnow
+from app.models import Collection, DuplicateDecision, Image, Label, Tag, Team, utcnow
 from app.runtime import storage
 from app.services import accounts, audit, collections, images, ingest
 from app.services.audit import Actor
@@ -153,6 +154,14 @@ def _manifest(team: Team) -> tuple[dict[str, Any], list[tuple[str, str, int]]]:
             for c in collections_
         ],
         "images": entries,
+        "not_duplicates": [
+            [str(a), str(b)]
+            for a, b in db.session.execute(
+                select(DuplicateDecision.image_a_id, DuplicateDecision.image_b_id)
+                .where(DuplicateDecision.team_id == team_id)
+                .order_by(DuplicateDecision.id)
+            )
+        ],
     }
     return manifest, originals
 
@@ -322,6 +331,13 @@ def _check_manifest(manifest: object) -> None:
     _require(isinstance(listed, list), "images must be a list")
     for n, image in enumerate(listed):
         _check_image(image, f"images[{n}]")
+    pairs = manifest.get("not_duplicates", [])
+    _require(isinstance(pairs, list), "not_duplicates must be a list")
+    for n, pair in enumerate(pairs):
+        _require(
+            isinstance(pair, list) and len(pair) == 2 and all(_is_uuid(i) for i in pair),
+            f"not_duplicates[{n}] must be two image ids",
+        )
 
 
 def _is_uuid(value: object) -> bool:
@@ -367,12 +383,15 @@ def _write_team(tar, manifest, entries, team_name, actor, written):
     collection_ids = _write_collections(team.id, manifest["collections"], ids_kept)
     _write_tags(team.id, manifest.get("tags", []))
     image_ids = []
+    new_ids: dict[str, uuid.UUID] = {}
     with team_scope(team.id):
         for n, item in enumerate(entries):
             image = _write_image(
                 tar, team.id, item, f"images[{n}]", collection_ids, ids_kept, written
             )
             image_ids.append(image.id)
+            new_ids[item.entry["id"]] = image.id
+        _write_decisions(team.id, manifest.get("not_duplicates", []), new_ids)
     audit.record(
         actor,
         "team.import",
@@ -452,6 +471,19 @@ def _write_collections(team_id, listed, ids_kept) -> dict[str, uuid.UUID]:
         )
     db.session.flush()
     return ids
+
+
+def _write_decisions(team_id, pairs, new_ids: dict[str, uuid.UUID]) -> None:
+    """The "not duplicates" decisions, between the images' ids here (the smaller first)."""
+    seen = set()
+    for n, pair in enumerate(pairs):
+        if not all(i in new_ids for i in pair) or pair[0] == pair[1]:
+            raise Invalid(f"{MANIFEST}: not_duplicates[{n}] names no two images of the archive")
+        a, b = sorted(new_ids[i] for i in pair)
+        if (a, b) not in seen:
+            seen.add((a, b))
+            db.session.add(DuplicateDecision(team_id=team_id, image_a_id=a, image_b_id=b))
+    db.session.flush()
 
 
 def _write_tags(team_id, names) -> None:
