@@ -87,7 +87,7 @@ def image_json(image: Image, **extra) -> dict:
 @bp.get("/images")
 @scope_required("read")
 def list_images():
-    refuse_unknown_args("limit", "cursor", "status", "tag", "q")
+    refuse_unknown_args("limit", "cursor", "status", "tag", "q", "collection_id")
     limit = int_arg("limit", 50, 1, 200)
     items, next_cursor = image_service.list_images(
         limit,
@@ -95,6 +95,7 @@ def list_images():
         request.args.get("status"),
         tag=request.args.get("tag"),
         text=request.args.get("q"),
+        collection_id=request.args.get("collection_id"),
     )
     return {"items": [image_json(i) for i in items], "next_cursor": next_cursor}
 

@@ -10,15 +10,15 @@ import unicodedata
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import selectinload
 
 from app import queue
 from app.errors import Invalid, ValidationFailed
 from app.extensions import db
-from app.models import IMAGE_STATUSES, Embedding, Image, Label, Tag
+from app.models import IMAGE_STATUSES, Embedding, Image, Tag
 from app.runtime import plugins, storage
-from app.services import audit, collections
+from app.services import audit, collections, text_search
 from app.services.audit import Actor
 from app.services.transaction import after_commit, transactional
 from app.strict_json import loads_strict
@@ -67,9 +67,10 @@ def list_images(
 ) -> tuple[list[Image], str | None]:
     """One page of the current team's images, newest first, and the cursor of the next page.
 
-    `tag` keeps images with that tag; `text` matches the filename, a tag or a label (what an
-    embedder such as cnn saw), case-insensitively; `collection_id` keeps the images of that
-    collection of the team (any other id is NotFound).
+    `tag` keeps images with that tag; `text` keeps those whose filename, tags, labels (what an
+    embedder such as cnn saw) and collection name have all its words, case aside, the last one
+    as a prefix (`text_search`); `collection_id` keeps the images of that collection of the
+    team (any other id is NotFound). Filters combine.
     """
     query = (
         select(Image)
@@ -91,17 +92,10 @@ def list_images(
     if tag is not None:
         query = query.where(Image.tags.any(Tag.name == normalise_tag(tag)))
     if text is not None:
-        text = " ".join(text.split())[:200]
-        if not text:
-            raise Invalid("q must not be empty")
-        needle = text.casefold()
-        query = query.where(
-            or_(
-                func.lower(Image.filename).contains(needle, autoescape=True),
-                Image.tags.any(Tag.name.contains(needle, autoescape=True)),
-                Image.labels.any(func.lower(Label.name).contains(needle, autoescape=True)),
-            )
-        )
+        matching = text_search.matching_ids(text_search.words_of(text))
+        if matching is None:
+            return [], None
+        query = query.where(Image.id.in_(matching))
     if cursor:
         created_at, image_id = decode_cursor(cursor)
         query = query.where(
