@@ -69,7 +69,10 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         )
         .json
     )
+    groups = app.test_client().get("/api/v1/duplicates", headers=team_a.headers()).json["groups"]
+    assert len(groups) == 1  # the photo and its resized copy
     ids = {
+        "group_id": groups[0]["id"],
         "upload_id": direct["image_id"],
         "image_id": image["id"],
         "key_id": str(key_id),
@@ -107,6 +110,7 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("PATCH", "/api/v1/images/<image_id>"),
         ("POST", "/images/<image_id>/retry"),
         ("POST", "/api/v1/uploads/<upload_id>/complete"),
+        ("POST", "/api/v1/duplicates/<group_id>/resolve"),
     ]:
         assert expected in checked
     owner_view = app.test_client().get(f"/api/v1/images/{image['id']}", headers=team_a.headers())

@@ -288,7 +288,7 @@ def test_migration_backfills_documents_and_installs_every_trigger(app_env, tmp_p
     from datetime import UTC, datetime
 
     env = empty_database_env(app_env, tmp_path)
-    db_upgrade(env, "0006")
+    db_upgrade(env, "0007")
     engine = create_engine(normalise_database_url(env["DATABASE_URL"]))
     try:
         team_id, image_id, collection_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
@@ -362,7 +362,7 @@ def test_migration_backfills_documents_and_installs_every_trigger(app_env, tmp_p
                 ).scalar_one()
             assert set(search_schema.trigger_names(dialect)) <= set(names)
             assert hits == 1
-        db_upgrade(env, "0006", command="downgrade")
+        db_upgrade(env, "0007", command="downgrade")
         assert "image_search" not in inspect(engine).get_table_names()
         assert not set(inspect(engine).get_table_names()) & search_schema.MANAGED_NAMES
         db_upgrade(env)

@@ -10,13 +10,13 @@ import unicodedata
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, false, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from app import queue
 from app.errors import Invalid, ValidationFailed
 from app.extensions import db
-from app.models import IMAGE_STATUSES, Embedding, Image, Tag
+from app.models import IMAGE_STATUSES, Embedding, Image, Label, Tag
 from app.runtime import plugins, storage
 from app.services import audit, collections, text_search
 from app.services.audit import Actor
@@ -64,13 +64,15 @@ def list_images(
     tag: str | None = None,
     text: str | None = None,
     collection_id: str | None = None,
+    label: str | None = None,
 ) -> tuple[list[Image], str | None]:
     """One page of the current team's images, newest first, and the cursor of the next page.
 
     `tag` keeps images with that tag; `text` keeps those whose filename, tags, labels (what an
     embedder such as cnn saw) and collection name have all its words, case aside, the last one
     as a prefix (`text_search`); `collection_id` keeps the images of that collection of the
-    team (any other id is NotFound). Filters combine.
+    team (any other id is NotFound); `label` keeps images an embedder gave that label (any
+    case). Filters combine.
     """
     query = (
         select(Image)
@@ -83,19 +85,9 @@ def list_images(
             selectinload(Image.uploaded_by_key),
         )
     )
-    if status is not None:
-        if status not in IMAGE_STATUSES:
-            raise Invalid(f"status must be one of {', '.join(IMAGE_STATUSES)}")
-        query = query.where(Image.status == status)
-    if collection_id is not None:
-        query = query.where(Image.collection_id == collections.get(collection_id).id)
-    if tag is not None:
-        query = query.where(Image.tags.any(Tag.name == normalise_tag(tag)))
-    if text is not None:
-        matching = text_search.matching_ids(text_search.words_of(text))
-        if matching is None:
-            return [], None
-        query = query.where(Image.id.in_(matching))
+    query = _filtered(
+        query, status=status, tag=tag, text=text, collection_id=collection_id, label=label
+    )
     if cursor:
         created_at, image_id = decode_cursor(cursor)
         query = query.where(
@@ -107,6 +99,75 @@ def list_images(
     rows = list(db.session.scalars(query.limit(limit + 1)))
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+def _filtered(
+    query,
+    *,
+    status: str | None = None,
+    tag: str | None = None,
+    text: str | None = None,
+    collection_id: str | None = None,
+    label: str | None = None,
+):
+    """`query` narrowed by list_images' filters."""
+    if status is not None:
+        if status not in IMAGE_STATUSES:
+            raise Invalid(f"status must be one of {', '.join(IMAGE_STATUSES)}")
+        query = query.where(Image.status == status)
+    if collection_id is not None:
+        query = query.where(Image.collection_id == collections.get(collection_id).id)
+    if tag is not None:
+        query = query.where(Image.tags.any(Tag.name == normalise_tag(tag)))
+    if label is not None:
+        query = query.where(Image.labels.any(func.lower(Label.name) == label.casefold()))
+    if text is not None:
+        matching = text_search.matching_ids(text_search.words_of(text))
+        # A query of punctuation only has no word: it matches nothing.
+        query = query.where(false() if matching is None else Image.id.in_(matching))
+    return query
+
+
+def count_images(**filters) -> dict[str, int]:
+    """How many of the current team's images pass list_images' filters (`status` aside), by
+    status, every status present."""
+    filters.pop("status", None)
+    query = _filtered(select(Image.status, func.count()).group_by(Image.status), **filters)
+    counts = dict.fromkeys(IMAGE_STATUSES, 0)
+    counts.update({status: count for status, count in db.session.execute(query)})
+    return counts
+
+
+def adjacent_images(image: Image, **filters) -> tuple[Image | None, Image | None]:
+    """The images just newer and just older than `image` in list_images' order, among those
+    that pass the same filters (either None at an end)."""
+    newer = _filtered(select(Image), **filters).where(
+        or_(
+            Image.created_at > image.created_at,
+            and_(Image.created_at == image.created_at, Image.id > image.id),
+        )
+    )
+    older = _filtered(select(Image), **filters).where(
+        or_(
+            Image.created_at < image.created_at,
+            and_(Image.created_at == image.created_at, Image.id < image.id),
+        )
+    )
+    return (
+        db.session.scalar(newer.order_by(Image.created_at, Image.id).limit(1)),
+        db.session.scalar(older.order_by(Image.created_at.desc(), Image.id.desc()).limit(1)),
+    )
+
+
+def tag_names(limit: int = 500) -> list[str]:
+    """The current team's tag names, in order (for filter pickers)."""
+    return list(db.session.scalars(select(Tag.name).order_by(Tag.name).limit(limit)))
+
+
+def label_names(limit: int = 500) -> list[str]:
+    """The distinct labels the current team's images carry, in order (for filter pickers)."""
+    query = select(Label.name).distinct().order_by(Label.name).limit(limit)
+    return list(db.session.scalars(query))
 
 
 @transactional

@@ -2,7 +2,7 @@
 database's full-text search (SQLite FTS5, PostgreSQL tsvector + GIN); existing images backfilled
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-08
 
 """
@@ -14,7 +14,7 @@ from app import search_schema
 
 # revision identifiers, used by Alembic.
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
