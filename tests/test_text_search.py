@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, delete, insert, inspect, select, text
 from app import search_schema
 from app.extensions import db
 from app.models import ImageSearch, Label
-from app.services import collections, images
+from app.services import collections, images, text_search
 from app.services.audit import Actor
 from app.services.ingest import Incoming, ingest
 from app.tenancy import team_scope, unscoped
@@ -167,7 +167,12 @@ def test_text_combines_with_the_other_filters(app, client, team_a):
     assert [i.filename for i in listed] == ["dog.jpg"]
 
 
-def test_results_paginate_newest_first(app, client, team_a):
+@pytest.mark.parametrize("broad_from", [1, text_search.BROAD_MATCHES])
+def test_results_paginate_newest_first(app, client, team_a, team_b, monkeypatch, broad_from):
+    """Both plans (walking the team's images when many match, sorting the matches when few)
+    give the same pages."""
+    monkeypatch.setattr(text_search, "BROAD_MATCHES", broad_from)
+    add(app, team_b, [(20, "page-of-b.jpg")])
     add(app, team_a, [(seed, f"page-{seed}.jpg") for seed in range(1, 8)])
     seen, cursor = [], None
     while True:

@@ -10,7 +10,7 @@ import unicodedata
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, delete, false, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from app import queue
@@ -122,9 +122,7 @@ def _filtered(
     if label is not None:
         query = query.where(Image.labels.any(func.lower(Label.name) == label.casefold()))
     if text is not None:
-        matching = text_search.matching_ids(text_search.words_of(text))
-        # A query of punctuation only has no word: it matches nothing.
-        query = query.where(false() if matching is None else Image.id.in_(matching))
+        query = query.where(text_search.image_filter(text_search.words_of(text)))
     return query
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from sqlalchemy import column, func, literal_column, select, table
+from sqlalchemy import column, false, func, literal_column, select, table
 
 from app.errors import Invalid
 from app.extensions import db
-from app.models import ImageSearch
+from app.models import Image, ImageSearch
 from app.search_schema import FTS_TABLE
 
 MAX_QUERY_CHARS = 200
@@ -41,26 +41,44 @@ def words_of(text: str) -> list[tuple[str, bool]]:
     ]
 
 
-def matching_ids(words: list[tuple[str, bool]]):
-    """A subquery of the ids of the current team's images whose document has every word, or
-    None when there are no words (nothing matches)."""
+# With more matches than this in the team, the newest page is found sooner by walking the
+# team's images newest first and keeping those that match, than by sorting every match.
+BROAD_MATCHES = 1000
+
+
+def image_filter(words: list[tuple[str, bool]]):
+    """The condition on Image keeping the current team's images whose document has every
+    word; `false()` when there are no words (nothing matches)."""
     if not words:
-        return None
+        return false()
     dialect = db.session.get_bind().dialect.name
     if dialect == "sqlite":
         # FTS5: each word a quoted string (only letters and digits: nothing to escape), `*` for
         # a prefix; words side by side are ANDed.
         expression = " ".join(f'"{word}"' + ("*" if prefix else "") for word, prefix in words)
-        return (
-            select(ImageSearch.image_id)
-            .join(_fts, _fts.c.rowid == ImageSearch.id)
-            .where(_fts.c.document.op("MATCH")(expression))
+        documents = select(_fts.c.rowid).where(_fts.c.document.op("MATCH")(expression))
+        matching = select(ImageSearch.image_id).where(ImageSearch.id.in_(documents))
+        # Only a choice of plan, so the count streams from the FTS index alone, over teams.
+        found = db.session.scalar(
+            select(func.count()).select_from(documents.limit(BROAD_MATCHES).subquery())
         )
-    # PostgreSQL: the same words as a tsquery; the expression is the GIN index's, so it is used.
+        if found >= BROAD_MATCHES:
+            # SQLite's planner would look every match up and sort them all. Asked per image, it
+            # walks the team's images newest first (ix_image_team_created) and probes the
+            # matching documents, stopping at the page's end.
+            return (
+                select(ImageSearch.id)
+                .where(ImageSearch.image_id == Image.id, ImageSearch.id.in_(documents))
+                .exists()
+            )
+        return Image.id.in_(matching)
+    # PostgreSQL: the same words as a tsquery; the expression is the GIN index's, so it is used,
+    # and the planner chooses between the two plans above from its statistics.
     expression = " & ".join(f"'{word}'" + (":*" if prefix else "") for word, prefix in words)
     simple = literal_column("'simple'")
-    return select(ImageSearch.image_id).where(
+    matching = select(ImageSearch.image_id).where(
         func.to_tsvector(simple, ImageSearch.document).bool_op("@@")(
             func.to_tsquery(simple, expression)
         )
     )
+    return Image.id.in_(matching)
