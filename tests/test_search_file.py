@@ -14,6 +14,7 @@ from app.models import AuditEvent, Embedding, Image, Label
 from app.services import search
 from app.tenancy import unscoped
 from tests import samples
+from tests.cnn import jpeg_of, photograph, requires_cnn
 
 
 def search_by(client, team, content: bytes, filename: str = "query.jpg", key=None, **fields):
@@ -262,3 +263,28 @@ class TestTheDeltaReadOnce:
             db.session.commit()
         scores = dict(ranked())
         assert scores["c.jpg"] == scores["b.jpg"] < 0.99
+
+
+@requires_cnn
+class TestWithTheCnn:
+    @pytest.fixture
+    def config_overrides(self):
+        return {"EMBEDDERS": ["phash", "color", "cnn"]}
+
+    def test_the_cnn_is_the_default_and_loads_once_per_process(
+        self, client, team_a, upload, run_jobs
+    ):
+        import plugins.embed_cnn as embed_cnn
+
+        coffee, cat = photograph("coffee"), photograph("chelsea")
+        stored = upload(team_a, [(jpeg_of(coffee), "cup.jpg"), (jpeg_of(cat), "cat.jpg")])
+        run_jobs()  # a worker in this process: the network is loaded here now
+        loaded = dict(embed_cnn._networks)
+        assert loaded  # processing loaded it
+        smaller = coffee.resize((200, 133))
+        for _ in range(2):
+            body = search_by(client, team_a, jpeg_of(smaller, 60), k="2").json
+            assert body["embedder"] == "cnn"
+            assert body["items"][0]["image"]["id"] == stored.json["items"][0]["id"]
+            assert body["items"][0]["score"] > body["items"][1]["score"]
+        assert embed_cnn._networks == loaded  # the same network objects, not loaded again
