@@ -17,6 +17,16 @@ the same run, on one core.
 - sharing: two processes load the same saved index files and run the queries; their resident
   (Rss) and proportional (Pss) memory of the mapped index files, from /proc/<pid>/smaps: pages
   of one memory-mapped copy count half to each.
+- text: a team of 100,000 images seeded into the application's database (bulk inserts: file
+  names, tags, labels, collections; the text index's triggers write the documents as for
+  uploads), then `list_images(text=...)` (the first page of 50, as the API and the gallery ask)
+  for a mix of what people type, against the LIKE scan it replaced (each word over filename,
+  tags, labels and collection name). SQLite; PostgreSQL too with --postgres URL (or
+  $BENCH_DATABASE_URL; the database is emptied).
+- api-similar: GET /api/v1/images/{id}/similar?k=20 through the Flask application (API key,
+  team scope, the index, the delta, the rows, JSON) with 100,000 images of `color` vectors in
+  a team and their index built through the application; then again with a delta just under the
+  rebuild threshold (the build's watermark moved back); against GET /api/v1/images/{id}.
 
 Latency: wall time per query (time.perf_counter) and CPU time (time.thread_time), the first
 queries as warm-up; median and p99 per repeat, then the median over repeats. The machine may be
