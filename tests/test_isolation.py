@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from app import queue
 from app.extensions import db
 from app.models import ApiKey, AuditEvent, Image, Membership
 from app.tenancy import unscoped
@@ -45,6 +46,9 @@ def team_state(app, team_id):
 def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, run_jobs, person):
     image = upload(team_a, [(samples.jpeg(1), "secret.jpg")]).json["items"][0]
     upload(team_a, [(samples.resized_copy(samples.jpeg(1)), "copy.jpg")])
+    with app.app_context():
+        # A failed job of team A's image (called with one argument too many, so it fails).
+        queue.get_queue().enqueue("app.jobs.process_image", image["id"], "x", job_id="broken-a")
     run_jobs()
     owner = person(team_a, "admin")
     with app.app_context():
@@ -73,6 +77,7 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         "key_id": str(key_id),
         "user_id": str(owner.user_id),
         "import_id": batch["id"],
+        "job_id": "broken-a",
     }
     intruder = person(team_b, "admin").client
     before = team_state(app, team_a.id)
@@ -94,6 +99,8 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         checked.append((method, rule.rule))
 
     assert team_state(app, team_a.id) == before
+    with app.app_context():
+        assert "broken-a" in queue.get_queue().failed_job_registry  # not retried by team B
     for expected in [
         ("GET", "/api/v1/images/<image_id>/similar"),
         ("GET", "/images/<image_id>/thumbnail"),
@@ -105,6 +112,7 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("PATCH", "/api/v1/images/<image_id>"),
         ("POST", "/images/<image_id>/retry"),
         ("POST", "/api/v1/uploads/<upload_id>/complete"),
+        ("POST", "/operations/jobs/<job_id>/retry"),
     ]:
         assert expected in checked
     owner_view = app.test_client().get(f"/api/v1/images/{image['id']}", headers=team_a.headers())

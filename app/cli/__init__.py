@@ -9,6 +9,7 @@ from app.cli.accounts import teams, users
 from app.cli.audit import audit_group
 from app.cli.imports import import_command
 from app.cli.index import index_group
+from app.cli.jobs import jobs_group
 from app.cli.keys import keys_group
 from app.cli.members import members_group
 from app.cli.reconcile import reconcile_command
@@ -24,6 +25,7 @@ COMMANDS = [
     import_command,
     reconcile_command,
     index_group,
+    jobs_group,
 ]
 
 
