@@ -8,6 +8,7 @@ from sqlalchemy import select
 from app import queue
 from app.extensions import db
 from app.models import ApiKey, AuditEvent, Image, Membership
+from app.services import audit, collections
 from app.tenancy import unscoped
 from tests import samples
 
@@ -71,7 +72,14 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         )
         .json
     )
+    with app.app_context():
+        collection_id = str(
+            collections.create_collection(
+                team_a.id, "secret.jpg's album", actor=audit.SYSTEM
+            ).collection.id
+        )
     ids = {
+        "collection_id": collection_id,
         "upload_id": direct["image_id"],
         "image_id": image["id"],
         "key_id": str(key_id),
@@ -113,6 +121,9 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("POST", "/images/<image_id>/retry"),
         ("POST", "/api/v1/uploads/<upload_id>/complete"),
         ("POST", "/operations/jobs/<job_id>/retry"),
+        ("GET", "/collections/<collection_id>"),
+        ("POST", "/collections/<collection_id>/delete"),
+        ("POST", "/collections/<collection_id>/images/remove"),
     ]:
         assert expected in checked
     owner_view = app.test_client().get(f"/api/v1/images/{image['id']}", headers=team_a.headers())
