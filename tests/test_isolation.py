@@ -124,6 +124,8 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("GET", "/collections/<collection_id>"),
         ("POST", "/collections/<collection_id>/delete"),
         ("POST", "/collections/<collection_id>/images/remove"),
+        ("GET", "/imports/<import_id>"),
+        ("GET", "/imports/<import_id>/report.csv"),
     ]:
         assert expected in checked
     owner_view = app.test_client().get(f"/api/v1/images/{image['id']}", headers=team_a.headers())

@@ -264,3 +264,78 @@ def progress(batch: ImportBatch) -> dict:
     finished = done + failed
     status = "done" if finished == batch.total else ("running" if finished else "queued")
     return {"status": status, "total": batch.total, "done": done, "failed": failed}
+
+
+@dataclass
+class BatchProgress:
+    """An import batch and how far it has got."""
+
+    batch: ImportBatch
+    status: str  # queued | running | done
+    total: int
+    done: int
+    failed: int
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+
+def batch_progress(batch: ImportBatch) -> BatchProgress:
+    counts = progress(batch)
+    return BatchProgress(batch, counts["status"], counts["total"], counts["done"], counts["failed"])
+
+
+def list_batches(limit: int) -> list[BatchProgress]:
+    """The current team's latest imports, newest first, each with its progress (two queries)."""
+    batches = list(
+        db.session.scalars(select(ImportBatch).order_by(ImportBatch.created_at.desc()).limit(limit))
+    )
+    counts: dict[uuid.UUID, dict[str, int]] = {}
+    for batch_id, status, count in db.session.execute(
+        select(ImportItem.batch_id, ImportItem.status, func.count())
+        .where(ImportItem.batch_id.in_([b.id for b in batches]))
+        .group_by(ImportItem.batch_id, ImportItem.status)
+    ):
+        counts.setdefault(batch_id, {})[status] = count
+    rows = []
+    for batch in batches:
+        done = counts.get(batch.id, {}).get("done", 0)
+        failed = counts.get(batch.id, {}).get("failed", 0)
+        finished = done + failed
+        status = "done" if finished == batch.total else ("running" if finished else "queued")
+        rows.append(BatchProgress(batch, status, batch.total, done, failed))
+    return rows
+
+
+def parse_url_lines(text: str) -> list[ItemRequest]:
+    """One URL per line (blank lines and surrounding spaces ignored), as pasted in a form."""
+    return [ItemRequest(url=line.strip()) for line in text.splitlines() if line.strip()]
+
+
+REPORT_COLUMNS = ["url", "status", "image_id", "error", "original_url", "thumbnail_url"]
+
+
+def csv_safe(value: str) -> str:
+    """A cell starting with = + - @ is a formula to spreadsheet programs: defused."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def report_csv(batch: ImportBatch, file_url) -> str:
+    """The batch's report, one row per item; `file_url(image_id, variant)` links its files."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(REPORT_COLUMNS)
+    for item in batch.items:
+        image_id = item.image_id
+        writer.writerow(
+            [
+                csv_safe(item.url),
+                item.status,
+                str(image_id) if image_id else "",
+                csv_safe(item.error or ""),
+                file_url(image_id, "original") if image_id else "",
+                file_url(image_id, "thumbnail") if image_id else "",
+            ]
+        )
+    return out.getvalue()
