@@ -43,6 +43,9 @@ class Config:
         os.environ.get("LIKENESS_INSTANCE_PATH") or os.path.join(BASE_DIR, "instance")
     )
     SECRET_KEY = os.environ.get("SECRET_KEY")
+    # Web and worker log one JSON object a line to stderr (`text` reads better in a terminal).
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    LOG_FORMAT = os.environ.get("LOG_FORMAT") or ("text" if ENV == "development" else "json")
 
     SQLALCHEMY_DATABASE_URI = _database_url(INSTANCE_PATH)
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
@@ -138,6 +141,9 @@ class Config:
     # makes sure the next sweep is scheduled. /healthz counts it for three heartbeats (a busy
     # worker for its job's timeout), and its scheduler lock passes to another worker then.
     WORKER_HEARTBEAT_SECONDS = int(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"))
+    # On SIGTERM a busy worker lets its job run this long, then interrupts it and puts it back
+    # on its queue. Heroku sends SIGKILL 30 s after SIGTERM: this leaves time to requeue.
+    WORKER_SHUTDOWN_GRACE_SECONDS = float(os.environ.get("WORKER_SHUTDOWN_GRACE_SECONDS", "20"))
 
     # How many proxies in front of the app set X-Forwarded-For/-Proto; 0 trusts no such header.
     TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))

@@ -231,6 +231,8 @@ class Image(TeamOwned, db.Model):
         # A collection's images newest first (the list filter), its image count, and the
         # check above when a collection is deleted.
         Index("ix_image_collection_created", "collection_id", "created_at", "id"),
+        # Exact duplicates: images of a team with the same pixels.
+        Index("ix_image_team_pixels", "team_id", "pixel_sha256"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -252,6 +254,9 @@ class Image(TeamOwned, db.Model):
     thumbnail_key: Mapped[str] = mapped_column(String(255))
     preview_key: Mapped[str | None] = mapped_column(String(255))  # made by the worker
     collection_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # sha256 of the decoded pixels (upright, full size, canonical mode) with the dimensions,
+    # written by processing: the same picture in different bytes has the same one.
+    pixel_sha256: Mapped[str | None] = mapped_column(String(64))
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -411,3 +416,18 @@ class IndexBuild(TeamOwned, db.Model):
     built_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # From reading the embeddings to publishing; None for builds recorded before it was kept.
     build_seconds: Mapped[float | None] = mapped_column(Float)
+
+
+class DuplicateDecision(TeamOwned, db.Model):
+    """Two images of a team someone said are not duplicates: every later duplicate run keeps
+    them apart, whatever else joins their group. Stored as an ordered pair (the smaller id
+    first), so a pair is one row; it goes with either image."""
+
+    __table_args__ = (UniqueConstraint("image_a_id", "image_b_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    image_a_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("image.id", ondelete="CASCADE"))
+    image_b_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("image.id", ondelete="CASCADE"), index=True
+    )
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -16,6 +17,8 @@ from app.plugin_api import ObjectNotFound, StorageBackend, StorageUnavailable, v
 # mistaken for (or collide with) a stored object.
 _TMP_PREFIX = ".tmp-"
 _PROBE_PREFIX = ".probe-"
+# No space left on the device, or the owner's quota is spent.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class LocalStorage(StorageBackend):
@@ -66,9 +69,13 @@ class LocalStorage(StorageBackend):
             # mkstemp creates 0600; stored objects are ordinary data files.
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.errno in _FULL:
+                # A full disk is an outage of the store, as a failing S3 is: callers that
+                # clean up after StorageUnavailable then leave nothing behind.
+                raise StorageUnavailable(f"local storage is full: {exc.strerror}") from exc
             raise
 
     def open(self, key: str) -> BinaryIO:

@@ -72,6 +72,8 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         )
         .json
     )
+    groups = app.test_client().get("/api/v1/duplicates", headers=team_a.headers()).json["groups"]
+    assert len(groups) == 1  # the photo and its resized copy
     with app.app_context():
         collection_id = str(
             collections.create_collection(
@@ -80,6 +82,7 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         )
     ids = {
         "collection_id": collection_id,
+        "group_id": groups[0]["id"],
         "upload_id": direct["image_id"],
         "image_id": image["id"],
         "key_id": str(key_id),
@@ -126,6 +129,7 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("POST", "/collections/<collection_id>/images/remove"),
         ("GET", "/imports/<import_id>"),
         ("GET", "/imports/<import_id>/report.csv"),
+        ("POST", "/api/v1/duplicates/<group_id>/resolve"),
     ]:
         assert expected in checked
     owner_view = app.test_client().get(f"/api/v1/images/{image['id']}", headers=team_a.headers())

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from app.api import auth, images, imports, team, uploads  # noqa: E402,F401  (routes register on import)
+from app.api import auth, duplicates, images, imports, search, team, uploads  # noqa: E402,F401  (routes register on import)

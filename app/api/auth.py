@@ -1,10 +1,8 @@
-"""API-key authentication for every API request, scope checks for views, and the access log."""
+"""API-key authentication for every API request and scope checks for views (app/request_log.py
+writes the access log)."""
 
 from __future__ import annotations
 
-import json
-import logging
-import time
 from functools import wraps
 
 from flask import g, request
@@ -17,7 +15,6 @@ from app.views import client_ip
 
 # Endpoints with their own credential: a signed upload URL carries its token.
 PUBLIC_ENDPOINTS = {"api.openapi", "api.receive_upload"}
-access_log = logging.getLogger("likeness.access")
 
 
 def _presented_key() -> str | None:
@@ -33,7 +30,6 @@ def _presented_key() -> str | None:
 @bp.before_request
 def authenticate_api_key():
     # Session cookies play no part here: a browser session is never an API credential.
-    g.api_started = time.perf_counter()
     g.api_key = None
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
@@ -49,26 +45,6 @@ def authenticate_api_key():
     keys.touch(key, client_ip())
     set_request_team(key.team_id)
     return None
-
-
-@bp.after_request
-def log_access(response):
-    key = getattr(g, "api_key", None)
-    started = getattr(g, "api_started", None)
-    access_log.info(
-        json.dumps(
-            {
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "ms": round((time.perf_counter() - started) * 1000, 1) if started else None,
-                "key_prefix": key.prefix if key else None,
-                "team_id": str(key.team_id) if key else None,
-                "ip": client_ip(),
-            }
-        )
-    )
-    return response
 
 
 def scope_required(scope: str):

@@ -14,7 +14,7 @@ from app.models import Image
 from app.services import images as image_service
 from app.services import reconcile, renditions
 from app.services.ingest import Incoming, ingest
-from app.services.search import MAX_K, similar_images
+from app.services.search import MAX_K, SearchResult, similar_images
 from app.tenancy import current_team_id, get_owned
 from app.views import current_actor, send_stored, send_variant
 
@@ -194,7 +194,11 @@ def get_similar_images(image_id):
     refuse_unknown_args("k", "embedder")
     image = get_owned(Image, image_id)
     k = int_arg("k", 20, 1, MAX_K)
-    result = similar_images(image, k, request.args.get("embedder"))
+    return matches_json(similar_images(image, k, request.args.get("embedder")))
+
+
+def matches_json(result: SearchResult) -> dict:
+    """/similar and search by file answer alike."""
     return {
         "items": [
             {"image": image_json(m.image), "distance": m.distance, "score": m.score}

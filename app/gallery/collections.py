@@ -63,7 +63,7 @@ def _collection_page(collection_id: str, status: int = 200, **context):
         PAGE_SIZE, request.args.get("cursor") or None, collection_id=collection_id
     )
     return fragment_or_page(
-        "gallery/_collection.html",
+        "gallery/_collection_detail.html",
         "gallery/collection.html",
         status,
         info=info,

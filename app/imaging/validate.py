@@ -248,6 +248,28 @@ def open_working(stream: BinaryIO, side: int) -> PILImage.Image:
         return _decode_first_frame(open_image(stream), (side, side))
 
 
+def pixel_digest(stream: BinaryIO) -> str:
+    """sha256 of frame 0's decoded pixels at full size, upright, with its dimensions: the same
+    for the same picture in different bytes (metadata stripped or edited, re-saved losslessly,
+    another lossless format), different as soon as one pixel differs. An alpha channel that is
+    opaque everywhere counts as none. For the worker: no limits are checked."""
+    with _unreadable_is_invalid():
+        image = open_image(stream)
+        image.load()  # the whole image: a reduced JPEG decode could hide a changed detail
+        if read_exif(image).get(ORIENTATION, 1) in range(2, 9):
+            image = ImageOps.exif_transpose(image)
+        image = _normalise_mode(image)
+        if image.mode == "RGBA" and image.getchannel("A").getextrema() == (255, 255):
+            image = image.convert("RGB")
+        digest = hashlib.sha256(f"{image.mode} {image.width}x{image.height}\n".encode())
+        band = max(1, _CHUNK * 8 // max(1, image.width * len(image.getbands())))
+        for top in range(0, image.height, band):  # a band of rows at a time: no full copy
+            digest.update(
+                image.crop((0, top, image.width, min(image.height, top + band))).tobytes()
+            )
+        return digest.hexdigest()
+
+
 def _format(image: PILImage.Image) -> str:
     # Pillow reports JPEGs carrying an MP extension (most phone photos) as "MPO".
     return "JPEG" if image.format == "MPO" else image.format

@@ -64,12 +64,14 @@ def list_images(
     tag: str | None = None,
     text: str | None = None,
     collection_id: str | None = None,
+    label: str | None = None,
 ) -> tuple[list[Image], str | None]:
     """One page of the current team's images, newest first, and the cursor of the next page.
 
     `tag` keeps images with that tag; `text` matches the filename, a tag or a label (what an
     embedder such as cnn saw), case-insensitively; `collection_id` keeps the images of that
-    collection of the team (any other id is NotFound).
+    collection of the team (any other id is NotFound); `label` keeps images an embedder gave
+    that label (any case).
     """
     query = (
         select(Image)
@@ -82,6 +84,32 @@ def list_images(
             selectinload(Image.uploaded_by_key),
         )
     )
+    query = _filtered(
+        query, status=status, tag=tag, text=text, collection_id=collection_id, label=label
+    )
+    if cursor:
+        created_at, image_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Image.created_at < created_at,
+                and_(Image.created_at == created_at, Image.id < image_id),
+            )
+        )
+    rows = list(db.session.scalars(query.limit(limit + 1)))
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def _filtered(
+    query,
+    *,
+    status: str | None = None,
+    tag: str | None = None,
+    text: str | None = None,
+    collection_id: str | None = None,
+    label: str | None = None,
+):
+    """`query` narrowed by list_images' filters."""
     if status is not None:
         if status not in IMAGE_STATUSES:
             raise Invalid(f"status must be one of {', '.join(IMAGE_STATUSES)}")
@@ -90,6 +118,8 @@ def list_images(
         query = query.where(Image.collection_id == collections.get(collection_id).id)
     if tag is not None:
         query = query.where(Image.tags.any(Tag.name == normalise_tag(tag)))
+    if label is not None:
+        query = query.where(Image.labels.any(func.lower(Label.name) == label.casefold()))
     if text is not None:
         text = " ".join(text.split())[:200]
         if not text:
@@ -102,17 +132,49 @@ def list_images(
                 Image.labels.any(func.lower(Label.name).contains(needle, autoescape=True)),
             )
         )
-    if cursor:
-        created_at, image_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                Image.created_at < created_at,
-                and_(Image.created_at == created_at, Image.id < image_id),
-            )
+    return query
+
+
+def count_images(**filters) -> dict[str, int]:
+    """How many of the current team's images pass list_images' filters (`status` aside), by
+    status, every status present."""
+    filters.pop("status", None)
+    query = _filtered(select(Image.status, func.count()).group_by(Image.status), **filters)
+    counts = dict.fromkeys(IMAGE_STATUSES, 0)
+    counts.update({status: count for status, count in db.session.execute(query)})
+    return counts
+
+
+def adjacent_images(image: Image, **filters) -> tuple[Image | None, Image | None]:
+    """The images just newer and just older than `image` in list_images' order, among those
+    that pass the same filters (either None at an end)."""
+    newer = _filtered(select(Image), **filters).where(
+        or_(
+            Image.created_at > image.created_at,
+            and_(Image.created_at == image.created_at, Image.id > image.id),
         )
-    rows = list(db.session.scalars(query.limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    )
+    older = _filtered(select(Image), **filters).where(
+        or_(
+            Image.created_at < image.created_at,
+            and_(Image.created_at == image.created_at, Image.id < image.id),
+        )
+    )
+    return (
+        db.session.scalar(newer.order_by(Image.created_at, Image.id).limit(1)),
+        db.session.scalar(older.order_by(Image.created_at.desc(), Image.id.desc()).limit(1)),
+    )
+
+
+def tag_names(limit: int = 500) -> list[str]:
+    """The current team's tag names, in order (for filter pickers)."""
+    return list(db.session.scalars(select(Tag.name).order_by(Tag.name).limit(limit)))
+
+
+def label_names(limit: int = 500) -> list[str]:
+    """The distinct labels the current team's images carry, in order (for filter pickers)."""
+    query = select(Label.name).distinct().order_by(Label.name).limit(limit)
+    return list(db.session.scalars(query))
 
 
 @transactional

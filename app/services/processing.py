@@ -14,7 +14,7 @@ from sqlalchemy import delete, select, update
 from app.errors import ServiceError
 from app.extensions import db
 from app.imaging.render import encode_webp, make_rendition
-from app.imaging.validate import open_working
+from app.imaging.validate import open_working, pixel_digest
 from app.models import Embedding, Image, Label, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import plugins, storage
@@ -42,10 +42,23 @@ def _outdated_embedders(image: Image) -> list[str]:
     return [name for name, e in plugins().embedders.items() if (name, e.version) not in have]
 
 
-def _load_working_image(key: str) -> PILImage.Image:
+def working_size() -> int:
+    """The smallest edge an original is decoded to: what the preview and every enabled
+    embedder need."""
+    return max([PREVIEW_SIZE] + [e.input_size for e in plugins().embedders.values()])
+
+
+def embedder_pixels(preview: PILImage.Image) -> PILImage.Image:
+    """What embedders see of an image: its preview without transparency. Search by file
+    prepares its query the same way, so its vector is comparable with the stored ones."""
+    return preview.convert("RGB")
+
+
+def _load_working_image(key: str, digest: bool) -> tuple[PILImage.Image, str | None]:
     """Decode the original once, no larger than the preview needs (JPEG draft decoding),
-    upright, RGB or RGBA."""
-    need = max([PREVIEW_SIZE] + [e.input_size for e in plugins().embedders.values()])
+    upright, RGB or RGBA; with `digest`, also the digest of its full-size pixels (a second,
+    whole decode: exact duplicates must differ nowhere, not only at the preview's scale)."""
+    need = working_size()
     # Copied first, so that reading storage and decoding fail apart: a read that breaks is
     # retried, while whatever the decoder refuses will be refused again.
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as copy:
@@ -54,9 +67,11 @@ def _load_working_image(key: str) -> PILImage.Image:
                 shutil.copyfileobj(f, copy, 1024 * 1024)
         except ObjectNotFound as exc:
             raise PermanentFailure("the original file is missing from storage") from exc
-        copy.seek(0)
         try:
-            return open_working(copy, need)
+            copy.seek(0)
+            working = open_working(copy, need)
+            copy.seek(0)
+            return working, pixel_digest(copy) if digest else None
         except (ServiceError, PILImage.DecompressionBombError) as exc:
             raise PermanentFailure(f"the original cannot be decoded: {exc}") from exc
 
@@ -70,23 +85,26 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
         if image is None:
             return "missing"  # deleted before the worker got to it
         outdated = _outdated_embedders(image)
-        if image.status == "ready" and not outdated and image.preview_key:
+        if image.status == "ready" and not outdated and image.preview_key and image.pixel_sha256:
             return "ready"
         team_id = image.team_id
         if image.status != "ready":  # a ready image being embedded again stays findable
             with unit_of_work():
                 image.status, image.error = "processing", None
-        working = _load_working_image(image.storage_key)
+        working, pixels_digest = _load_working_image(
+            image.storage_key, digest=image.pixel_sha256 is None
+        )
         preview = make_rendition(working, PREVIEW_SIZE)
         preview_key = f"teams/{team_id}/images/{image_id}/preview.webp"
         storage().save(preview_key, io.BytesIO(encode_webp(preview, quality=82)), "image/webp")
-        # Embedders see the preview without transparency, as they always have. Everything is
-        # computed before anything is written, so the write transaction stays short.
-        pixels = preview.convert("RGB")
+        # Everything is computed before anything is written, so the write transaction stays
+        # short.
+        pixels = embedder_pixels(preview)
         # One call per embedder gives its vector and, if it names things, its labels.
         results = {name: plugins().embedders[name].embed_and_label([pixels]) for name in outdated}
         with unit_of_work():
             image.preview_key = preview_key
+            image.pixel_sha256 = image.pixel_sha256 or pixels_digest
             image.status, image.processed_at = "ready", utcnow()
             for name, (vectors, labels) in results.items():
                 embedder = plugins().embedders[name]

@@ -1,0 +1,594 @@
+"""Duplicate review: groups of a team's images that show the same picture, and resolving them.
+
+Three tiers, strictest first:
+- `exact`: the same decoded pixels in different bytes (`Image.pixel_sha256`, written by
+  processing; identical bytes are refused at upload already);
+- `near`: perceptual hashes (`phash`) at most `threshold` bits apart;
+- `similar`: vectors of the best enabled content embedder (cnn, else color) at most
+  `threshold` apart (angular distance, sqrt(2 - 2 cos)).
+
+Pairs come from indexes, never from comparing every pair: exact pixels by the database's
+index on (team, pixel digest); near hashes by multi-index hashing (a pair within t bits agrees
+within t // 4 bits on one of the hash's four 16-bit quarters, so each quarter is looked up in
+a table of the team's quarters); similar vectors by one radius query per image on the team's
+nearest-neighbour index plus an exact scan of the embeddings it does not hold yet.
+
+Groups are the connected components of those pairs, less the pairs a team said are not
+duplicates (`DuplicateDecision`). A component that still holds such a pair (two dismissed
+images both close to a newcomer) is split so that no group holds one: pairs are taken nearest
+first, each joins or merges the groups of its two images when that keeps every group free of
+dismissed pairs, else it becomes a group of its own. So a new image joining dismissed ones is
+shown with each of them, never bringing them back together.
+
+A group's id is `<tier>-<threshold>-<smallest member id>-<digest of all member ids>`: the same
+members give the same id on every run, any change of membership a new one. Resolving
+recomputes the group from its smallest member, so a group that changed since it was listed is
+a Conflict, and one whose member is not the team's is NotFound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from app.errors import Conflict, Invalid, NotFound
+from app.extensions import db
+from app.models import DuplicateDecision, Embedding, Image
+from app.plugin_api import ExactScan
+from app.runtime import index_cache, plugins
+from app.services import audit, images
+from app.services.audit import Actor
+from app.services.indexing import current_build, embeddings_query, load_vectors
+from app.services.search import PREFERRED_EMBEDDERS
+from app.services.transaction import transactional
+
+TIERS = ("exact", "near", "similar")
+DEFAULT_TIER = "near"
+NEAR_EMBEDDER = "phash"
+
+# Chosen from the quality benchmark (bench/quality.py, README "Benchmarks"): the largest that
+# keeps pair precision at 0.999 or better on real photographs.
+NEAR_BITS = 10
+NEAR_MAX_BITS = 16  # beyond this, unrelated photographs start to join groups in numbers
+SIMILAR_DISTANCE = {"cnn": 0.6, "color": 0.2}
+SIMILAR_FALLBACK_DISTANCE = 0.2  # a third-party embedder, until its benchmark says better
+SIMILAR_MAX_DISTANCE = 1.0  # cos 0.5
+
+MAX_LIMIT = 100
+_GROUP_ID = re.compile(
+    r"^(exact|near|similar)-([0-9]+(?:\.[0-9]+)?)-([0-9a-f]{32})-([0-9a-f]{16})$"
+)
+
+
+@dataclass
+class Group:
+    """One group of images that look like duplicates of each other, keeper first."""
+
+    id: str
+    tier: str
+    images: list[Image]
+
+    @property
+    def suggested_keep(self) -> Image:
+        return self.images[0]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one run compares: a tier, its threshold, and the embedder that measures it."""
+
+    tier: str
+    threshold: float
+    embedder: str | None
+
+    @property
+    def threshold_text(self) -> str:
+        return f"{self.threshold:g}" if self.tier == "similar" else str(int(self.threshold))
+
+
+def keeper_order(image: Image) -> tuple:
+    """Sort key, best to keep first: most pixels, then the largest file, then the oldest."""
+    return (-(image.width * image.height), -image.size_bytes, image.created_at, image.id)
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+def similar_embedder() -> str | None:
+    """The embedder of the `similar` tier: the best enabled one that describes content."""
+    enabled = plugins().embedders
+    preferred = [n for n in PREFERRED_EMBEDDERS if n in enabled]
+    content = [n for n, e in enabled.items() if e.metric != "hamming"]
+    return (preferred + content + [None])[0]
+
+
+def _plan(tier: str | None, threshold: str | float | None) -> _Plan:
+    tier = tier or DEFAULT_TIER
+    if tier not in TIERS:
+        raise Invalid(f"tier must be one of {', '.join(TIERS)}")
+    if tier == "exact":
+        if threshold not in (None, "", 0, "0"):
+            raise Invalid("the exact tier takes no threshold: its pixels are identical")
+        return _Plan("exact", 0, None)
+    if tier == "near":
+        if NEAR_EMBEDDER not in plugins().embedders:
+            raise Invalid(f"the near tier needs the {NEAR_EMBEDDER} embedder, which is not enabled")
+        bits = NEAR_BITS if threshold in (None, "") else _number(threshold, int)
+        if not 0 <= bits <= NEAR_MAX_BITS:
+            raise Invalid(f"threshold of the near tier is a number of bits, 0 to {NEAR_MAX_BITS}")
+        return _Plan("near", bits, NEAR_EMBEDDER)
+    embedder = similar_embedder()
+    if embedder is None:
+        raise Invalid("the similar tier needs a content embedder (cnn or color) enabled")
+    if threshold in (None, ""):
+        distance = SIMILAR_DISTANCE.get(embedder, SIMILAR_FALLBACK_DISTANCE)
+    else:
+        distance = round(_number(threshold, float), 4)
+    if not 0 <= distance <= SIMILAR_MAX_DISTANCE:
+        raise Invalid(f"threshold of the similar tier is a distance, 0 to {SIMILAR_MAX_DISTANCE}")
+    return _Plan("similar", distance, embedder)
+
+
+def _number(value, kind):
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise Invalid("threshold must be a number") from None
+    if isinstance(number, float) and not np.isfinite(number):
+        raise Invalid("threshold must be a number")
+    return number
+
+
+# --- pairs ---------------------------------------------------------------------------------------
+
+Pair = tuple[str, str, float]  # (smaller id, larger id, distance)
+
+
+def _ready_ids(team_id: uuid.UUID) -> set[str]:
+    return {
+        str(i)
+        for i in db.session.scalars(
+            select(Image.id).where(Image.team_id == team_id, Image.status == "ready")
+        )
+    }
+
+
+def _exact_pairs(team_id: uuid.UUID, only: set[str] | None = None) -> list[Pair]:
+    """Pairs of ready images with the same pixel digest (of `only`'s digests, if given)."""
+    query = select(Image.pixel_sha256).where(
+        Image.team_id == team_id, Image.status == "ready", Image.pixel_sha256.is_not(None)
+    )
+    if only is not None:
+        query = query.where(Image.id.in_([uuid.UUID(i) for i in only]))
+    else:
+        query = query.group_by(Image.pixel_sha256).having(func.count() > 1)
+    digests = set(db.session.scalars(query))
+    buckets: dict[str, list[str]] = {}
+    for image_id, digest in db.session.execute(
+        select(Image.id, Image.pixel_sha256).where(
+            Image.team_id == team_id, Image.status == "ready", Image.pixel_sha256.in_(digests)
+        )
+    ):
+        buckets.setdefault(digest, []).append(str(image_id))
+    return [
+        (*sorted(pair), 0.0)
+        for members in buckets.values()
+        for pair in itertools.combinations(members, 2)
+    ]
+
+
+def hamming_pairs(words: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair (i < j) of 64-bit words at most `bits` apart, with its distance, by
+    multi-index hashing: such a pair is within bits // 4 of each other on one of the four
+    16-bit quarters, so each quarter is looked up, for every word, in a table of all words by
+    that quarter (every value within bits // 4 of the word's), and only those candidates are
+    compared in full."""
+    words = np.ascontiguousarray(words, dtype=np.uint64)
+    n = len(words)
+    empty = np.zeros(0, np.int64)
+    if n < 2:
+        return empty, empty, np.zeros(0, np.int64)
+    radius = bits // 4
+    masks = [0] + [
+        sum(1 << b for b in combo)
+        for r in range(1, radius + 1)
+        for combo in itertools.combinations(range(16), r)
+    ]
+    found_i, found_j = [], []
+    for quarter in range(4):
+        keys = ((words >> np.uint64(16 * quarter)) & np.uint64(0xFFFF)).astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        counts = np.bincount(keys, minlength=1 << 16)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        for mask in masks:
+            wanted = keys ^ mask
+            sizes = counts[wanted]
+            total = int(sizes.sum())
+            if total == 0:
+                continue
+            left = np.repeat(np.arange(n), sizes)
+            # Position within each run: 0..size-1, then offset by the run's start.
+            offsets = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+            right = order[np.repeat(starts[wanted], sizes) + offsets]
+            keep = left < right
+            left, right = left[keep], right[keep]
+            close = np.bitwise_count(words[left] ^ words[right]) <= bits
+            found_i.append(left[close])
+            found_j.append(right[close])
+    if not found_i:
+        return empty, empty, np.zeros(0, np.int64)
+    codes = np.unique(np.concatenate(found_i) * n + np.concatenate(found_j))
+    left, right = codes // n, codes % n
+    return left, right, np.bitwise_count(words[left] ^ words[right]).astype(np.int64)
+
+
+def _hash_words(vectors: np.ndarray) -> np.ndarray:
+    """Packed 64-bit hashes (n, 8) uint8 as one big-endian word each."""
+    return np.ascontiguousarray(vectors, dtype=np.uint8).view(">u8").reshape(-1).astype(np.uint64)
+
+
+class _Space:
+    """The team's vectors of one embedder, and radius queries over its index and delta."""
+
+    def __init__(self, team_id: uuid.UUID, embedder: str, radius: float):
+        self.team_id, self.embedder, self.radius = team_id, embedder, radius
+        self.plugin = plugins().embedders[embedder]
+        build = current_build(team_id, embedder, self.plugin.version)
+        self.index = index_cache().get(build) if build is not None else None
+        rows = db.session.execute(
+            embeddings_query(team_id, embedder, after_id=build.watermark if build else 0)
+        ).all()
+        self.delta_ids, delta, _ = load_vectors(rows, embedder)
+        self.delta = ExactScan.of_vectors(self.plugin.codec, delta, copy=False)
+
+    def vectors(self, ids: Iterable[str] | None = None) -> tuple[list[str], np.ndarray]:
+        query = embeddings_query(self.team_id, self.embedder)
+        if ids is not None:
+            query = query.where(Embedding.image_id.in_([uuid.UUID(i) for i in ids]))
+        found, matrix, _ = load_vectors(db.session.execute(query), self.embedder)
+        return found, matrix
+
+    def within(self, vector: np.ndarray) -> dict[str, float]:
+        """Ids at most `radius` from `vector`: the index asked for more until its farthest
+        answer is beyond the radius, then the delta scanned."""
+        found: dict[str, float] = {}
+        if self.index is not None:
+            k = 16
+            while True:
+                hits = self.index.query(vector, k)
+                found = {i: d for i, d in hits if d <= self.radius + 1e-6}
+                if len(hits) < k or len(found) < len(hits):
+                    break
+                k *= 4
+        if len(self.delta):
+            distances = self.delta.distances(vector)
+            for position in np.flatnonzero(distances <= self.radius + 1e-6):
+                image_id = self.delta_ids[position]
+                found[image_id] = min(float(distances[position]), found.get(image_id, np.inf))
+        return found
+
+
+def _pairs_from(space: _Space, ids: list[str], matrix: np.ndarray, ready: set[str]) -> list[Pair]:
+    pairs = {}
+    for image_id, vector in zip(ids, matrix, strict=True):
+        for other, distance in space.within(vector).items():
+            if other != image_id and other in ready:
+                key = (image_id, other) if image_id < other else (other, image_id)
+                pairs[key] = min(distance, pairs.get(key, np.inf))
+    return [(a, b, d) for (a, b), d in pairs.items()]
+
+
+def _all_pairs(team_id: uuid.UUID, plan: _Plan, ready: set[str]) -> list[Pair]:
+    """Every close pair of the team's ready images in this plan's tier."""
+    if plan.tier == "exact":
+        return _exact_pairs(team_id)
+    if plan.tier == "near":
+        ids, matrix, _ = load_vectors(
+            db.session.execute(embeddings_query(team_id, NEAR_EMBEDDER)), NEAR_EMBEDDER
+        )
+        keep = [p for p, i in enumerate(ids) if i in ready]
+        ids, matrix = [ids[p] for p in keep], matrix[keep]
+        left, right, dist = hamming_pairs(_hash_words(matrix), int(plan.threshold))
+        return [
+            (*sorted((ids[a], ids[b])), float(d))
+            for a, b, d in zip(left.tolist(), right.tolist(), dist.tolist(), strict=True)
+        ]
+    space = _Space(team_id, plan.embedder, plan.threshold)
+    ids, matrix = space.vectors()
+    keep = [p for p, i in enumerate(ids) if i in ready]
+    return _pairs_from(space, [ids[p] for p in keep], matrix[keep], ready)
+
+
+def _pairs_around(team_id: uuid.UUID, plan: _Plan, anchor: str, ready: set[str]) -> list[Pair]:
+    """The close pairs of the connected component (dismissed pairs aside) holding `anchor`,
+    found by radius queries from it outwards."""
+    dismissed = _dismissed(team_id)
+    space = None if plan.tier == "exact" else _Space(team_id, plan.embedder, plan.threshold)
+    seen, frontier, pairs = {anchor}, {anchor}, {}
+    while frontier:
+        if space is None:
+            found = _exact_pairs(team_id, only=frontier)
+        else:
+            ids, matrix = space.vectors(frontier)
+            found = _pairs_from(space, ids, matrix, ready)
+        frontier = set()
+        for a, b, d in found:
+            pairs[(a, b)] = d
+            if (a, b) in dismissed:
+                continue
+            for image_id in (a, b):
+                if image_id not in seen:
+                    seen.add(image_id)
+                    frontier.add(image_id)
+    return [(a, b, d) for (a, b), d in pairs.items() if a in seen and b in seen]
+
+
+def _dismissed(team_id: uuid.UUID) -> set[tuple[str, str]]:
+    return {
+        (str(a), str(b))
+        for a, b in db.session.execute(
+            select(DuplicateDecision.image_a_id, DuplicateDecision.image_b_id).where(
+                DuplicateDecision.team_id == team_id
+            )
+        )
+    }
+
+
+# --- groups --------------------------------------------------------------------------------------
+
+
+def _components(pairs: list[Pair]) -> list[list[Pair]]:
+    """The pairs split by connected component."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b, _ in pairs:
+        parent[root(a)] = root(b)
+    by_root: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        by_root.setdefault(root(pair[0]), []).append(pair)
+    return list(by_root.values())
+
+
+def _split(pairs: list[Pair], dismissed: set[tuple[str, str]]) -> list[frozenset[str]]:
+    """Member sets of one component's groups, none holding a dismissed pair."""
+    members = {i for a, b, _ in pairs for i in (a, b)}
+    if not any((a, b) in dismissed for a, b in itertools.combinations(sorted(members), 2)):
+        return [frozenset(members)]
+
+    def compatible(group: set[str], newcomers: Iterable[str]) -> bool:
+        return not any(
+            (min(x, y), max(x, y)) in dismissed for x in newcomers for y in group if x != y
+        )
+
+    groups: list[set[str]] = []
+    for a, b, _ in sorted(pairs, key=lambda p: (p[2], p[0], p[1])):
+        if any(a in g and b in g for g in groups):
+            continue
+        with_a = [g for g in groups if a in g]
+        with_b = [g for g in groups if b in g]
+        merged = next(((ga, gb) for ga in with_a for gb in with_b if compatible(ga, gb)), None)
+        if merged:
+            merged[0].update(merged[1])
+            groups.remove(merged[1])
+            continue
+        joined = next((g for g in with_a if compatible(g, [b])), None) or next(
+            (g for g in with_b if compatible(g, [a])), None
+        )
+        if joined is not None:
+            joined.update((a, b))
+        else:
+            groups.append({a, b})
+    return [frozenset(g) for g in groups]
+
+
+def _group_id(plan: _Plan, members: Iterable[str]) -> str:
+    ordered = sorted(uuid.UUID(i) for i in members)
+    digest = hashlib.sha256(
+        f"{plan.tier}|{plan.threshold_text}|{'|'.join(str(i) for i in ordered)}".encode()
+    ).hexdigest()[:16]
+    return f"{plan.tier}-{plan.threshold_text}-{ordered[0].hex}-{digest}"
+
+
+def _groups(team_id: uuid.UUID, plan: _Plan, pairs: list[Pair]) -> dict[str, frozenset[str]]:
+    """Group id -> member ids, from the close pairs (dismissed ones included: they decide
+    the splits)."""
+    dismissed = _dismissed(team_id)
+    groups = {}
+    for component in _components([p for p in pairs if (p[0], p[1]) not in dismissed]):
+        for members in _split(component, dismissed):
+            groups[_group_id(plan, members)] = members
+    return groups
+
+
+def report(
+    team_id: uuid.UUID, tier: str | None = None, threshold: str | float | None = None
+) -> dict[str, frozenset[str]]:
+    """Every duplicate group of the team in one tier: group id -> member image ids."""
+    plan = _plan(tier, threshold)
+    ready = _ready_ids(team_id)
+    return _groups(team_id, plan, _all_pairs(team_id, plan, ready))
+
+
+def list_groups(
+    team_id: uuid.UUID,
+    tier: str | None = None,
+    threshold: str | float | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> tuple[list[Group], str | None]:
+    """One page of the team's duplicate groups in a tier, by group id, and the next cursor."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Invalid(f"limit must be 1 to {MAX_LIMIT}")
+    plan = _plan(tier, threshold)
+    if cursor is not None and not _GROUP_ID.match(cursor):
+        raise Invalid("cursor is not one this API returned")
+    groups = report(team_id, plan.tier, plan.threshold)
+    ids = sorted(g for g in groups if cursor is None or g > cursor)
+    page, more = ids[:limit], len(ids) > limit
+    members = {uuid.UUID(i) for g in page for i in groups[g]}
+    loaded = {
+        str(image.id): image
+        for image in db.session.scalars(
+            select(Image)
+            .where(Image.team_id == team_id, Image.id.in_(members))
+            .options(
+                selectinload(Image.tags),
+                selectinload(Image.labels),
+                selectinload(Image.uploaded_by_user),
+                selectinload(Image.uploaded_by_key),
+            )
+        )
+    }
+    result = [
+        Group(g, plan.tier, sorted((loaded[i] for i in groups[g]), key=keeper_order)) for g in page
+    ]
+    return result, (page[-1] if more else None)
+
+
+# --- resolving -----------------------------------------------------------------------------------
+
+
+def _parse_group_id(group_id: str) -> tuple[_Plan, uuid.UUID, str]:
+    match = _GROUP_ID.match(group_id or "")
+    if match is None:
+        raise NotFound("no such duplicate group")
+    tier, threshold, anchor, _ = match.groups()
+    try:
+        plan = _plan(tier, None if tier == "exact" else threshold)
+    except Invalid:
+        raise NotFound("no such duplicate group") from None
+    return plan, uuid.UUID(anchor), group_id
+
+
+def _team_images(team_id: uuid.UUID, ids: list[uuid.UUID]) -> dict[uuid.UUID, Image]:
+    found = {
+        image.id: image
+        for image in db.session.scalars(
+            select(Image).where(Image.team_id == team_id, Image.id.in_(ids))
+        )
+    }
+    if len(found) != len(set(ids)):
+        raise NotFound("an image named is not one of the team's")
+    return found
+
+
+def _ids(value, name: str) -> list[uuid.UUID]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Invalid(f"{name} is a list of image ids")
+    try:
+        return [uuid.UUID(v) for v in value]
+    except ValueError:
+        raise Invalid(f"{name} holds something that is not an image id") from None
+
+
+def _resolution(body) -> tuple[list[uuid.UUID], list[uuid.UUID]] | None:
+    """(keep, delete) from a resolve request's body, or None for "not duplicates"."""
+    if not isinstance(body, dict):
+        raise Invalid('send {"keep": [ids], "delete": [ids]} or {"not_duplicates": true}')
+    unknown = sorted(set(body) - {"keep", "delete", "not_duplicates"})
+    if unknown:
+        raise Invalid(f"unsupported field {', '.join(unknown)}")
+    if "not_duplicates" in body:
+        if set(body) != {"not_duplicates"}:
+            raise Invalid("send either keep and delete, or not_duplicates, not both")
+        if body["not_duplicates"] is not True:
+            raise Invalid("not_duplicates must be true")
+        return None
+    if set(body) != {"keep", "delete"}:
+        raise Invalid('send {"keep": [ids], "delete": [ids]} or {"not_duplicates": true}')
+    keep_ids, delete_ids = _ids(body["keep"], "keep"), _ids(body["delete"], "delete")
+    if not keep_ids:
+        raise Invalid("keep at least one image")
+    if len(set(keep_ids) | set(delete_ids)) != len(keep_ids) + len(delete_ids):
+        raise Invalid("an image is named twice in keep and delete")
+    return keep_ids, delete_ids
+
+
+@transactional
+def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
+    """Resolve a group as listed: `{"keep": [ids], "delete": [ids]}` keeps some images and
+    deletes the others (their tags and collection go to the kept ones); `{"not_duplicates":
+    true}` remembers that its images are not duplicates of each other.
+
+    `keep` and `delete` together must name exactly the group's images; a group or an image the
+    team lacks is NotFound, a group that changed since it was listed is a Conflict.
+    """
+    plan, anchor, group_id = _parse_group_id(group_id)
+    if (
+        db.session.scalar(select(Image.id).where(Image.team_id == team_id, Image.id == anchor))
+        is None
+    ):
+        raise NotFound("no such duplicate group")
+    resolution = _resolution(body)
+    not_duplicates = resolution is None
+    if not not_duplicates:
+        keep_ids, delete_ids = resolution
+        listed = _group_id(plan, (str(i) for i in keep_ids + delete_ids)) == group_id
+        try:
+            named = _team_images(team_id, keep_ids + delete_ids)
+        except NotFound:
+            if listed:  # the group's own images, one of them deleted since
+                raise Conflict("an image of the group is gone; list the duplicates again") from None
+            raise
+        if not listed:
+            raise Invalid("keep and delete must together name exactly the group's images")
+
+    ready = _ready_ids(team_id)
+    current = _groups(team_id, plan, _pairs_around(team_id, plan, str(anchor), ready))
+    if group_id not in current:
+        raise Conflict("the group has changed since it was listed; list the duplicates again")
+    members = sorted(uuid.UUID(i) for i in current[group_id])
+
+    if not_duplicates:
+        existing = _dismissed(team_id)
+        for a, b in itertools.combinations(members, 2):
+            if (str(a), str(b)) not in existing:
+                db.session.add(DuplicateDecision(team_id=team_id, image_a_id=a, image_b_id=b))
+        audit.record(
+            actor,
+            "duplicates.dismiss",
+            team_id,
+            target_type="duplicate_group",
+            target_id=group_id,
+            target=f"{plan.tier} group of {len(members)} images",
+            images=[str(i) for i in members],
+        )
+        return {"group_id": group_id, "not_duplicates": [str(i) for i in members]}
+
+    kept = sorted((named[i] for i in keep_ids), key=keeper_order)
+    doomed = sorted((named[i] for i in delete_ids), key=keeper_order)
+    tags = sorted({t.name for image in kept + doomed for t in image.tags})
+    collection = next((i.collection_id for i in kept + doomed if i.collection_id), None)
+    for image in kept:
+        images.set_tags(image, tags)
+        if image.collection_id is None and collection is not None:
+            image.collection_id = collection
+    audit.record(
+        actor,
+        "duplicates.resolve",
+        team_id,
+        target_type="duplicate_group",
+        target_id=group_id,
+        target=f"{plan.tier} group of {len(members)} images",
+        kept=[str(i.id) for i in kept],
+        deleted=[str(i.id) for i in doomed],
+        tags=tags,
+        collection=str(collection) if collection else None,
+    )
+    for image in doomed:
+        images.delete_image(image, actor=actor)
+    return {"group_id": group_id, "kept": kept, "deleted": [str(i.id) for i in doomed]}
