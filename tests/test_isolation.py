@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from app import queue
 from app.extensions import db
-from app.models import ApiKey, AuditEvent, Image, Membership
-from app.services import audit, collections
+from app.models import ApiKey, AuditEvent, Image, Membership, Team
+from app.services import audit, collections, members
 from app.tenancy import unscoped
 from tests import samples
 
@@ -80,7 +80,13 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
                 team_a.id, "secret.jpg's album", actor=audit.SYSTEM
             ).collection.id
         )
+    with app.app_context():
+        invite, _token = members.create_invite(
+            db.session.get(Team, team_a.id), "invitee@team-a.example", "member", None
+        )
+        invite_id = str(invite.id)
     ids = {
+        "invite_id": invite_id,
         "collection_id": collection_id,
         "group_id": groups[0]["id"],
         "upload_id": direct["image_id"],
@@ -128,6 +134,7 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("POST", "/collections/<collection_id>/delete"),
         ("POST", "/collections/<collection_id>/images/remove"),
         ("GET", "/imports/<import_id>"),
+        ("POST", "/settings/invites/<invite_id>/revoke"),
         ("GET", "/imports/<import_id>/report.csv"),
         ("POST", "/api/v1/duplicates/<group_id>/resolve"),
     ]:
