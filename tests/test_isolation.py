@@ -135,6 +135,7 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("POST", "/collections/<collection_id>/images/remove"),
         ("GET", "/imports/<import_id>"),
         ("POST", "/settings/invites/<invite_id>/revoke"),
+        ("POST", "/duplicates/<group_id>/resolve"),
         ("GET", "/imports/<import_id>/report.csv"),
         ("POST", "/api/v1/duplicates/<group_id>/resolve"),
     ]:

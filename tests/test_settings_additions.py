@@ -100,4 +100,4 @@ def test_new_key_has_a_copy_button_and_hostile_names_are_text(app, team_a, perso
         assert name not in text and 'hx-get="/settings/members"' not in text
         assert str(escape(name)) in text
     assert "data-copy-target" not in page  # the secret is shown once, and so is its button
-    assert "/static/copy.js" in page
+    assert "/static/pages.js" in page

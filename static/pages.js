@@ -1,3 +1,6 @@
+// Behaviour of the Collections, Imports, Search, Duplicates and Settings pages beyond htmx.
+// Loaded as a file: the Content-Security-Policy allows no inline script.
+//
 // Copy buttons: <button data-copy-target="ID" hidden> copies the text of the element ID.
 // Hidden until this script shows it, so that without JavaScript no button does nothing (the
 // text itself selects with one click). The clipboard API needs a secure context; elsewhere
@@ -42,6 +45,31 @@
       try { copied = document.execCommand("copy"); } catch (e) { copied = false; }
       say(button, copied ? "Copied" : "Selected: press Ctrl+C to copy");
     }
+  });
+
+  // Search by image: a file dropped on the form goes into its file input, and the input's
+  // change event makes htmx send the form (hx-trigger="change").
+  document.addEventListener("dragover", function (event) {
+    var zone = event.target.closest && event.target.closest(".search-drop");
+    if (!zone) return;
+    event.preventDefault();
+    zone.classList.add("dragging");
+  });
+  document.addEventListener("dragleave", function (event) {
+    var zone = event.target.closest && event.target.closest(".search-drop");
+    if (zone) zone.classList.remove("dragging");
+  });
+  document.addEventListener("drop", function (event) {
+    var zone = event.target.closest && event.target.closest(".search-drop");
+    if (!zone) return;
+    event.preventDefault();
+    zone.classList.remove("dragging");
+    var input = zone.querySelector("input[type=file]");
+    if (!input || !event.dataTransfer || !event.dataTransfer.files.length) return;
+    var one = new DataTransfer();
+    one.items.add(event.dataTransfer.files[0]);
+    input.files = one.files;
+    input.dispatchEvent(new Event("change", { bubbles: true }));
   });
 
   document.addEventListener("DOMContentLoaded", function () { reveal(document); });
