@@ -60,6 +60,8 @@ def test_pasted_urls_import_with_progress_that_stops_polling_when_done(
     rows = list(csv.DictReader(io.StringIO(report.get_data(as_text=True))))
     assert [r["status"] for r in rows] == ["done", "done", "failed"]
     assert rows[0]["thumbnail_url"].endswith(f"/images/{rows[0]['image_id']}/thumbnail")
+    original = member.get(rows[0]["original_url"].removeprefix("http://localhost"))
+    assert original.status_code == 200 and original.mimetype == "image/jpeg"
 
 
 @allow_local_origin

@@ -76,10 +76,12 @@ def show_import(import_id: str):
     return page, 200, {"Vary": "HX-Request"}
 
 
+# The report's links open in the browser that downloaded it, signed in.
+FILE_ENDPOINTS = {"original": "gallery.download_original", "thumbnail": "gallery.get_thumbnail"}
+
+
 def _file_url(image_id, variant: str) -> str:
-    if variant == "thumbnail":
-        return url_for("gallery.get_thumbnail", image_id=image_id, _external=True)
-    return url_for("api.get_image_file", image_id=image_id, variant=variant, _external=True)
+    return url_for(FILE_ENDPOINTS[variant], image_id=image_id, _external=True)
 
 
 @bp.get("/imports/<import_id>/report.csv")
