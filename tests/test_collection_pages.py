@@ -205,3 +205,21 @@ def test_hostile_collection_names_are_escaped_everywhere(app, team_a, person, up
         assert "onerror=alert" not in body.replace("onerror=alert(1)&gt;", "")
         assert 'hx-get="/settings/keys"' not in body
         assert str(escape(name)) in body
+
+
+def test_a_collections_grid_scrolls_on_by_fragments(app, team_a, person, upload, monkeypatch):
+    monkeypatch.setattr("app.gallery.collections.PAGE_SIZE", 1)
+    editor = person(team_a, "member").client
+    collection_id = _create(editor, "Long")
+    first, second = _images(upload, team_a, 2)
+    editor.post(
+        "/collections/move", data={"image_ids": [first, second], "collection_id": collection_id}
+    )
+    page = editor.get(f"/collections/{collection_id}").get_data(as_text=True)
+    assert page.count('class="tile"') == 1
+    more = re.search(r'<li class="more" hx-get="([^"]+)"', page).group(1).replace("&amp;", "&")
+    rest = editor.get(more, headers={"HX-Request": "true"})
+    body = rest.get_data(as_text=True)
+    assert rest.status_code == 200 and "<html" not in body and "HX-Request" in rest.headers["Vary"]
+    assert body.count('class="tile"') == 1 and 'class="more"' not in body
+    assert {first, second} == set(re.findall(r'id="image-([0-9a-f-]{36})"', page + body))

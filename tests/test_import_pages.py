@@ -135,3 +135,20 @@ def test_hostile_urls_and_filenames_are_shown_as_text(app, team_a, team_b, perso
     for path in (f"/imports/{batch_id}", f"/imports/{batch_id}/report.csv"):
         assert intruder.get(path).status_code == 404
     assert batch_id not in intruder.get("/imports").get_data(as_text=True)
+
+
+@allow_local_origin
+def test_an_imported_images_hostile_filename_is_text(app, team_a, person, origin, run_jobs):
+    member = person(team_a, "member").client
+    out = io.StringIO()
+    csv.writer(out).writerows([["url", "filename"], [f"{origin}/img/4.jpg", HOSTILE + ".jpg"]])
+    member.post(
+        "/imports",
+        data={"file": (io.BytesIO(out.getvalue().encode()), "list.csv")},
+        content_type="multipart/form-data",
+    )
+    run_jobs()
+    (batch_id,) = _batch_ids(member.get("/imports").get_data(as_text=True))
+    page = member.get(f"/imports/{batch_id}").get_data(as_text=True)
+    assert "1 imported" in page and HOSTILE not in page
+    assert f'alt="{escape(HOSTILE)}.jpg"' in page
