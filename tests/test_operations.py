@@ -165,3 +165,15 @@ def test_rebuild_button_queues_a_build_of_that_index(app, team_a, upload, run_jo
         # Queued now, or (a build of this debounce window having run) at the next window.
         waiting = main.get_job_ids() + main.scheduled_job_registry.get_job_ids()
     assert [j for j in waiting if j.startswith(f"build-index-{team_a.id}-phash-")]
+
+
+@pytest.mark.parametrize("config_overrides", [{"REDIS_URL": "redis://127.0.0.1:9/0"}])
+def test_operations_page_says_when_the_queue_cannot_be_reached(app, team_a, person, runner):
+    admin = person(team_a, "admin").client
+    page = admin.get("/operations")
+    body = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "The job queue (Redis) cannot be reached just now" in body
+    assert "phash" in body  # the indexes are still shown
+    status = runner.invoke(args=["jobs", "status"])
+    assert status.exit_code == 1 and "cannot be reached" in status.output

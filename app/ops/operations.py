@@ -7,6 +7,7 @@ from functools import wraps
 from flask import flash, g, redirect, request, url_for
 from flask_login import login_required
 
+from app.errors import Unavailable
 from app.ops import bp
 from app.services import indexing, jobs_admin
 from app.views import choose_team, current_actor, fragment_or_page, role_required
@@ -28,15 +29,21 @@ def team_admin(view):
 
 def _operations(status: int = 200, message: str | None = None):
     team_id = g.membership.team_id
+    try:
+        queue = dict(
+            depths=jobs_admin.depths(),
+            running=jobs_admin.running_jobs(team_id),
+            failed=jobs_admin.failed_jobs(team_id),
+        )
+    except Unavailable as exc:  # the indexes can still be shown
+        queue = dict(depths=[], running=[], failed=[], queue_error=exc.message)
     return fragment_or_page(
         "ops/_operations.html",
         "ops/operations.html",
         status,
-        depths=jobs_admin.depths(),
-        running=jobs_admin.running_jobs(team_id),
-        failed=jobs_admin.failed_jobs(team_id),
         indexes=indexing.index_status(team_id),
         message=message,
+        **queue,
     )
 
 

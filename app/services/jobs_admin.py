@@ -12,13 +12,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+import redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from sqlalchemy import select
 
 from app import queue
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, NotFound, Unavailable
 from app.extensions import db
 from app.models import Image, ImportBatch, Team
 from app.runtime import plugins
@@ -63,8 +64,19 @@ def queues() -> list[Queue]:
     return [queue.get_queue(), queue.get_import_queue()]
 
 
+QUEUE_UNREACHABLE = "the job queue (Redis) cannot be reached just now"
+
+
 def depths() -> list[QueueDepth]:
-    """Per queue: jobs waiting, running, scheduled (retries and debounced builds), failed."""
+    """Per queue: jobs waiting, running, scheduled (retries and debounced builds), failed;
+    Unavailable while Redis cannot be reached."""
+    try:
+        return _depths()
+    except redis.RedisError:
+        raise Unavailable(QUEUE_UNREACHABLE) from None
+
+
+def _depths() -> list[QueueDepth]:
     return [
         QueueDepth(
             name=q.name,
@@ -160,6 +172,13 @@ def _last_line(text: str | None) -> str | None:
 
 
 def _jobs_in(registry_of, team_id: uuid.UUID | None) -> list[JobInfo]:
+    try:
+        return _read_jobs_in(registry_of, team_id)
+    except redis.RedisError:
+        raise Unavailable(QUEUE_UNREACHABLE) from None
+
+
+def _read_jobs_in(registry_of, team_id: uuid.UUID | None) -> list[JobInfo]:
     jobs, queue_name = [], {}
     for q in queues():
         ids = registry_of(q).get_job_ids(0, LISTING_LIMIT - 1)
