@@ -7,10 +7,8 @@ from flask import current_app, flash, g, redirect, render_template, request, url
 
 from app.errors import ServiceError, ValidationFailed
 from app.gallery import bp
-from app.models import ImportBatch
 from app.services import collections, imports
 from app.services import images as image_service
-from app.tenancy import get_owned
 from app.views import current_actor, fragment_or_page, http_status, role_required
 
 LISTED = 50
@@ -22,7 +20,7 @@ def _list_page(status: int = 200, **context):
         "gallery/_imports.html",
         "gallery/imports.html",
         status,
-        batches=imports.list_batches(LISTED),
+        batches=imports.import_page(LISTED)[0],
         collection_infos=collections.list_collections(500)[0],
         limit=current_app.config["IMPORT_MAX_URLS"],
         **context,
@@ -67,7 +65,7 @@ def create_import():
 @bp.get("/imports/<import_id>")
 def show_import(import_id: str):
     """The batch's page; for htmx, its progress line (which stops polling once done)."""
-    progress = imports.batch_progress(get_owned(ImportBatch, import_id))
+    progress = imports.get_import(import_id)
     if request.headers.get("HX-Request"):
         page = render_template("gallery/_import_progress.html", row=progress)
         return page, 200, {"Vary": "HX-Request"}
@@ -86,7 +84,7 @@ def _file_url(image_id, variant: str) -> str:
 
 @bp.get("/imports/<import_id>/report.csv")
 def download_import_report(import_id: str):
-    batch = get_owned(ImportBatch, import_id)
+    batch = imports.get_import(import_id).batch
     headers = {
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": f'attachment; filename="import-{batch.id}.csv"',
