@@ -43,6 +43,9 @@ class Config:
         os.environ.get("LIKENESS_INSTANCE_PATH") or os.path.join(BASE_DIR, "instance")
     )
     SECRET_KEY = os.environ.get("SECRET_KEY")
+    # Web and worker log one JSON object a line to stderr (`text` reads better in a terminal).
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    LOG_FORMAT = os.environ.get("LOG_FORMAT") or ("text" if ENV == "development" else "json")
 
     SQLALCHEMY_DATABASE_URI = _database_url(INSTANCE_PATH)
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
@@ -50,6 +53,10 @@ class Config:
     # The embedded server that `make run` starts listens on this socket.
     REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{os.path.join(INSTANCE_PATH, 'redis.sock')}"
     QUEUE_NAME = os.environ.get("QUEUE_NAME", "likeness")
+    # rediss:// only: `none` for a managed Redis with a self-signed certificate (Heroku Redis);
+    # REDIS_SSL_CA_CERTS names the CA file that signed the server's certificate.
+    REDIS_SSL_CERT_REQS = os.environ.get("REDIS_SSL_CERT_REQS") or None
+    REDIS_SSL_CA_CERTS = os.environ.get("REDIS_SSL_CA_CERTS") or None
 
     STORAGE_BACKEND = os.environ.get("STORAGE_BACKEND", "local")
     STORAGE_ROOT = os.environ.get("STORAGE_ROOT") or os.path.join(INSTANCE_PATH, "storage")
@@ -138,9 +145,15 @@ class Config:
     # makes sure the next sweep is scheduled. /healthz counts it for three heartbeats (a busy
     # worker for its job's timeout), and its scheduler lock passes to another worker then.
     WORKER_HEARTBEAT_SECONDS = int(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"))
+    # On SIGTERM a busy worker lets its job run this long, then interrupts it and puts it back
+    # on its queue. Heroku sends SIGKILL 30 s after SIGTERM: this leaves time to requeue.
+    WORKER_SHUTDOWN_GRACE_SECONDS = float(os.environ.get("WORKER_SHUTDOWN_GRACE_SECONDS", "20"))
 
     # How many proxies in front of the app set X-Forwarded-For/-Proto; 0 trusts no such header.
     TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
+    # Strict-Transport-Security on HTTPS responses (behind a proxy: once TRUSTED_PROXY_COUNT
+    # lets X-Forwarded-Proto say so); 0 sends none.
+    HSTS_SECONDS = int(os.environ.get("HSTS_SECONDS", str(365 * 24 * 3600)))
     # Failed logins allowed per window: on one account from one address, from one address over
     # all accounts, and on one account from all addresses together. The last is the ceiling
     # against guessing from many addresses; it is far above the first, so that one address

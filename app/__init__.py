@@ -6,17 +6,21 @@ import contextlib
 import os
 import secrets
 import tempfile
+from urllib.parse import urlsplit
 
 from flask import Flask, render_template, request
+from flask.logging import default_handler
 from PIL import Image as PILImage
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import RequestRedirect
 
-from app import tenancy
+from app import request_log, tenancy
 from app.extensions import csrf, db, login_manager, migrate, redis_connection
+from app.logs import configure_logging
 from app.plugins import load_plugins
 from app.runtime import IndexCache, State
 from app.strict_json import StrictJSONProvider
@@ -35,6 +39,9 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     # Werkzeug would answer itself, in HTML (see _register_error_handlers).
     app.url_map.merge_slashes = False
     app.config.from_object(config_class)
+    if not app.testing:  # tests capture logs their own way
+        configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
+        app.logger.removeHandler(default_handler)  # the root's handler writes every line once
     os.makedirs(app.instance_path, exist_ok=True)
     if not app.config["SECRET_KEY"]:
         if app.config["ENV"] == "development":
@@ -53,6 +60,7 @@ def create_app(config_class: type[Config] = Config) -> Flask:
         count = app.config["TRUSTED_PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=0)
 
+    request_log.init_app(app)  # first, so that it times and names every request
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(BASE_DIR, "migrations"))
     login_manager.init_app(app)
@@ -65,13 +73,14 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     )
 
     from app.api import bp as api_bp
+    from app.api.openapi import init_api
     from app.auth import bp as auth_bp
     from app.gallery import bp as gallery_bp
     from app.ops import bp as ops_bp
     from app.settings import bp as settings_bp
 
     csrf.exempt(api_bp)  # keys, not cookies, authenticate the API
-    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    init_api(app, api_bp)  # at /api/v1, with /api/v1/openapi.json and /api/docs
     app.register_blueprint(ops_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(gallery_bp)
@@ -83,17 +92,55 @@ def create_app(config_class: type[Config] = Config) -> Flask:
 
     register_cli(app)
 
+    content_security_policy = _content_security_policy(app.config)
+
     @app.after_request
     def security_headers(response):
+        # Stored files set their own (sandbox); pages get the strict one.
+        response.headers.setdefault("Content-Security-Policy", content_security_policy)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        # Only over HTTPS (ProxyFix has applied a trusted X-Forwarded-Proto): a browser ignores
+        # it over plain HTTP, and a deployment reached by HTTP alone must not promise HTTPS.
+        if request.is_secure and app.config["HSTS_SECONDS"] > 0:
+            response.headers.setdefault(
+                "Strict-Transport-Security", f"max-age={app.config['HSTS_SECONDS']}"
+            )
         return response
 
     return app
 
 
-MISSING_SECRET_KEY = "SECRET_KEY must be set (or LIKENESS_ENV=development)"
+def _content_security_policy(config) -> str:
+    """Scripts and styles only from our own static files (no inline ones, no eval), no
+    framing. Images may also come from the object store's short-lived URLs."""
+    images = ["'self'", "data:", "blob:"]
+    if config.get("S3_BUCKET"):
+        endpoint = config.get("S3_ENDPOINT_URL")
+        images.append(_origin(endpoint) if endpoint else "https://*.amazonaws.com")
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src {' '.join(images)}",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+# bandit takes the name for a password: it is the message saying one is missing.
+MISSING_SECRET_KEY = "SECRET_KEY must be set (or LIKENESS_ENV=development)"  # nosec B105
 
 
 def _refuse_without_secret_key():
@@ -119,7 +166,16 @@ def _register_error_handlers(app: Flask) -> None:
     from app.api.errors import ApiError, error_response, http_error_response, wants_json
     from app.errors import ServiceError
     from app.plugin_api import StorageUnavailable
-    from app.views import http_refusal
+    from app.views import http_refusal, team_for_error_page
+
+    def error_page(status: int, message: str | None):
+        # Whatever failed, the page itself must render: without the team, if need be.
+        try:
+            team_for_error_page()
+        except Exception:
+            db.session.rollback()
+            app.logger.exception("no team for the error page")
+        return render_template("error.html", status=status, message=message), status
 
     @app.before_request
     def refuse_api_redirects():
@@ -130,7 +186,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        return error_response(exc.status, exc.message, exc.code)
+        return error_response(exc.status, exc.message, exc.code, fields=exc.fields)
 
     @app.errorhandler(ServiceError)
     def service_error(exc: ServiceError):
@@ -139,7 +195,7 @@ def _register_error_handlers(app: Flask) -> None:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
         if wants_json():
             return error_response(status, exc.message, code, headers=headers)
-        page = render_template("error.html", status=status, message=exc.message)
+        page, status = error_page(status, exc.message)
         return page, status, headers
 
     @app.errorhandler(StorageUnavailable)
@@ -148,13 +204,31 @@ def _register_error_handlers(app: Flask) -> None:
         message = "file storage cannot be reached just now; nothing was saved, try again shortly"
         if wants_json():
             return error_response(503, message, headers={"Retry-After": "30"})
-        return render_template("error.html", status=503, message=message), 503
+        return error_page(503, message)
+
+    @app.errorhandler(DBAPIError)
+    def database_error(exc: DBAPIError):
+        # A connection that dropped (a restarted or failed-over server, a terminated backend)
+        # or a database that cannot be reached is a moment's outage, not a bug: the pool has
+        # discarded the dead connection, so the next request gets a new one.
+        if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
+            return unexpected_error(exc)
+        with contextlib.suppress(DBAPIError):
+            db.session.rollback()
+        app.logger.error("database unavailable: %s", exc.orig)
+        message = "the database cannot be reached just now; try again shortly"
+        if wants_json():
+            return error_response(503, message, headers={"Retry-After": "5"})
+        page = render_template("error.html", status=503, message=message[0].upper() + message[1:])
+        return page, 503, {"Retry-After": "5"}
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         if wants_json():
             return http_error_response(exc)
-        return render_template("error.html", status=exc.code, message=exc.description), exc.code
+        # Werkzeug's stock wording ("The requested URL was not found…") says less than the page.
+        told = exc.description if exc.description != type(exc).description else None
+        return error_page(exc.code or 500, told)
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):
@@ -165,7 +239,7 @@ def _register_error_handlers(app: Flask) -> None:
         app.logger.exception("unhandled error")
         if wants_json():
             return error_response(500, "something went wrong on our side")
-        return render_template("error.html", status=500, message="Something went wrong."), 500
+        return error_page(500, None)
 
 
 @event.listens_for(Engine, "connect")

@@ -18,6 +18,7 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
+from app import logs
 from app.extensions import redis_connection
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,13 @@ log = logging.getLogger(__name__)
 PROCESS_RETRY = Retry(max=3, interval=[10, 60, 300])
 INDEX_RETRY = Retry(max=3, interval=[5, 30, 120])
 WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def job_meta() -> dict[str, str]:
+    """What a job carries of the request (or job) that queued it: its request id, which the
+    worker binds to the job's log lines (app/worker.py)."""
+    request_id = logs.current_request_id()
+    return {"request_id": request_id} if request_id else {}
 
 
 def get_queue() -> Queue:
@@ -49,6 +57,7 @@ def _enqueue_once(
     """
     options.setdefault("job_timeout", current_app.config["JOB_TIMEOUT_SECONDS"])
     options.setdefault("failure_ttl", 7 * 24 * 3600)
+    options.setdefault("meta", job_meta())
     try:
         target = queue or get_queue()
         if at is None:
@@ -124,6 +133,7 @@ def request_index_build(team_id: uuid.UUID, embedder: str) -> bool:
         failure_ttl=7 * 24 * 3600,
         unique=True,
         description=f"build {embedder} index of team {team_id}",
+        meta=job_meta(),
     )
     args = ("app.jobs.build_index", str(team_id), embedder)
     # The window's job can expire between enqueue and fetch; then nothing waits, so ask again,

@@ -9,6 +9,10 @@ leaves behind, the next one would inherit. This worker therefore
 * listens to the main queue before the imports queue, so uploads are processed first;
 * schedules in its own loop (retries, later index builds, sweeps) under RQ's per-queue
   scheduler lock, instead of RQ's forked scheduler child that a SIGKILL would orphan;
+* on SIGTERM (a deploy, a platform's restart) finishes the job at hand within
+  WORKER_SHUTDOWN_GRACE_SECONDS, or else interrupts it (rolling its transaction back) and puts
+  it back at the front of its queue, untouched by its retries, before it exits: the platform's
+  SIGKILL that follows never finds a job half done and unaccounted for;
 * every heartbeat checks its own database and records in Redis until when it can be counted
   on to run jobs (read by `/healthz`), and keeps the next reconcile sweep scheduled, so the
   sweep survives Redis losing its data and any worker dying.
@@ -30,6 +34,7 @@ from rq.queue import Queue
 from rq.scheduler import RQScheduler
 from rq.scripts import acquire_or_refresh_lock, release_lock
 
+from app import logs
 from app import queue as queues
 from app.extensions import db, redis_connection
 from app.services import health
@@ -42,6 +47,13 @@ POLL_SECONDS = 1
 # A worker counts for /healthz, and keeps its scheduler locks, this many heartbeats after its
 # last one.
 HEARTBEATS_OF_GRACE = 3
+# Sent by the worker to itself when the shutdown grace runs out: its handler interrupts the job.
+INTERRUPT_SIGNAL = signal.SIGUSR2
+
+
+class ShutdownImminent(BaseException):
+    """Raised inside a job still running when the worker must stop: a BaseException, so that
+    no `except Exception` in a job swallows it, while units of work roll back on it."""
 
 
 class LikenessWorker(SimpleWorker):
@@ -63,6 +75,10 @@ class LikenessWorker(SimpleWorker):
         self._able: bool | None = None
         self._counted_until = 0.0  # what /healthz was last told, in Unix seconds
         self.stop_asked = False
+        self.shutdown_grace_seconds = float(app.config["WORKER_SHUTDOWN_GRACE_SECONDS"])
+        self._interrupted_job_id: str | None = None
+        self._running_job_id: str | None = None  # while its own code runs, not RQ's bookkeeping
+        self._shutdown_timer: threading.Timer | None = None
 
     @property
     def dequeue_timeout(self) -> int:
@@ -78,7 +94,8 @@ class LikenessWorker(SimpleWorker):
         timeout = job.timeout if job.timeout and job.timeout > 0 else Queue.DEFAULT_TIMEOUT
         if self._counted_until < time.time() + timeout:
             self._count_on_me(timeout + self.grace_seconds)
-        with self.app.app_context():
+        # Its log lines carry the id of the request that queued it (or of the job that did).
+        with logs.bound(job.meta.get("request_id"), job.id), self.app.app_context():
             try:
                 super().execute_job(job, queue)
             finally:
@@ -156,10 +173,72 @@ class LikenessWorker(SimpleWorker):
         self._counted_until = time.time() + seconds
 
     def request_stop(self, signum, frame):
+        """A warm shutdown: an idle worker stops now; a busy one lets its job finish within
+        the grace, then interrupts it (see `handle_job_failure`)."""
         self.stop_asked = True
-        super().request_stop(signum, frame)
+        super().request_stop(signum, frame)  # raises StopRequested when idle
+        log.info(
+            "worker %s stops after its job, or requeues it in %.0f s",
+            self.name,
+            self.shutdown_grace_seconds,
+        )
+        signal.signal(INTERRUPT_SIGNAL, self._interrupt_job)
+        main_thread = threading.main_thread().ident
+        self._shutdown_timer = threading.Timer(
+            self.shutdown_grace_seconds, signal.pthread_kill, (main_thread, INTERRUPT_SIGNAL)
+        )
+        self._shutdown_timer.daemon = True
+        self._shutdown_timer.start()
+
+    def request_force_stop(self, signum, frame):
+        # A second signal while a job runs: interrupt and requeue it at once, rather than RQ's
+        # SystemExit, which a SimpleWorker would count as the job's failure.
+        self._interrupt_job(signum, frame)
+        super().request_force_stop(signum, frame)
+
+    def prepare_job_execution(self, job: Job, *args, **kwargs):
+        super().prepare_job_execution(job, *args, **kwargs)
+        self._running_job_id = job.id
+
+    def _finalize_success(self, job: Job, *args, **kwargs):
+        self._running_job_id = None  # too late to interrupt: RQ records the success
+        super()._finalize_success(job, *args, **kwargs)
+
+    def _finalize_failure(self, job: Job, *args, **kwargs):
+        self._running_job_id = None
+        super()._finalize_failure(job, *args, **kwargs)
+
+    def _interrupt_job(self, signum, frame):
+        job_id = self._running_job_id
+        if job_id is None:
+            return
+        self._interrupted_job_id = job_id
+        log.warning(
+            "worker %s interrupts job %s to stop; it goes back on its queue", self.name, job_id
+        )
+        raise ShutdownImminent(f"worker {self.name} is shutting down")
+
+    def handle_exception(self, job: Job, *exc_info):
+        if job.id != self._interrupted_job_id:  # an interruption is no error to report
+            super().handle_exception(job, *exc_info)
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry=None, exc_string="", execution=None
+    ):
+        if job.id != self._interrupted_job_id:
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            return
+        # Not a failure: the job's work was rolled back, and it runs again in full elsewhere.
+        self._interrupted_job_id = None
+        with self.connection.pipeline() as pipeline:
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            queue._enqueue_job(job, pipeline=pipeline, at_front=True)
+            pipeline.execute()
+        log.info("job %s is back at the front of queue %s", job.id, queue.name)
 
     def register_death(self):
+        if self._shutdown_timer is not None:
+            self._shutdown_timer.cancel()
         with contextlib.suppress(redis.RedisError):
             queues.forget_able_worker(self.connection, self.main_queue_name, self.name)
             for name in self.queue_names():

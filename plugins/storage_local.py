@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -16,6 +17,8 @@ from app.plugin_api import ObjectNotFound, StorageBackend, StorageUnavailable, v
 # mistaken for (or collide with) a stored object.
 _TMP_PREFIX = ".tmp-"
 _PROBE_PREFIX = ".probe-"
+# No space left on the device, or the owner's quota is spent.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class LocalStorage(StorageBackend):
@@ -48,6 +51,18 @@ class LocalStorage(StorageBackend):
     def save(self, key: str, fileobj: BinaryIO, content_type: str) -> None:
         """Write the whole stream under `key`, atomically replacing any existing object."""
         path = self._path(key)
+        try:
+            self._write(path, fileobj)
+        except OSError as exc:
+            if exc.errno in _FULL:
+                # A full disk (at a new directory, the temporary file or its last block) is
+                # an outage of the store, as a failing S3 is: callers that clean up after
+                # StorageUnavailable then leave nothing behind.
+                raise StorageUnavailable(f"local storage is full: {exc.strerror}") from exc
+            raise
+
+    @staticmethod
+    def _write(path: str, fileobj: BinaryIO) -> None:
         directory = os.path.dirname(path)
         # A concurrent delete may prune the directory between makedirs and mkstemp; retry.
         for attempt in range(3):

@@ -105,14 +105,15 @@ def test_every_api_request_is_in_the_access_log_with_its_key_prefix(client, team
             headers=team_a.headers(),
             content_type="multipart/form-data",
         )
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "likeness.access"]
-    assert [(line["method"], line["status"]) for line in lines] == [
+    lines = [r for r in caplog.records if r.name == "likeness.access"]
+    assert [(line.method, line.status) for line in lines] == [
         ("GET", 200),
         ("GET", 401),
         ("POST", 415),
     ]
-    assert lines[0]["key_prefix"] == team_a.key.split("_")[1] and lines[1]["key_prefix"] is None
-    assert all(line["path"].startswith("/api/v1/") and "ms" in line for line in lines)
+    assert lines[0].key_prefix == team_a.key.split("_")[1] and lines[1].key_prefix is None
+    assert lines[0].team_id == str(team_a.id) and lines[1].team_id is None
+    assert all(line.path.startswith("/api/v1/") and line.duration_ms >= 0 for line in lines)
     assert team_a.key not in caplog.text  # never the secret
 
 

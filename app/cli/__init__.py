@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app.cli.accounts import teams, users
+from app.cli.archive import export_command, import_archive_command
 from app.cli.audit import audit_group
 from app.cli.duplicates import duplicates_group
 from app.cli.imports import import_command
@@ -26,6 +27,8 @@ COMMANDS = [
     reconcile_command,
     index_group,
     duplicates_group,
+    export_command,
+    import_archive_command,
 ]
 
 

@@ -1,16 +1,50 @@
 from __future__ import annotations
 
-from flask import abort, g, redirect, render_template, request, session, url_for
-from flask_login import login_required
+from flask import (
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_required
 
+from app.errors import Conflict, Invalid, ServiceError
 from app.gallery import bp
-from app.models import Image
-from app.services import accounts, reconcile
+from app.models import IMAGE_STATUSES, Image
+from app.services import accounts, collections, reconcile, renditions
 from app.services import images as image_service
-from app.tenancy import get_owned
-from app.views import choose_team, current_actor, role_required, send_variant
+from app.services.ingest import Incoming, ingest
+from app.services.search import similar_images
+from app.tenancy import current_team_id, get_owned
+from app.views import (
+    choose_team,
+    current_actor,
+    http_refusal,
+    role_required,
+    send_stored,
+    send_variant,
+)
 
 PAGE_SIZE = 60
+SIMILAR_COUNT = 12
+# phash is 64 bits; a resized or recompressed copy differs in a handful, another photo in ~32.
+NEAR_DUPLICATE_BITS = 10
+NEAR_DUPLICATE_COUNT = 20
+PICKER_SIZE = 200
+EDITORS = ("admin", "member")
+# The gallery's filters as URL parameters (shareable), and the service's name for each.
+FILTERS = {
+    "q": "text",
+    "tag": "tag",
+    "label": "label",
+    "status": "status",
+    "collection": "collection_id",
+}
 
 
 @bp.before_request
@@ -26,6 +60,32 @@ def require_team():
     return choose_team()
 
 
+@bp.app_context_processor
+def gallery_helpers():
+    return {"can_edit": lambda: getattr(g, "membership", None) and g.membership.role in EDITORS}
+
+
+def filter_args() -> dict[str, str]:
+    """The gallery filters of this request, as URL parameters (empty ones dropped)."""
+    args = {}
+    for name in FILTERS:
+        value = " ".join(request.args.get(name, "").split())
+        if value:
+            args[name] = value
+    return args
+
+
+def service_filters(args: dict[str, str]) -> dict[str, str]:
+    return {FILTERS[name]: value for name, value in args.items()}
+
+
+def is_fragment_request() -> bool:
+    # A history restore (back button) wants the whole page even though htmx asks.
+    return bool(request.headers.get("HX-Request")) and not request.headers.get(
+        "HX-History-Restore-Request"
+    )
+
+
 @bp.post("/teams/switch")
 def switch_team():
     """Make another of the user's teams the current one (an unknown team is a 404)."""
@@ -38,19 +98,244 @@ def switch_team():
     return redirect(url_for("gallery.index"))
 
 
+def _results_context(args: dict[str, str], cursor: str | None = None) -> dict:
+    filters = service_filters(args)
+    images, next_cursor = image_service.list_images(PAGE_SIZE, cursor, **filters)
+    return {
+        "images": images,
+        "next_cursor": next_cursor,
+        "filter_args": args,
+        "counts": image_service.count_images(**filters),
+        "newest": image_service.encode_cursor(images[0]) if images else "",
+    }
+
+
 @bp.get("/")
 def index():
-    images, next_cursor = image_service.list_images(PAGE_SIZE, request.args.get("cursor"))
-    template = (
-        "gallery/_grid_items.html" if request.headers.get("HX-Request") else "gallery/index.html"
+    args = filter_args()
+    cursor = request.args.get("cursor")
+    context = _results_context(args, cursor)
+    headers = {"Vary": "HX-Request, HX-History-Restore-Request"}
+    if is_fragment_request():
+        # The next page of the grid (infinite scroll), or the results of changed filters.
+        if cursor:
+            return render_template("gallery/_grid_items.html", **context), 200, headers
+        # The address bar shows the filters in use, without the empty ones the form sent.
+        headers["HX-Push-Url"] = url_for("gallery.index", **args)
+        return render_template("gallery/_results.html", **context), 200, headers
+    collection_page, _ = collections.list_collections(PICKER_SIZE)
+    page = render_template(
+        "gallery/index.html",
+        **context,
+        collections=[info.collection for info in collection_page],
+        tags=image_service.tag_names(),
+        labels=image_service.label_names(),
+        statuses=IMAGE_STATUSES,
+        upload_limit_mb=_upload_limit_mb(),
     )
-    response = render_template(template, images=images, next_cursor=next_cursor)
-    return response, 200, {"Vary": "HX-Request"}
+    return page, 200, headers
+
+
+def _upload_limit_mb() -> int:
+    return current_app.config["MAX_UPLOAD_MB"]
+
+
+@bp.get("/fresh")
+def list_fresh_images():
+    """Images newer than `since` in the current filters, placed above the grid, and the poller
+    again: polling every few seconds while any image in view is still being processed."""
+    args = filter_args()
+    since = request.args.get("since", "")
+    context = _results_context(args)
+    if since:
+        newest = image_service.decode_cursor(since)
+        context["images"] = [
+            image for image in context["images"] if (image.created_at, image.id) > newest
+        ]
+    else:
+        context["images"] = []
+    context["newest"] = context["newest"] or since
+    return render_template("gallery/_fresh.html", **context)
+
+
+@bp.post("/upload")
+@role_required(*EDITORS)
+def upload_images():
+    """One or more files from the gallery's drop zone; JSON for the page's upload script."""
+    files = request.files.getlist("file")
+    if not files:
+        return {"error": "choose an image to upload"}, 400
+    try:
+        tags = image_service.parse_tags(request.form.get("tags", ""))
+        results = ingest(
+            current_team_id(),
+            [Incoming(file.stream, file.filename) for file in files],
+            actor=current_actor(),
+            tags=tags,
+            user_id=current_user.id,
+            collection_id=request.form.get("collection") or None,
+        )
+    except ServiceError as exc:
+        status, _ = http_refusal(exc)
+        return {"error": exc.message}, status
+    items = [
+        {
+            "id": str(result.image.id),
+            "existing": result.existing,
+            "status": result.image.status,
+            "message": (
+                f"already in the library as {result.image.filename}"
+                if result.existing
+                else "uploaded"
+            ),
+            "html": render_template("gallery/_tile.html", image=result.image, filter_args={}),
+        }
+        for result in results
+    ]
+    created = any(not result.existing for result in results)
+    return {"items": items}, 201 if created else 200
+
+
+@bp.get("/images/<image_id>")
+def show_image(image_id: str):
+    image = get_owned(Image, image_id)
+    args = filter_args()
+    newer, older = image_service.adjacent_images(image, **service_filters(args))
+    return render_template(
+        "gallery/image.html",
+        image=image,
+        newer=newer,
+        older=older,
+        filter_args=args,
+        collection=_collection_of(image),
+        collections=_collection_choices(),
+        formats=renditions.FORMATS,
+        default_quality=renditions.DEFAULT_QUALITY,
+    )
+
+
+def _collection_of(image: Image):
+    return collections.get(image.collection_id) if image.collection_id else None
+
+
+def _collection_choices():
+    page, _ = collections.list_collections(PICKER_SIZE)
+    return [info.collection for info in page]
+
+
+@bp.get("/images/<image_id>/similar")
+def list_similar(image_id: str):
+    """'More like this', loaded when it scrolls into view."""
+    image = get_owned(Image, image_id)
+    try:
+        matches = similar_images(image, SIMILAR_COUNT).matches
+        refusal = None
+    except (Conflict, Invalid) as exc:
+        matches, refusal = [], exc.message
+    return render_template(
+        "gallery/_similar.html", image=image, matches=matches, refusal=refusal, kind="similar"
+    )
+
+
+@bp.get("/images/<image_id>/duplicates")
+def list_near_duplicates(image_id: str):
+    """Images whose perceptual hash is within a few bits of this one's."""
+    image = get_owned(Image, image_id)
+    try:
+        found = similar_images(image, NEAR_DUPLICATE_COUNT, "phash").matches
+        matches = [m for m in found if m.distance <= NEAR_DUPLICATE_BITS]
+        refusal = None
+    except (Conflict, Invalid) as exc:
+        matches, refusal = [], exc.message
+    return render_template(
+        "gallery/_similar.html", image=image, matches=matches, refusal=refusal, kind="duplicates"
+    )
+
+
+def _edited(image: Image, changes: dict, fragment: str):
+    """Apply an edit from the image page: the fragment again for htmx (with the refusal, if
+    any), or back to the page for a plain form."""
+    error = None
+    try:
+        image_service.edit_image(image, changes, actor=current_actor())
+    except ServiceError as exc:
+        error = exc
+    if request.headers.get("HX-Request"):
+        status = http_refusal(error)[0] if error else 200
+        body = render_template(
+            fragment,
+            image=image,
+            error=error.message if error else None,
+            collection=_collection_of(image),
+            collections=_collection_choices(),
+        )
+        return body, status
+    if error:
+        flash(error.message, "error")
+    else:
+        flash("Saved.", "success")
+    return redirect(url_for("gallery.show_image", image_id=image.id))
+
+
+@bp.post("/images/<image_id>/tags")
+@role_required(*EDITORS)
+def edit_tags(image_id: str):
+    image = get_owned(Image, image_id)
+    return _edited(image, {"tags": request.form.get("tags", "")}, "gallery/_tags.html")
+
+
+@bp.post("/images/<image_id>/collection")
+@role_required(*EDITORS)
+def move_to_collection(image_id: str):
+    image = get_owned(Image, image_id)
+    changes = {"collection_id": request.form.get("collection") or None}
+    return _edited(image, changes, "gallery/_collection.html")
+
+
+@bp.post("/images/<image_id>/delete")
+@role_required(*EDITORS)
+def delete_image(image_id: str):
+    image = get_owned(Image, image_id)
+    filename = image.filename
+    image_service.delete_image(image, actor=current_actor())
+    flash(f"Deleted {filename}.", "success")
+    target = url_for("gallery.index")
+    if request.headers.get("HX-Request"):
+        return "", 204, {"HX-Redirect": target}
+    return redirect(target)
 
 
 @bp.get("/images/<image_id>/thumbnail")
 def get_thumbnail(image_id: str):
     return send_variant(get_owned(Image, image_id), "thumbnail")
+
+
+@bp.get("/images/<image_id>/preview")
+def get_preview(image_id: str):
+    image = get_owned(Image, image_id)
+    return send_variant(image, "preview" if image.preview_key else "thumbnail")
+
+
+@bp.get("/images/<image_id>/original")
+def download_original(image_id: str):
+    return send_variant(get_owned(Image, image_id), "original", as_attachment=True)
+
+
+@bp.get("/images/<image_id>/download")
+def download_copy(image_id: str):
+    """A compressed copy in the format and quality asked for, made once and kept."""
+    image = get_owned(Image, image_id)
+    fmt = request.args.get("format", "webp")
+    quality = None
+    if fmt != "png":
+        raw = request.args.get("quality", "")
+        if not raw.isdigit() or not 1 <= int(raw) <= 95:
+            raise Invalid("quality is a whole number from 1 to 95")
+        quality = int(raw)
+    rendition = renditions.derived(image, "original", fmt, quality, None)
+    return send_stored(
+        rendition.key, rendition.content_type, rendition.filename, as_attachment=True
+    )
 
 
 @bp.get("/images/<image_id>/status")
@@ -59,7 +344,7 @@ def get_status_badge(image_id: str):
 
 
 @bp.post("/images/<image_id>/retry")
-@role_required("admin", "member")
+@role_required(*EDITORS)
 def retry_image(image_id: str):
     image = get_owned(Image, image_id)
     if image.status == "error":

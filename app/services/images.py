@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import unicodedata
@@ -18,42 +16,21 @@ from app.errors import Invalid, ValidationFailed
 from app.extensions import db
 from app.models import IMAGE_STATUSES, Embedding, Image, Label, Tag
 from app.runtime import plugins, storage
-from app.services import audit, collections
+from app.services import audit, collections, paging
 from app.services.audit import Actor
 from app.services.transaction import after_commit, transactional
-from app.strict_json import loads_strict
 
 log = logging.getLogger(__name__)
 
 
 def encode_cursor(image: Image) -> str:
-    raw = json.dumps([image.created_at.isoformat(), str(image.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-MAX_CURSOR_LENGTH = 200  # what encode_cursor makes is about 100 characters
+    return paging.encode_time_and_id(image.created_at, image.id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The position `encode_cursor` gave out; anything else (tampered, truncated, of another
-    shape) is a 400, checked part by part before it reaches a query."""
-    refused = Invalid("cursor is not one this API returned")
-    if len(cursor) > MAX_CURSOR_LENGTH:
-        raise refused
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        parts = loads_strict(raw)
-    except (ValueError, binascii.Error):
-        raise refused from None
-    if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) for p in parts)):
-        raise refused
-    try:
-        created_at, image_id = datetime.fromisoformat(parts[0]), uuid.UUID(parts[1])
-    except ValueError:
-        raise refused from None
-    if created_at.tzinfo is None:
-        raise refused
-    return created_at, image_id
+    shape) is Invalid, checked part by part before it reaches a query."""
+    return paging.decode_time_and_id(cursor)
 
 
 def list_images(
@@ -64,12 +41,14 @@ def list_images(
     tag: str | None = None,
     text: str | None = None,
     collection_id: str | None = None,
+    label: str | None = None,
 ) -> tuple[list[Image], str | None]:
     """One page of the current team's images, newest first, and the cursor of the next page.
 
     `tag` keeps images with that tag; `text` matches the filename, a tag or a label (what an
     embedder such as cnn saw), case-insensitively; `collection_id` keeps the images of that
-    collection of the team (any other id is NotFound).
+    collection of the team (any other id is NotFound); `label` keeps images an embedder gave
+    that label (any case).
     """
     query = (
         select(Image)
@@ -82,6 +61,32 @@ def list_images(
             selectinload(Image.uploaded_by_key),
         )
     )
+    query = _filtered(
+        query, status=status, tag=tag, text=text, collection_id=collection_id, label=label
+    )
+    if cursor:
+        created_at, image_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Image.created_at < created_at,
+                and_(Image.created_at == created_at, Image.id < image_id),
+            )
+        )
+    rows = list(db.session.scalars(query.limit(limit + 1)))
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def _filtered(
+    query,
+    *,
+    status: str | None = None,
+    tag: str | None = None,
+    text: str | None = None,
+    collection_id: str | None = None,
+    label: str | None = None,
+):
+    """`query` narrowed by list_images' filters."""
     if status is not None:
         if status not in IMAGE_STATUSES:
             raise Invalid(f"status must be one of {', '.join(IMAGE_STATUSES)}")
@@ -90,6 +95,8 @@ def list_images(
         query = query.where(Image.collection_id == collections.get(collection_id).id)
     if tag is not None:
         query = query.where(Image.tags.any(Tag.name == normalise_tag(tag)))
+    if label is not None:
+        query = query.where(Image.labels.any(func.lower(Label.name) == label.casefold()))
     if text is not None:
         text = " ".join(text.split())[:200]
         if not text:
@@ -102,17 +109,49 @@ def list_images(
                 Image.labels.any(func.lower(Label.name).contains(needle, autoescape=True)),
             )
         )
-    if cursor:
-        created_at, image_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                Image.created_at < created_at,
-                and_(Image.created_at == created_at, Image.id < image_id),
-            )
+    return query
+
+
+def count_images(**filters) -> dict[str, int]:
+    """How many of the current team's images pass list_images' filters (`status` aside), by
+    status, every status present."""
+    filters.pop("status", None)
+    query = _filtered(select(Image.status, func.count()).group_by(Image.status), **filters)
+    counts = dict.fromkeys(IMAGE_STATUSES, 0)
+    counts.update({status: count for status, count in db.session.execute(query)})
+    return counts
+
+
+def adjacent_images(image: Image, **filters) -> tuple[Image | None, Image | None]:
+    """The images just newer and just older than `image` in list_images' order, among those
+    that pass the same filters (either None at an end)."""
+    newer = _filtered(select(Image), **filters).where(
+        or_(
+            Image.created_at > image.created_at,
+            and_(Image.created_at == image.created_at, Image.id > image.id),
         )
-    rows = list(db.session.scalars(query.limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    )
+    older = _filtered(select(Image), **filters).where(
+        or_(
+            Image.created_at < image.created_at,
+            and_(Image.created_at == image.created_at, Image.id < image.id),
+        )
+    )
+    return (
+        db.session.scalar(newer.order_by(Image.created_at, Image.id).limit(1)),
+        db.session.scalar(older.order_by(Image.created_at.desc(), Image.id.desc()).limit(1)),
+    )
+
+
+def tag_names(limit: int = 500) -> list[str]:
+    """The current team's tag names, in order (for filter pickers)."""
+    return list(db.session.scalars(select(Tag.name).order_by(Tag.name).limit(limit)))
+
+
+def label_names(limit: int = 500) -> list[str]:
+    """The distinct labels the current team's images carry, in order (for filter pickers)."""
+    query = select(Label.name).distinct().order_by(Label.name).limit(limit)
+    return list(db.session.scalars(query))
 
 
 @transactional

@@ -44,6 +44,7 @@ __all__ = [
     "Validated",
     "ingest",
     "limits",
+    "seekable",
     "validate",
 ]
 
@@ -135,7 +136,7 @@ def ingest(
         collection_id = collections.require(team_id, collection_id).id
         details["collection_id"] = str(collection_id)
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(_seekable(f.stream)) for f in files]
+        sources = [stack.enter_context(seekable(f.stream)) for f in files]
         checked = [
             _Checked(source, f.filename, f.image_id, validate(source))
             for source, f in zip(sources, files, strict=True)
@@ -251,7 +252,7 @@ def _save_files(row: Image, stream: BinaryIO, valid: Validated, written: list[st
 
 
 @contextlib.contextmanager
-def _seekable(stream: BinaryIO) -> Iterator[BinaryIO]:
+def seekable(stream: BinaryIO) -> Iterator[BinaryIO]:
     """The stream itself if it can seek; otherwise a bounded copy, removed afterwards.
 
     A response body from a URL import, say, is read at most one byte past the upload limit.

@@ -42,11 +42,23 @@ def _outdated_embedders(image: Image) -> list[str]:
     return [name for name, e in plugins().embedders.items() if (name, e.version) not in have]
 
 
+def working_size() -> int:
+    """The smallest edge an original is decoded to: what the preview and every enabled
+    embedder need."""
+    return max([PREVIEW_SIZE] + [e.input_size for e in plugins().embedders.values()])
+
+
+def embedder_pixels(preview: PILImage.Image) -> PILImage.Image:
+    """What embedders see of an image: its preview without transparency. Search by file
+    prepares its query the same way, so its vector is comparable with the stored ones."""
+    return preview.convert("RGB")
+
+
 def _load_working_image(key: str, digest: bool) -> tuple[PILImage.Image, str | None]:
     """Decode the original once, no larger than the preview needs (JPEG draft decoding),
     upright, RGB or RGBA; with `digest`, also the digest of its full-size pixels (a second,
     whole decode: exact duplicates must differ nowhere, not only at the preview's scale)."""
-    need = max([PREVIEW_SIZE] + [e.input_size for e in plugins().embedders.values()])
+    need = working_size()
     # Copied first, so that reading storage and decoding fail apart: a read that breaks is
     # retried, while whatever the decoder refuses will be refused again.
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as copy:
@@ -85,9 +97,9 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
         preview = make_rendition(working, PREVIEW_SIZE)
         preview_key = f"teams/{team_id}/images/{image_id}/preview.webp"
         storage().save(preview_key, io.BytesIO(encode_webp(preview, quality=82)), "image/webp")
-        # Embedders see the preview without transparency, as they always have. Everything is
-        # computed before anything is written, so the write transaction stays short.
-        pixels = preview.convert("RGB")
+        # Everything is computed before anything is written, so the write transaction stays
+        # short.
+        pixels = embedder_pixels(preview)
         # One call per embedder gives its vector and, if it names things, its labels.
         results = {name: plugins().embedders[name].embed_and_label([pixels]) for name in outdated}
         with unit_of_work():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from sqlalchemy import select
@@ -11,9 +12,12 @@ from sqlalchemy.orm import joinedload
 
 from app.errors import Conflict, Invalid
 from app.extensions import db
+from app.imaging.render import make_rendition
+from app.imaging.validate import open_working
 from app.models import Embedding, Image, IndexBuild
 from app.plugin_api import ExactScan, similarity
 from app.runtime import index_cache, plugins
+from app.services import ingest, processing
 from app.services.indexing import current_build, embeddings_query, load_vectors, serving_build
 
 MAX_K = 100
@@ -156,3 +160,25 @@ def similar_images(image: Image, k: int, embedder: str | None = None) -> SearchR
         embedder_version=version,
         serving=serving,
     )
+
+
+def search_by_file(
+    team_id: uuid.UUID, stream: BinaryIO, k: int, embedder: str | None = None
+) -> SearchResult:
+    """Images of the team most like an image that is not stored: the file is checked exactly
+    like an upload (size, content type, pixel and frame limits, a full decode), embedded here
+    as processing would embed it, and searched like /similar. Nothing is written: no row, no
+    stored object, and no file beyond the stream the caller owns.
+
+    Raises what an upload raises for a bad file, and Invalid for an unknown embedder."""
+    embedder = resolve_embedder(embedder)  # before any work on the file
+    plugin = plugins().embedders[embedder]
+    with ingest.seekable(stream) as source:
+        ingest.validate(source)
+        # Decoded again at the size processing decodes originals to, then reduced to the same
+        # preview: the query vector is comparable with every stored one. The cnn network is
+        # loaded by the plugin on its first use in this process, once.
+        working = open_working(source, processing.working_size())
+    pixels = processing.embedder_pixels(make_rendition(working, processing.PREVIEW_SIZE))
+    vector = plugin.embed_batch([pixels])[0]
+    return nearest(team_id, embedder, vector, k)
