@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from sqlalchemy import select
 
@@ -18,6 +20,14 @@ def id_routes(app):
             continue
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             yield rule, method
+
+
+# Input each API id route would take from the owner, so that what refuses the intruder is the
+# id, not the body (routes not named here take no body).
+VALID_API_BODIES = {
+    ("PATCH", "/api/v1/images/<image_id>"): {"filename": "mine-now.jpg"},
+    ("PATCH", "/api/v1/members/<user_id>"): {"role": "viewer"},
+}
 
 
 def team_state(app, team_id):
@@ -87,8 +97,9 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
             url = url.replace(f"<{name}>", value)
         assert "<" not in url, f"isolation test does not know how to fill {rule.rule}"
         if rule.rule.startswith("/api/"):
+            body = VALID_API_BODIES.get((method, rule.rule))
             response = app.test_client().open(
-                url, method=method, headers=team_b.headers(), json={"role": "viewer"}
+                url, method=method, headers=team_b.headers(), json=body
             )
         else:
             response = intruder.open(url, method=method, data={"role": "viewer"})
@@ -108,6 +119,15 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("PATCH", "/api/v1/images/<image_id>"),
         ("POST", "/images/<image_id>/retry"),
         ("POST", "/api/v1/uploads/<upload_id>/complete"),
+        ("GET", "/images/<image_id>"),
+        ("GET", "/images/<image_id>/similar"),
+        ("GET", "/images/<image_id>/duplicates"),
+        ("GET", "/images/<image_id>/preview"),
+        ("GET", "/images/<image_id>/original"),
+        ("GET", "/images/<image_id>/download"),
+        ("POST", "/images/<image_id>/tags"),
+        ("POST", "/images/<image_id>/collection"),
+        ("POST", "/images/<image_id>/delete"),
         ("POST", "/api/v1/duplicates/<group_id>/resolve"),
     ]:
         assert expected in checked
@@ -120,6 +140,27 @@ def test_switching_to_a_team_you_are_not_in_is_404(app, team_a, team_b, person):
     response = intruder.post("/teams/switch", data={"team_id": str(team_a.id)})
     assert response.status_code == 404
     assert b"Team A" not in intruder.get("/").data
+
+
+def test_gallery_filters_and_uploads_refuse_another_teams_collection(app, team_a, team_b, person):
+    from app.services import collections
+    from app.services.audit import Actor
+
+    with app.app_context():
+        theirs = collections.create_collection(team_a.id, "Private", actor=Actor.system())
+        collection_id = str(theirs.collection.id)
+    intruder = person(team_b, "admin").client
+    for path in (f"/?collection={collection_id}", f"/fresh?collection={collection_id}"):
+        response = intruder.get(path)
+        assert response.status_code == 404 and b"Private" not in response.data
+    upload = intruder.post(
+        "/upload",
+        data={"file": [(io.BytesIO(samples.jpeg(1)), "x.jpg")], "collection": collection_id},
+        content_type="multipart/form-data",
+    )
+    assert upload.status_code == 404 and b"Private" not in upload.data
+    with app.app_context(), unscoped():
+        assert db.session.scalar(select(Image.id).where(Image.team_id == team_b.id)) is None
 
 
 def test_lists_and_similar_results_never_show_other_teams(client, team_a, team_b, upload, run_jobs):

@@ -8,6 +8,7 @@ from flask import Flask
 from app.cli.accounts import teams, users
 from app.cli.archive import export_command, import_archive_command
 from app.cli.audit import audit_group
+from app.cli.duplicates import duplicates_group
 from app.cli.imports import import_command
 from app.cli.index import index_group
 from app.cli.keys import keys_group
@@ -25,6 +26,7 @@ COMMANDS = [
     import_command,
     reconcile_command,
     index_group,
+    duplicates_group,
     export_command,
     import_archive_command,
 ]

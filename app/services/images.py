@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import unicodedata
@@ -18,42 +16,21 @@ from app.errors import Invalid, ValidationFailed
 from app.extensions import db
 from app.models import IMAGE_STATUSES, Embedding, Image, Label, Tag
 from app.runtime import plugins, storage
-from app.services import audit, collections
+from app.services import audit, collections, paging
 from app.services.audit import Actor
 from app.services.transaction import after_commit, transactional
-from app.strict_json import loads_strict
 
 log = logging.getLogger(__name__)
 
 
 def encode_cursor(image: Image) -> str:
-    raw = json.dumps([image.created_at.isoformat(), str(image.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-MAX_CURSOR_LENGTH = 200  # what encode_cursor makes is about 100 characters
+    return paging.encode_time_and_id(image.created_at, image.id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The position `encode_cursor` gave out; anything else (tampered, truncated, of another
-    shape) is a 400, checked part by part before it reaches a query."""
-    refused = Invalid("cursor is not one this API returned")
-    if len(cursor) > MAX_CURSOR_LENGTH:
-        raise refused
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        parts = loads_strict(raw)
-    except (ValueError, binascii.Error):
-        raise refused from None
-    if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) for p in parts)):
-        raise refused
-    try:
-        created_at, image_id = datetime.fromisoformat(parts[0]), uuid.UUID(parts[1])
-    except ValueError:
-        raise refused from None
-    if created_at.tzinfo is None:
-        raise refused
-    return created_at, image_id
+    shape) is Invalid, checked part by part before it reaches a query."""
+    return paging.decode_time_and_id(cursor)
 
 
 def list_images(
