@@ -69,6 +69,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive app plugins
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .

@@ -579,6 +579,26 @@ def _resolution(body) -> tuple[list[uuid.UUID], list[uuid.UUID]] | None:
     return keep_ids, delete_ids
 
 
+def _names_a_changed_group(team_id: uuid.UUID, plan: _Plan, group_id: str, body) -> bool:
+    """Whether a body names exactly the images this group id was listed with, some of them
+    still the team's: the team's own group, changed since (its smallest image deleted)."""
+    try:
+        resolution = _resolution(body)
+    except Invalid:
+        return False
+    if resolution is None:
+        return False
+    named = resolution[0] + resolution[1]
+    if _group_id(plan, (str(i) for i in named)) != group_id:
+        return False
+    return (
+        db.session.scalar(
+            select(Image.id).where(Image.team_id == team_id, Image.id.in_(named)).limit(1)
+        )
+        is not None
+    )
+
+
 @transactional
 def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
     """Resolve a group as listed: `{"keep": [ids], "delete": [ids]}` keeps some images and
@@ -593,6 +613,8 @@ def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
     # second finds the group changed.
     anchored = select(Image.id).where(Image.team_id == team_id, Image.id == anchor)
     if db.session.scalar(anchored.with_for_update()) is None:
+        if _names_a_changed_group(team_id, plan, group_id, body):
+            raise Conflict("an image of the group is gone; list the duplicates again")
         raise NotFound("no such duplicate group")
     resolution = _resolution(body)
     not_duplicates = resolution is None
@@ -653,3 +675,20 @@ def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
     for image in doomed:
         images.delete_image(image, actor=actor)
     return {"group_id": group_id, "kept": kept, "deleted": [str(i.id) for i in doomed]}
+
+
+def suggested_resolution(team_id: uuid.UUID, group_id: str) -> dict:
+    """The body that resolves a group as it stands keeping only its suggested keeper, for a
+    page that resolves many groups at once; NotFound and Conflict as `resolve` has them."""
+    plan, anchor, group_id = _parse_group_id(group_id)
+    if (
+        db.session.scalar(select(Image.id).where(Image.team_id == team_id, Image.id == anchor))
+        is None
+    ):
+        raise NotFound("no such duplicate group")
+    current = _groups(team_id, plan, _pairs_around(team_id, plan, str(anchor), _ready_ids(team_id)))
+    if group_id not in current:
+        raise Conflict("the group has changed since it was listed; list the duplicates again")
+    members = _team_images(team_id, [uuid.UUID(i) for i in current[group_id]])
+    ordered = sorted(members.values(), key=keeper_order)
+    return {"keep": [str(ordered[0].id)], "delete": [str(i.id) for i in ordered[1:]]}
