@@ -388,3 +388,12 @@ def test_the_command_line_reports_every_group(runner, team_a, add, pair):
         args=["duplicates", "report", "--team", team_a.team.slug, "--threshold", "x"]
     )
     assert refused.exit_code == 1 and "threshold must be a number" in refused.output
+
+
+def test_a_group_whose_smallest_image_is_gone_is_a_conflict_not_a_404(client, team_a, pair):
+    group_id, (a, b) = pair
+    smallest, other = sorted((a, b), key=uuid.UUID)
+    assert client.delete(f"/api/v1/images/{smallest}", headers=team_a.headers()).status_code == 204
+    body = {"keep": [other], "delete": [smallest]}
+    assert resolve(client, team_a, group_id, body).status_code == 409
+    assert resolve(client, team_a, group_id, {"not_duplicates": True}).status_code == 404

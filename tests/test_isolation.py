@@ -225,3 +225,27 @@ def test_team_scoped_query_without_a_team_in_a_request_raises(app):
 
     with app.test_request_context("/"), pytest.raises(TenancyError):
         db.session.query(Image).all()
+
+
+def test_search_by_file_or_text_never_shows_other_teams(client, team_a, team_b, upload, run_jobs):
+    original = samples.jpeg(7)
+    upload(team_a, [(original, "secret-harbour.jpg")])
+    mine = upload(team_b, [(samples.jpeg(8), "b-only.jpg")]).json["items"][0]
+    run_jobs()
+    for embedder in ("phash", "color"):
+        response = client.post(
+            "/api/v1/search",
+            data={"file": (io.BytesIO(original), "q.jpg"), "embedder": embedder},
+            headers=team_b.headers(),
+            content_type="multipart/form-data",
+        )
+        assert response.status_code == 200
+        # Team A's identical picture is not found; team B's own image is all there is.
+        assert [m["image"]["id"] for m in response.json["items"]] == [mine["id"]]
+        assert b"secret-harbour" not in response.data
+    for path in ("/api/v1/search", "/api/v1/images"):
+        for q in ("secret", "harbour", "secret harbour jpg"):
+            response = client.get(path, query_string={"q": q}, headers=team_b.headers())
+            assert response.status_code == 200 and response.json["items"] == []
+        owner = client.get(path, query_string={"q": "harbour"}, headers=team_a.headers())
+        assert [i["filename"] for i in owner.json["items"]] == ["secret-harbour.jpg"]

@@ -579,6 +579,26 @@ def _resolution(body) -> tuple[list[uuid.UUID], list[uuid.UUID]] | None:
     return keep_ids, delete_ids
 
 
+def _names_a_changed_group(team_id: uuid.UUID, plan: _Plan, group_id: str, body) -> bool:
+    """Whether a body names exactly the images this group id was listed with, some of them
+    still the team's: the team's own group, changed since (its smallest image deleted)."""
+    try:
+        resolution = _resolution(body)
+    except Invalid:
+        return False
+    if resolution is None:
+        return False
+    named = resolution[0] + resolution[1]
+    if _group_id(plan, (str(i) for i in named)) != group_id:
+        return False
+    return (
+        db.session.scalar(
+            select(Image.id).where(Image.team_id == team_id, Image.id.in_(named)).limit(1)
+        )
+        is not None
+    )
+
+
 @transactional
 def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
     """Resolve a group as listed: `{"keep": [ids], "delete": [ids]}` keeps some images and
@@ -593,6 +613,8 @@ def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
     # second finds the group changed.
     anchored = select(Image.id).where(Image.team_id == team_id, Image.id == anchor)
     if db.session.scalar(anchored.with_for_update()) is None:
+        if _names_a_changed_group(team_id, plan, group_id, body):
+            raise Conflict("an image of the group is gone; list the duplicates again")
         raise NotFound("no such duplicate group")
     resolution = _resolution(body)
     not_duplicates = resolution is None
