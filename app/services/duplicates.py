@@ -413,10 +413,8 @@ def _components(pairs: list[Pair]) -> list[list[Pair]]:
 
 
 def _split(pairs: list[Pair], dismissed: set[tuple[str, str]]) -> list[frozenset[str]]:
-    """Member sets of one component's groups, none holding a dismissed pair."""
-    members = {i for a, b, _ in pairs for i in (a, b)}
-    if not any((a, b) in dismissed for a, b in itertools.combinations(sorted(members), 2)):
-        return [frozenset(members)]
+    """Member sets of the groups of one component that holds a dismissed pair, none holding
+    one."""
 
     def compatible(group: set[str], newcomers: Iterable[str]) -> bool:
         return not any(
@@ -457,9 +455,18 @@ def _groups(team_id: uuid.UUID, plan: _Plan, pairs: list[Pair]) -> dict[str, fro
     """Group id -> member ids, from the close pairs (dismissed ones included: they decide
     the splits)."""
     dismissed = _dismissed(team_id)
+    components = _components([p for p in pairs if (p[0], p[1]) not in dismissed])
+    where = {i: n for n, component in enumerate(components) for p in component for i in p[:2]}
+    # Components that still link two images someone said are not duplicates: one pass over
+    # the decisions, whatever the number of components.
+    holding = {where[a] for a, b in dismissed if a in where and where[a] == where.get(b)}
     groups = {}
-    for component in _components([p for p in pairs if (p[0], p[1]) not in dismissed]):
-        for members in _split(component, dismissed):
+    for n, component in enumerate(components):
+        if n in holding:
+            split = _split(component, dismissed)
+        else:
+            split = [frozenset(i for p in component for i in p[:2])]
+        for members in split:
             groups[_group_id(plan, members)] = members
     return groups
 
