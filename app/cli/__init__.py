@@ -11,6 +11,7 @@ from app.cli.audit import audit_group
 from app.cli.duplicates import duplicates_group
 from app.cli.imports import import_command
 from app.cli.index import index_group
+from app.cli.jobs import jobs_group
 from app.cli.keys import keys_group
 from app.cli.members import members_group
 from app.cli.reconcile import reconcile_command
@@ -26,6 +27,7 @@ COMMANDS = [
     import_command,
     reconcile_command,
     index_group,
+    jobs_group,
     duplicates_group,
     export_command,
     import_archive_command,

@@ -740,3 +740,20 @@ def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
     for image in doomed:
         images.delete_image(image, actor=actor)
     return {"group_id": group_id, "kept": kept, "deleted": [str(i.id) for i in doomed]}
+
+
+def suggested_resolution(team_id: uuid.UUID, group_id: str) -> dict:
+    """The body that resolves a group as it stands keeping only its suggested keeper, for a
+    page that resolves many groups at once; NotFound and Conflict as `resolve` has them."""
+    plan, anchor, group_id = _parse_group_id(group_id)
+    if (
+        db.session.scalar(select(Image.id).where(Image.team_id == team_id, Image.id == anchor))
+        is None
+    ):
+        raise NotFound("no such duplicate group")
+    current = _groups(team_id, plan, _pairs_around(team_id, plan, str(anchor), _ready_ids(team_id)))
+    if group_id not in current:
+        raise Conflict("the group has changed since it was listed; list the duplicates again")
+    members = _team_images(team_id, [uuid.UUID(i) for i in current[group_id]])
+    ordered = sorted(members.values(), key=keeper_order)
+    return {"keep": [str(ordered[0].id)], "delete": [str(i.id) for i in ordered[1:]]}
