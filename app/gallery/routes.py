@@ -100,7 +100,7 @@ def switch_team():
 
 def _results_context(args: dict[str, str], cursor: str | None = None) -> dict:
     filters = service_filters(args)
-    images, next_cursor = image_service.list_images(PAGE_SIZE, cursor, **filters)
+    images, next_cursor = image_service.list_images(PAGE_SIZE, cursor, details=False, **filters)
     return {
         "images": images,
         "next_cursor": next_cursor,

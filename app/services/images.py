@@ -65,25 +65,25 @@ def list_images(
     text: str | None = None,
     collection_id: str | None = None,
     label: str | None = None,
+    details: bool = True,
 ) -> tuple[list[Image], str | None]:
     """One page of the current team's images, newest first, and the cursor of the next page.
 
     `tag` keeps images with that tag; `text` matches the filename, a tag or a label (what an
     embedder such as cnn saw), case-insensitively; `collection_id` keeps the images of that
     collection of the team (any other id is NotFound); `label` keeps images an embedder gave
-    that label (any case).
+    that label (any case). Without `details`, the images' tags, labels and uploaders are not
+    loaded (a grid of thumbnails shows none of them).
     """
-    query = (
-        select(Image)
-        .order_by(Image.created_at.desc(), Image.id.desc())
+    query = select(Image).order_by(Image.created_at.desc(), Image.id.desc())
+    if details:
         # What every listed image shows, in four queries for the page rather than four each.
-        .options(
+        query = query.options(
             selectinload(Image.tags),
             selectinload(Image.labels),
             selectinload(Image.uploaded_by_user),
             selectinload(Image.uploaded_by_key),
         )
-    )
     query = _filtered(
         query, status=status, tag=tag, text=text, collection_id=collection_id, label=label
     )
@@ -119,7 +119,9 @@ def _filtered(
     if tag is not None:
         query = query.where(Image.tags.any(Tag.name == normalise_tag(tag)))
     if label is not None:
-        query = query.where(Image.labels.any(func.lower(Label.name) == label.casefold()))
+        # Uncorrelated: the labelled ids are found once, not looked for again per image.
+        labelled = select(Label.image_id).where(func.lower(Label.name) == label.casefold())
+        query = query.where(Image.id.in_(labelled))
     if text is not None:
         text = " ".join(text.split())[:200]
         if not text:
