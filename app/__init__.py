@@ -73,13 +73,14 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     )
 
     from app.api import bp as api_bp
+    from app.api.openapi import init_api
     from app.auth import bp as auth_bp
     from app.gallery import bp as gallery_bp
     from app.ops import bp as ops_bp
     from app.settings import bp as settings_bp
 
     csrf.exempt(api_bp)  # keys, not cookies, authenticate the API
-    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    init_api(app, api_bp)  # at /api/v1, with /api/v1/openapi.json and /api/docs
     app.register_blueprint(ops_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(gallery_bp)
@@ -100,6 +101,12 @@ def create_app(config_class: type[Config] = Config) -> Flask:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        # Only over HTTPS (ProxyFix has applied a trusted X-Forwarded-Proto): a browser ignores
+        # it over plain HTTP, and a deployment reached by HTTP alone must not promise HTTPS.
+        if request.is_secure and app.config["HSTS_SECONDS"] > 0:
+            response.headers.setdefault(
+                "Strict-Transport-Security", f"max-age={app.config['HSTS_SECONDS']}"
+            )
         return response
 
     return app
@@ -132,7 +139,8 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-MISSING_SECRET_KEY = "SECRET_KEY must be set (or LIKENESS_ENV=development)"
+# bandit takes the name for a password: it is the message saying one is missing.
+MISSING_SECRET_KEY = "SECRET_KEY must be set (or LIKENESS_ENV=development)"  # nosec B105
 
 
 def _refuse_without_secret_key():
@@ -178,7 +186,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        return error_response(exc.status, exc.message, exc.code)
+        return error_response(exc.status, exc.message, exc.code, fields=exc.fields)
 
     @app.errorhandler(ServiceError)
     def service_error(exc: ServiceError):

@@ -136,7 +136,7 @@ def test_local_addresses_are_refused_without_explicit_allowance(client, team_a, 
         ({"urls": ["ftp://example.com/a.jpg"]}, 422),
         ({"urls": ["javascript:alert(1)"]}, 422),
         ({"urls": ["http://example.com/a.jpg", ""]}, 422),
-        ({"urls": [42]}, 422),
+        ({"urls": [42]}, 400),  # a wrong type: 400 naming the field
         ({"urls": ["http://example.com/" + "a" * 3000]}, 422),
         ({"urls": []}, 422),
         ({"urls": "http://example.com/a.jpg"}, 400),
@@ -147,8 +147,9 @@ def test_local_addresses_are_refused_without_explicit_allowance(client, team_a, 
                 "urls": ["http://example.com/a.jpg"],
                 "collection_id": "00000000-0000-0000-0000-000000000000",
             },
-            422,
+            404,  # no such collection in the team
         ),
+        ({"urls": ["http://example.com/a.jpg"], "collection_id": "not-an-id"}, 400),
     ],
 )
 def test_bad_import_requests_are_refused_and_create_nothing(app, client, team_a, body, status):

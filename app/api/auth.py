@@ -13,8 +13,9 @@ from app.services import keys
 from app.tenancy import set_request_team
 from app.views import client_ip
 
-# Endpoints with their own credential: a signed upload URL carries its token.
-PUBLIC_ENDPOINTS = {"api.openapi", "api.receive_upload"}
+# Endpoints with their own credential: a signed upload URL carries its token. (The OpenAPI
+# document and the docs page are served by flask-smorest's own blueprint, outside this one.)
+PUBLIC_ENDPOINTS = {"api.receive_upload"}
 
 
 def _presented_key() -> str | None:
@@ -48,7 +49,9 @@ def authenticate_api_key():
 
 
 def scope_required(scope: str):
-    """Refuse with 403, naming the scope, a key that lacks it."""
+    """Refuse with 403, naming the scope, a key that lacks it; the OpenAPI document names the
+    scope of the operation in `x-scopes`. Put it above the arguments: a key without the scope
+    learns nothing about what the input should have been."""
 
     def decorator(view):
         @wraps(view)
@@ -57,6 +60,7 @@ def scope_required(scope: str):
                 raise ApiError(403, f"this API key lacks the {scope!r} scope")
             return view(*args, **kwargs)
 
-        return wrapped
+        documented = bp.errors(401, 403)(wrapped)
+        return bp.doc(**{"x-scopes": [scope]})(documented)
 
     return decorator

@@ -2,46 +2,44 @@
 
 from __future__ import annotations
 
-from flask import request
-
 from app.api import bp
 from app.api.auth import scope_required
-from app.api.body import read_json
-from app.api.images import image_json, int_arg, refuse_unknown_args
+from app.api.schemas import (
+    DuplicateArgs,
+    DuplicatePageSchema,
+    ResolvedDuplicatesSchema,
+    ResolveDuplicatesSchema,
+)
 from app.services import duplicates
 from app.tenancy import current_team_id
 from app.views import current_actor
 
 
-@bp.get("/duplicates")
+@bp.get("/duplicates", tags=["duplicates"])
 @scope_required("read")
-def list_duplicates():
-    refuse_unknown_args("tier", "threshold", "limit", "cursor")
+@bp.arguments(DuplicateArgs, location="query", as_kwargs=True)
+@bp.response(200, DuplicatePageSchema)
+def list_duplicates(tier, limit, threshold=None, cursor=None):
+    """Groups of images that look like duplicates, in a tier (exact, near, similar), each with
+    the image suggested to keep first."""
     groups, next_cursor = duplicates.list_groups(
-        current_team_id(),
-        request.args.get("tier"),
-        request.args.get("threshold"),
-        limit=int_arg("limit", 20, 1, duplicates.MAX_LIMIT),
-        cursor=request.args.get("cursor"),
+        current_team_id(), tier, threshold, limit=limit, cursor=cursor
     )
-    return {
-        "groups": [
-            {
-                "id": group.id,
-                "tier": group.tier,
-                "images": [image_json(image) for image in group.images],
-                "suggested_keep": str(group.suggested_keep.id),
-            }
-            for group in groups
-        ],
-        "next_cursor": next_cursor,
-    }
+    return {"groups": groups, "next_cursor": next_cursor}
 
 
-@bp.post("/duplicates/<group_id>/resolve")
+@bp.post("/duplicates/<group_id>/resolve", tags=["duplicates"])
 @scope_required("write")
-def resolve_duplicates(group_id):
-    result = duplicates.resolve(current_team_id(), group_id, read_json(), actor=current_actor())
-    if "kept" in result:
-        result["kept"] = [image_json(image) for image in result["kept"]]
-    return result
+@bp.arguments(
+    ResolveDuplicatesSchema,
+    examples={
+        "keep one": {"value": {"keep": ["<image id>"], "delete": ["<image id>"]}},
+        "not duplicates": {"value": {"not_duplicates": True}},
+    },
+)
+@bp.response(200, ResolvedDuplicatesSchema)
+@bp.errors(404, 409)
+def resolve_duplicates(body, group_id):
+    """Keep some images of a group and delete the others (their tags and collection go to the
+    kept ones), or remember that the group's images are not duplicates."""
+    return duplicates.resolve(current_team_id(), group_id, body, actor=current_actor())

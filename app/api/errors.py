@@ -1,4 +1,4 @@
-"""Every JSON error comes from here: {"error": {"code": ..., "message": ...}}."""
+"""Every JSON error comes from here: {"error": {"code": ..., "message": ..., "fields"?: ...}}."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    410: "expired",
     413: "too_large",
     415: "unsupported_media_type",
     422: "validation_error",
@@ -22,16 +23,33 @@ CODES = {
 
 
 class ApiError(Exception):
-    """Raise in an API view to answer with this status, code and message."""
+    """Raise in an API view to answer with this status, code and message; `fields` maps each
+    invalid field (dotted path) to what is wrong with it."""
 
-    def __init__(self, status: int, message: str, code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        *,
+        fields: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.code = status, message, code or CODES[status]
+        self.fields = fields
 
 
-def error_response(status: int, message: str, code: str | None = None, headers=None):
-    body = {"error": {"code": code or CODES.get(status, "error"), "message": message}}
-    return body, status, headers or {}
+def error_response(
+    status: int,
+    message: str,
+    code: str | None = None,
+    headers=None,
+    fields: dict[str, str] | None = None,
+):
+    error = {"code": code or CODES.get(status, "error"), "message": message}
+    if fields:
+        error["fields"] = fields
+    return {"error": error}, status, headers or {}
 
 
 def wants_json() -> bool:
@@ -44,10 +62,11 @@ def http_error_response(exc: HTTPException):
         405: f"{request.method} is not allowed here",
         413: "the request body is too large",
     }
-    message = messages.get(exc.code) or exc.description or exc.name
-    if exc.code == 404 and "//" in request.path:
+    status = exc.code or 500
+    message = messages.get(status) or exc.description or exc.name
+    if status == 404 and "//" in request.path:
         message += ": the path has an empty segment (//); is an id missing?"
     headers = {}
-    if exc.code == 405 and exc.valid_methods:
+    if status == 405 and getattr(exc, "valid_methods", None):
         headers["Allow"] = ", ".join(exc.valid_methods)
-    return error_response(exc.code or 500, message, headers=headers)
+    return error_response(status, message, headers=headers)

@@ -5,86 +5,95 @@ from __future__ import annotations
 import csv
 import io
 
-from flask import g, request, url_for
+from flask import Response, g, request, url_for
 
 from app.api import bp
 from app.api.auth import scope_required
-from app.api.body import read_json
-from app.api.errors import ApiError
-from app.api.images import refuse_unknown_args, refuse_unknown_form_fields
-from app.models import ImportBatch
+from app.api.schemas import (
+    ImportCsvSchema,
+    ImportDetailSchema,
+    ImportSchema,
+    ImportUrlsSchema,
+    ListArgs,
+    With,
+    page_of,
+)
 from app.services import images as image_service
 from app.services import imports
-from app.tenancy import current_team_id, get_owned
+from app.tenancy import current_team_id
 from app.views import current_actor
 
-
-def _requests_from_json() -> tuple[list[imports.ItemRequest], list[str]]:
-    body = read_json()
-    if not isinstance(body, dict):
-        raise ApiError(400, "send JSON {\"urls\": [...]} or a multipart CSV 'file'")
-    unknown = sorted(set(body) - {"urls", "tags", "collection_id"})
-    if unknown:
-        raise ApiError(400, f"unsupported field {', '.join(unknown)}")
-    if body.get("collection_id") is not None:
-        raise ApiError(422, "no such collection", "validation_error")
-    urls = body.get("urls")
-    if not isinstance(urls, list):
-        raise ApiError(400, "urls is a list of URLs")
-    return [imports.ItemRequest(url=u) for u in urls], image_service.parse_tags(
-        body.get("tags", [])
-    )
+MULTIPART = "multipart/form-data"
 
 
-def _requests_from_csv() -> tuple[list[imports.ItemRequest], list[str]]:
-    refuse_unknown_form_fields()
-    upload = request.files.get("file")
-    if upload is None:
-        raise ApiError(400, "send the CSV as a multipart 'file' part")
-    data = upload.stream.read(imports.MAX_CSV_BYTES + 1)
-    tags = image_service.parse_tags(request.form.get("tags", ""))
-    return imports.parse_csv(data), tags
+@bp.get("/imports", tags=["imports"])
+@scope_required("read")
+@bp.arguments(ListArgs, location="query", as_kwargs=True)
+@bp.response(200, page_of(ImportSchema))
+def list_imports(limit, cursor=None):
+    """The team's imports, newest first, each with its counts."""
+    items, next_cursor = imports.import_page(limit, cursor)
+    return {"items": items, "next_cursor": next_cursor}
 
 
-@bp.post("/imports")
+@bp.post("/imports", tags=["imports"])
 @scope_required("write")
+@bp.doc(
+    requestBody={
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": ImportUrlsSchema,
+                "example": {"urls": ["https://example.com/a.jpg"], "tags": ["web"]},
+            },
+            MULTIPART: {"schema": ImportCsvSchema},
+        },
+    }
+)
+@bp.response(202, ImportSchema)
+@bp.errors(400, 404, 413, 422)
 def create_import():
-    if request.mimetype == "multipart/form-data":
-        requests, tags = _requests_from_csv()
+    """Import images from URLs: a JSON list, or a CSV file (column `url`, optional `filename`
+    and `tags`). Each URL is fetched by a worker; follow the import with GET /imports/{id}."""
+    # One endpoint, two bodies: the content type says which schema reads it.
+    parser = bp.ARGUMENTS_PARSER
+    if request.mimetype == MULTIPART:
+        body = parser.parse(ImportCsvSchema(), location="multipart")
+        csv_bytes = body["file"].stream.read(imports.MAX_CSV_BYTES + 1)
+        requests = imports.parse_csv(csv_bytes)
     else:
-        requests, tags = _requests_from_json()
+        body = parser.parse(ImportUrlsSchema(), location="json")
+        requests = [imports.ItemRequest(url=url) for url in body["urls"]]
     batch = imports.create_batch(
-        current_team_id(), requests, tags, actor=current_actor(), key_id=g.api_key.id
+        current_team_id(),
+        requests,
+        image_service.parse_tags(body.get("tags", [])),
+        actor=current_actor(),
+        key_id=g.api_key.id,
+        collection_id=body.get("collection_id"),
     )
-    return {"id": str(batch.id), **imports.progress(batch)}, 202
+    return imports.get_import(batch.id)
 
 
-def _file_url(image_id, variant: str) -> str:
-    return url_for("api.get_image_file", image_id=image_id, variant=variant, _external=True)
-
-
-@bp.get("/imports/<import_id>")
+@bp.get("/imports/<import_id>", tags=["imports"])
 @scope_required("read")
-def get_import(import_id):
-    refuse_unknown_args()
-    batch = get_owned(ImportBatch, import_id)
-    items = [
-        {
-            "url": item.url,
-            "status": item.status,
-            "image_id": str(item.image_id) if item.image_id else None,
-            "error": item.error,
-        }
-        for item in batch.items
-    ]
-    return {"id": str(batch.id), **imports.progress(batch), "items": items}
+@bp.arguments(ListArgs, location="query", as_kwargs=True)
+@bp.response(200, ImportDetailSchema)
+@bp.errors(404)
+def get_import(import_id, limit, cursor=None):
+    """An import's counts and one page of its items, in the order they were given."""
+    summary = imports.get_import(import_id)
+    items, next_cursor = imports.item_page(summary.batch, limit, cursor)
+    return With(summary, items=items, next_cursor=next_cursor)
 
 
-@bp.get("/imports/<import_id>/report.csv")
+@bp.get("/imports/<import_id>/report.csv", tags=["imports"])
 @scope_required("read")
+@bp.response(200, {"type": "string"}, content_type="text/csv", description="The report")
+@bp.errors(404)
 def get_import_report(import_id):
-    refuse_unknown_args()
-    batch = get_owned(ImportBatch, import_id)
+    """Every item as CSV: url, status, image_id, error, original_url, thumbnail_url."""
+    batch = imports.get_import(import_id).batch
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["url", "status", "image_id", "error", "original_url", "thumbnail_url"])
@@ -104,7 +113,11 @@ def get_import_report(import_id):
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": f'attachment; filename="import-{batch.id}.csv"',
     }
-    return out.getvalue(), 200, headers
+    return Response(out.getvalue(), headers=headers)
+
+
+def _file_url(image_id, variant: str) -> str:
+    return url_for("api.get_image_file", image_id=image_id, variant=variant, _external=True)
 
 
 def _csv_safe(value: str) -> str:

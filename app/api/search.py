@@ -2,59 +2,45 @@
 
 from __future__ import annotations
 
-import re
-
-from flask import request
-
 from app.api import bp
 from app.api.auth import scope_required
-from app.api.errors import ApiError
-from app.api.images import image_json, int_arg, matches_json, refuse_unknown_args
+from app.api.schemas import (
+    ImageSchema,
+    SearchByImageQuery,
+    SearchByImageSchema,
+    SimilarSchema,
+    TextSearchArgs,
+    page_of,
+)
 from app.services import images as image_service
-from app.services.search import MAX_K, search_by_file
+from app.services.search import search_by_file
 from app.tenancy import current_team_id
 
-_INT_RE = re.compile(r"^[0-9]{1,6}$")
+DEFAULT_K = 20
 
 
-def _form_k() -> int:
-    raw = request.form.get("k")
-    if raw is None:
-        return int_arg("k", 20, 1, MAX_K)
-    if not _INT_RE.match(raw) or not 1 <= int(raw) <= MAX_K:
-        raise ApiError(400, f"k must be a whole number from 1 to {MAX_K}")
-    return int(raw)
-
-
-@bp.post("/search")
+@bp.post("/search", tags=["search"])
 @scope_required("read")
-def search_by_image():
-    refuse_unknown_args("k", "embedder")
-    unknown = sorted((set(request.form) - {"k", "embedder"}) | (set(request.files) - {"file"}))
-    if unknown:
-        raise ApiError(
-            400, f"unsupported field {', '.join(unknown)}; send 'file', optional 'k', 'embedder'"
-        )
-    files = request.files.getlist("file")
-    if len(files) != 1:
-        raise ApiError(400, "send the image to search by as one multipart 'file' part")
-    embedder = request.form.get("embedder", request.args.get("embedder"))
-    result = search_by_file(current_team_id(), files[0].stream, _form_k(), embedder)
-    return matches_json(result)
+@bp.arguments(SearchByImageQuery, location="query")
+@bp.arguments(SearchByImageSchema, location="multipart")
+@bp.response(200, SimilarSchema)
+@bp.errors(409, 413, 415, 422, 503)
+def search_by_image(query, form):
+    """The team's images most like an image sent here, which is checked like an upload and not
+    stored; answers like /images/{id}/similar."""
+    k = form.get("k", query.get("k", DEFAULT_K))
+    embedder = form.get("embedder", query.get("embedder"))
+    return search_by_file(current_team_id(), form["file"].stream, k, embedder)
 
 
-@bp.get("/search")
+@bp.get("/search", tags=["search"])
 @scope_required("read")
-def search_by_text():
-    refuse_unknown_args("q", "limit", "cursor", "collection_id", "tag", "status")
-    if request.args.get("q") is None:
-        raise ApiError(400, "send the words to search for as ?q=")
+@bp.arguments(TextSearchArgs, location="query", as_kwargs=True)
+@bp.response(200, page_of(ImageSchema))
+@bp.errors(404)
+def search_by_text(q, limit, cursor=None, status=None, tag=None, collection_id=None):
+    """The team's images whose filename, tags or labels hold the words, newest first."""
     items, next_cursor = image_service.list_images(
-        int_arg("limit", 50, 1, 200),
-        request.args.get("cursor"),
-        request.args.get("status"),
-        tag=request.args.get("tag"),
-        text=request.args.get("q"),
-        collection_id=request.args.get("collection_id"),
+        limit, cursor, status, tag=tag, text=q, collection_id=collection_id
     )
-    return {"items": [image_json(i) for i in items], "next_cursor": next_cursor}
+    return {"items": items, "next_cursor": next_cursor}

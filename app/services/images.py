@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import unicodedata
@@ -18,42 +16,21 @@ from app.errors import Invalid, ValidationFailed
 from app.extensions import db
 from app.models import IMAGE_STATUSES, Embedding, Image, Label, Tag
 from app.runtime import plugins, storage
-from app.services import audit, collections
+from app.services import audit, collections, paging, text_search
 from app.services.audit import Actor
 from app.services.transaction import after_commit, transactional
-from app.strict_json import loads_strict
 
 log = logging.getLogger(__name__)
 
 
 def encode_cursor(image: Image) -> str:
-    raw = json.dumps([image.created_at.isoformat(), str(image.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-MAX_CURSOR_LENGTH = 200  # what encode_cursor makes is about 100 characters
+    return paging.encode_time_and_id(image.created_at, image.id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The position `encode_cursor` gave out; anything else (tampered, truncated, of another
-    shape) is a 400, checked part by part before it reaches a query."""
-    refused = Invalid("cursor is not one this API returned")
-    if len(cursor) > MAX_CURSOR_LENGTH:
-        raise refused
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        parts = loads_strict(raw)
-    except (ValueError, binascii.Error):
-        raise refused from None
-    if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) for p in parts)):
-        raise refused
-    try:
-        created_at, image_id = datetime.fromisoformat(parts[0]), uuid.UUID(parts[1])
-    except ValueError:
-        raise refused from None
-    if created_at.tzinfo is None:
-        raise refused
-    return created_at, image_id
+    shape) is Invalid, checked part by part before it reaches a query."""
+    return paging.decode_time_and_id(cursor)
 
 
 def list_images(
@@ -69,10 +46,11 @@ def list_images(
 ) -> tuple[list[Image], str | None]:
     """One page of the current team's images, newest first, and the cursor of the next page.
 
-    `tag` keeps images with that tag; `text` matches the filename, a tag or a label (what an
-    embedder such as cnn saw), case-insensitively; `collection_id` keeps the images of that
-    collection of the team (any other id is NotFound); `label` keeps images an embedder gave
-    that label (any case). Without `details`, the images' tags, labels and uploaders are not
+    `tag` keeps images with that tag; `text` keeps those whose filename, tags, labels (what an
+    embedder such as cnn saw) and collection name have all its words, case aside, the last one
+    as a prefix (`text_search`); `collection_id` keeps the images of that collection of the
+    team (any other id is NotFound); `label` keeps images an embedder gave that label (any
+    case). Filters combine. Without `details`, the images' tags, labels and uploaders are not
     loaded (a grid of thumbnails shows none of them).
     """
     query = select(Image).order_by(Image.created_at.desc(), Image.id.desc())
@@ -123,17 +101,7 @@ def _filtered(
         labelled = select(Label.image_id).where(func.lower(Label.name) == label.casefold())
         query = query.where(Image.id.in_(labelled))
     if text is not None:
-        text = " ".join(text.split())[:200]
-        if not text:
-            raise Invalid("q must not be empty")
-        needle = text.casefold()
-        query = query.where(
-            or_(
-                func.lower(Image.filename).contains(needle, autoescape=True),
-                Image.tags.any(Tag.name.contains(needle, autoescape=True)),
-                Image.labels.any(func.lower(Label.name).contains(needle, autoescape=True)),
-            )
-        )
+        query = query.where(text_search.image_filter(text_search.words_of(text)))
     return query
 
 

@@ -11,20 +11,20 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
 from app import queue
-from app.errors import Invalid, ServiceError, TooLarge, ValidationFailed
+from app.errors import Invalid, NotFound, ServiceError, TooLarge, ValidationFailed
 from app.extensions import db
 from app.models import ApiKey, ImportBatch, ImportItem, User, utcnow
 from app.net.fetch import FetchError, fetch, policy_from_config
-from app.services import audit, collections
+from app.services import audit, collections, paging
 from app.services import images as image_service
 from app.services.audit import COMMAND_LINE, SYSTEM, Actor
 from app.services.images import clean_filename
 from app.services.ingest import Incoming, IngestResult, ingest
 from app.services.transaction import after_commit, unit_of_work
-from app.tenancy import team_scope, unscoped
+from app.tenancy import find_owned, team_scope, unscoped
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +264,111 @@ def progress(batch: ImportBatch) -> dict:
     finished = done + failed
     status = "done" if finished == batch.total else ("running" if finished else "queued")
     return {"status": status, "total": batch.total, "done": done, "failed": failed}
+
+
+# --- reading, a page at a time -----------------------------------------------------------------
+
+
+@dataclass
+class ImportSummary:
+    """A batch and where it stands."""
+
+    batch: ImportBatch
+    status: str
+    total: int
+    done: int
+    failed: int
+
+
+def _summaries(batches: list[ImportBatch]) -> list[ImportSummary]:
+    """Each batch with its counts, from one grouped query for them all."""
+    counts: dict[tuple[uuid.UUID, str], int] = {}
+    if batches:
+        rows = db.session.execute(
+            select(ImportItem.batch_id, ImportItem.status, func.count())
+            .where(ImportItem.batch_id.in_([b.id for b in batches]))
+            .group_by(ImportItem.batch_id, ImportItem.status)
+        ).all()
+        counts = {(batch_id, status): n for batch_id, status, n in rows}
+    summaries = []
+    for batch in batches:
+        done, failed = counts.get((batch.id, "done"), 0), counts.get((batch.id, "failed"), 0)
+        finished = done + failed
+        status = "done" if finished == batch.total else ("running" if finished else "queued")
+        summaries.append(ImportSummary(batch, status, batch.total, done, failed))
+    return summaries
+
+
+def get_import(import_id: object) -> ImportSummary:
+    """One of the current team's imports with its counts, or NotFound."""
+    batch = find_owned(ImportBatch, import_id)
+    if batch is None:
+        raise NotFound("no such import")
+    return _summaries([batch])[0]
+
+
+def import_page(limit: int, cursor: str | None = None) -> tuple[list[ImportSummary], str | None]:
+    """One page of the current team's imports, newest first, and the next page's cursor."""
+    query = select(ImportBatch).order_by(ImportBatch.created_at.desc(), ImportBatch.id.desc())
+    if cursor:
+        created_at, batch_id = paging.decode_time_and_id(cursor)
+        query = query.where(
+            or_(
+                ImportBatch.created_at < created_at,
+                and_(ImportBatch.created_at == created_at, ImportBatch.id < batch_id),
+            )
+        )
+    rows = list(db.session.scalars(query.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    return _summaries(rows), paging.encode_time_and_id(last.created_at, last.id) if last else None
+
+
+def item_page(
+    batch: ImportBatch, limit: int, cursor: str | None = None
+) -> tuple[list[ImportItem], str | None]:
+    """One page of a batch's items in their order, and the next page's cursor."""
+    query = select(ImportItem).where(ImportItem.batch_id == batch.id).order_by(ImportItem.position)
+    if cursor:
+        [position] = paging.decode(cursor, 1)
+        if not (position.isascii() and position.isdigit()) or len(position) > 9:
+            raise Invalid("cursor is not one this API returned")
+        query = query.where(ImportItem.position > int(position))
+    rows = list(db.session.scalars(query.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, paging.encode(str(rows[-1].position)) if more else None
+
+
+def parse_url_lines(text: str) -> list[ItemRequest]:
+    """One URL per line (blank lines and surrounding spaces ignored), as pasted in a form."""
+    return [ItemRequest(url=line.strip()) for line in text.splitlines() if line.strip()]
+
+
+REPORT_COLUMNS = ["url", "status", "image_id", "error", "original_url", "thumbnail_url"]
+
+
+def csv_safe(value: str) -> str:
+    """A cell starting with = + - @ is a formula to spreadsheet programs: defused."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def report_csv(batch: ImportBatch, file_url) -> str:
+    """The batch's report, one row per item; `file_url(image_id, variant)` links its files."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(REPORT_COLUMNS)
+    for item in batch.items:
+        image_id = item.image_id
+        writer.writerow(
+            [
+                csv_safe(item.url),
+                item.status,
+                str(image_id) if image_id else "",
+                csv_safe(item.error or ""),
+                file_url(image_id, "original") if image_id else "",
+                file_url(image_id, "thumbnail") if image_id else "",
+            ]
+        )
+    return out.getvalue()

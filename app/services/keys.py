@@ -9,12 +9,13 @@ import secrets
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import selectinload
 
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import ROLES, SCOPES, ApiKey, Membership, Team, User, utcnow
-from app.services import audit
+from app.services import audit, paging
 from app.services.audit import SYSTEM, Actor
 from app.services.transaction import transactional, unit_of_work
 from app.tenancy import find_owned, unscoped
@@ -25,7 +26,8 @@ MAX_KEY_LENGTH = 128
 # `last_used_at` is written at most this often per key, so busy keys cost no write per request.
 TOUCH_INTERVAL = timedelta(minutes=1)
 _KEY_RE = re.compile(r"lk_([0-9a-f]{10})_([A-Za-z0-9_-]{43})")
-assert set(ROLE_SCOPES) == set(ROLES)
+if set(ROLE_SCOPES) != set(ROLES):  # a role added without its scopes: fail at import
+    raise RuntimeError("ROLE_SCOPES must name every role of app.models.ROLES")
 
 
 def _hash_secret(secret: str) -> str:
@@ -183,6 +185,27 @@ def touch(key: ApiKey, ip: str | None) -> None:
 def list_keys() -> list[ApiKey]:
     """The current team's keys, newest first."""
     return list(db.session.scalars(select(ApiKey).order_by(ApiKey.created_at.desc())))
+
+
+def key_page(limit: int, cursor: str | None = None) -> tuple[list[ApiKey], str | None]:
+    """One page of the current team's keys, newest first, and the cursor of the next page."""
+    query = (
+        select(ApiKey)
+        .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+        .options(selectinload(ApiKey.created_by))
+    )
+    if cursor:
+        created_at, key_id = paging.decode_time_and_id(cursor)
+        query = query.where(
+            or_(
+                ApiKey.created_at < created_at,
+                and_(ApiKey.created_at == created_at, ApiKey.id < key_id),
+            )
+        )
+    rows = list(db.session.scalars(query.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, paging.encode_time_and_id(rows[-1].created_at, rows[-1].id) if more else None
 
 
 def get_key(key_id: str | uuid.UUID) -> ApiKey:

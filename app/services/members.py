@@ -7,12 +7,13 @@ import secrets
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import contains_eager
 
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import ROLES, ApiKey, Invite, Membership, Team, User, utcnow
-from app.services import accounts, audit, throttle
+from app.services import accounts, audit, paging, throttle
 from app.services.audit import SYSTEM, Actor
 from app.services.transaction import transactional, unit_of_work
 from app.tenancy import team_scope, unscoped
@@ -30,6 +31,31 @@ def list_members(team_id: uuid.UUID) -> list[Membership]:
     # model: this explicit filter is the team criterion.
     query = select(Membership).join(User).where(Membership.team_id == team_id).order_by(User.email)
     return list(db.session.scalars(query))
+
+
+def member_page(
+    team_id: uuid.UUID, limit: int, cursor: str | None = None
+) -> tuple[list[Membership], str | None]:
+    """One page of the team's members by email, and the cursor of the next page."""
+    # Memberships are read across teams for the team switcher, so they are not a TeamOwned
+    # model: this explicit filter is the team criterion.
+    query = (
+        select(Membership)
+        .join(User)
+        .where(Membership.team_id == team_id)
+        .order_by(User.email, Membership.user_id)
+        .options(contains_eager(Membership.user))
+    )
+    if cursor:
+        email, user_id = paging.decode_text_and_id(cursor)
+        query = query.where(
+            or_(User.email > email, and_(User.email == email, Membership.user_id > user_id))
+        )
+    rows = list(db.session.scalars(query.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    return rows, paging.encode(last.user.email, str(last.user_id)) if last else None
 
 
 def get_membership(team_id: uuid.UUID, user_id: str | uuid.UUID) -> Membership:
@@ -174,6 +200,49 @@ def create_invite(
         role=role,
     )
     return invite, token
+
+
+def pending_invites(team_id: uuid.UUID) -> list[Invite]:
+    """The team's invites not yet accepted, revoked or expired, newest first."""
+    return list(
+        db.session.scalars(
+            select(Invite)
+            .where(
+                Invite.team_id == team_id,
+                Invite.accepted_at.is_(None),
+                Invite.revoked_at.is_(None),
+                Invite.expires_at > utcnow(),
+            )
+            .order_by(Invite.created_at.desc())
+        )
+    )
+
+
+@transactional
+def revoke_invite(team_id: uuid.UUID, invite_id: object, *, actor: Actor) -> Invite:
+    """Make a pending invite's link stop working; one accepted or revoked already is a
+    Conflict, another team's (or no) invite is NotFound."""
+    try:
+        parsed = uuid.UUID(str(invite_id))
+    except ValueError:
+        raise NotFound("no such invite") from None
+    invite = db.session.scalar(select(Invite).where(Invite.id == parsed, Invite.team_id == team_id))
+    if invite is None or invite.team_id != team_id:
+        raise NotFound("no such invite")
+    if invite.accepted_at is not None:
+        raise Conflict(f"the invite for {invite.email} was accepted already")
+    if invite.revoked_at is not None:
+        raise Conflict(f"the invite for {invite.email} was revoked already")
+    invite.revoked_at = utcnow()
+    audit.record(
+        actor,
+        "member.invite_revoke",
+        team_id,
+        target_type="invite",
+        target_id=invite.id,
+        target=invite.email,
+    )
+    return invite
 
 
 def find_invite(token: str) -> Invite:
