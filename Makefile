@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format clean cnn
+.PHONY: run test faults load lint format clean cnn
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,10 +45,25 @@ run: $(VENV)/.installed-app $(if $(CNN),$(VENV)/.installed-cnn)
 test: $(VENV)/.installed-test $(if $(CNN),$(VENV)/.installed-cnn)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The fault scenarios that take seconds each (worker processes, Redis restarts, timeouts);
+# `make test` skips them. TEST_DATABASE_URL and TEST_REDIS_URL choose the parts, as for tests.
+faults: $(VENV)/.installed-test
+	$(BIN)/python -m pytest --faults -m faults $(PYTEST_ARGS)
+
+# The load test (bench/load.py): gunicorn and a worker on PostgreSQL (LOAD_DATABASE_URL, a
+# database it drops and creates) under locust; LOAD_ARGS passes options (--users, --seconds).
+$(VENV)/.installed-load: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[load]'
+	touch $@
+
+load: $(VENV)/.installed-test $(VENV)/.installed-load
+	$(BIN)/python bench/load.py $(LOAD_ARGS)
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive app plugins
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .

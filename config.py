@@ -53,6 +53,10 @@ class Config:
     # The embedded server that `make run` starts listens on this socket.
     REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{os.path.join(INSTANCE_PATH, 'redis.sock')}"
     QUEUE_NAME = os.environ.get("QUEUE_NAME", "likeness")
+    # rediss:// only: `none` for a managed Redis with a self-signed certificate (Heroku Redis);
+    # REDIS_SSL_CA_CERTS names the CA file that signed the server's certificate.
+    REDIS_SSL_CERT_REQS = os.environ.get("REDIS_SSL_CERT_REQS") or None
+    REDIS_SSL_CA_CERTS = os.environ.get("REDIS_SSL_CA_CERTS") or None
 
     STORAGE_BACKEND = os.environ.get("STORAGE_BACKEND", "local")
     STORAGE_ROOT = os.environ.get("STORAGE_ROOT") or os.path.join(INSTANCE_PATH, "storage")
@@ -147,6 +151,9 @@ class Config:
 
     # How many proxies in front of the app set X-Forwarded-For/-Proto; 0 trusts no such header.
     TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
+    # Strict-Transport-Security on HTTPS responses (behind a proxy: once TRUSTED_PROXY_COUNT
+    # lets X-Forwarded-Proto say so); 0 sends none.
+    HSTS_SECONDS = int(os.environ.get("HSTS_SECONDS", str(365 * 24 * 3600)))
     # Failed logins allowed per window: on one account from one address, from one address over
     # all accounts, and on one account from all addresses together. The last is the ceiling
     # against guessing from many addresses; it is far above the first, so that one address

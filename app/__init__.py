@@ -101,6 +101,12 @@ def create_app(config_class: type[Config] = Config) -> Flask:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        # Only over HTTPS (ProxyFix has applied a trusted X-Forwarded-Proto): a browser ignores
+        # it over plain HTTP, and a deployment reached by HTTP alone must not promise HTTPS.
+        if request.is_secure and app.config["HSTS_SECONDS"] > 0:
+            response.headers.setdefault(
+                "Strict-Transport-Security", f"max-age={app.config['HSTS_SECONDS']}"
+            )
         return response
 
     return app
@@ -133,7 +139,8 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-MISSING_SECRET_KEY = "SECRET_KEY must be set (or LIKENESS_ENV=development)"
+# bandit takes the name for a password: it is the message saying one is missing.
+MISSING_SECRET_KEY = "SECRET_KEY must be set (or LIKENESS_ENV=development)"  # nosec B105
 
 
 def _refuse_without_secret_key():

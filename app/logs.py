@@ -26,6 +26,10 @@ SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+/=@-]{0,127}")
 _request_id: ContextVar[str | None] = ContextVar("likeness_request_id", default=None)
 _job_id: ContextVar[str | None] = ContextVar("likeness_job_id", default=None)
 
+# Libraries that log their requests with signed headers and URLs at DEBUG: they stay at INFO
+# or above whatever LOG_LEVEL says, since no log line may hold a signature.
+TALKATIVE_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3")
+
 # Marks the handler configure_logging installs, so that a second application in the same
 # process replaces it instead of doubling every line.
 _OURS = "_likeness_handler"
@@ -124,3 +128,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     setattr(installed, _OURS, True)
     root.addHandler(installed)
     root.setLevel(level.upper())
+    for name in TALKATIVE_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))

@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from app import search_schema
 from app.extensions import db
 
 ROLES = ("admin", "member", "viewer")
@@ -431,3 +432,21 @@ class DuplicateDecision(TeamOwned, db.Model):
         Uuid, ForeignKey("image.id", ondelete="CASCADE"), index=True
     )
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ImageSearch(TeamOwned, db.Model):
+    """The words an image is found by (filename, tags, labels, collection name): written by
+    database triggers whenever one of them changes, and indexed by the database's full-text
+    search (`app/search_schema.py`). Services only read it."""
+
+    __tablename__ = "image_search"
+
+    # The FTS5 index refers to documents by this integer, which SQLite keeps through VACUUM.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    image_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("image.id", ondelete="CASCADE"), unique=True
+    )
+    document: Mapped[str] = mapped_column(Text, default="")
+
+
+search_schema.attach(db.metadata)

@@ -8,12 +8,13 @@ import shutil
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 from flask import current_app
 
-from app.plugin_api import StorageBackend, VectorIndex
+from app.plugin_api import ExactScan, StorageBackend, VectorIndex
 from app.plugins import Plugins
 
 if TYPE_CHECKING:
@@ -67,10 +68,41 @@ class IndexCache:
         return target
 
 
+@dataclass(frozen=True)
+class Delta:
+    """The embeddings of one (team, embedder) above an index build's watermark, laid out for
+    the exact scan that searches add to the index. `key` is (embedder version, watermark);
+    `last_id` the highest embedding id it holds."""
+
+    key: tuple[str, int]
+    last_id: int
+    ids: list[str]
+    vectors: np.ndarray  # as stored, so that newer rows can be appended
+    scan: ExactScan
+
+
+class DeltaCache:
+    """The delta each (team, embedder) had at its last search in this process, so that a
+    search reads only the embeddings that came since, not the whole delta again."""
+
+    def __init__(self) -> None:
+        self._deltas: dict[tuple[uuid.UUID, str], Delta] = {}
+        self._lock = threading.Lock()
+
+    def get(self, team_id: uuid.UUID, embedder: str) -> Delta | None:
+        with self._lock:
+            return self._deltas.get((team_id, embedder))
+
+    def put(self, team_id: uuid.UUID, embedder: str, delta: Delta) -> None:
+        with self._lock:
+            self._deltas[(team_id, embedder)] = delta
+
+
 @dataclass
 class State:
     plugins: Plugins
     index_cache: IndexCache
+    delta_cache: DeltaCache = field(default_factory=DeltaCache)
 
 
 def state() -> State:
@@ -87,3 +119,7 @@ def storage() -> StorageBackend:
 
 def index_cache() -> IndexCache:
     return state().index_cache
+
+
+def delta_cache() -> DeltaCache:
+    return state().delta_cache

@@ -51,6 +51,18 @@ class LocalStorage(StorageBackend):
     def save(self, key: str, fileobj: BinaryIO, content_type: str) -> None:
         """Write the whole stream under `key`, atomically replacing any existing object."""
         path = self._path(key)
+        try:
+            self._write(path, fileobj)
+        except OSError as exc:
+            if exc.errno in _FULL:
+                # A full disk (at a new directory, the temporary file or its last block) is
+                # an outage of the store, as a failing S3 is: callers that clean up after
+                # StorageUnavailable then leave nothing behind.
+                raise StorageUnavailable(f"local storage is full: {exc.strerror}") from exc
+            raise
+
+    @staticmethod
+    def _write(path: str, fileobj: BinaryIO) -> None:
         directory = os.path.dirname(path)
         # A concurrent delete may prune the directory between makedirs and mkstemp; retry.
         for attempt in range(3):
@@ -69,13 +81,9 @@ class LocalStorage(StorageBackend):
             # mkstemp creates 0600; stored objects are ordinary data files.
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
-        except BaseException as exc:
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            if isinstance(exc, OSError) and exc.errno in _FULL:
-                # A full disk is an outage of the store, as a failing S3 is: callers that
-                # clean up after StorageUnavailable then leave nothing behind.
-                raise StorageUnavailable(f"local storage is full: {exc.strerror}") from exc
             raise
 
     def open(self, key: str) -> BinaryIO:

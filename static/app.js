@@ -137,6 +137,14 @@
     });
   }
 
+  // ---- When the last badge in view settles, the counts catch up at once, not at the next poll.
+  function refreshWhenSettled(event) {
+    if (!event.target.classList || !event.target.classList.contains("status")) return;
+    if (document.querySelector("#grid .badge[hx-trigger]")) return;
+    var poller = document.getElementById("poller");
+    if (poller && window.htmx) window.htmx.trigger(poller, "refresh");
+  }
+
   // ---- Image page: the arrow keys go to the newer and older image.
   function onKey(event) {
     if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
@@ -153,5 +161,6 @@
 
   document.addEventListener("DOMContentLoaded", setUpDropzone);
   document.addEventListener("htmx:afterSettle", dropRepeatedTiles);
+  document.addEventListener("htmx:afterSettle", refreshWhenSettled);
   document.addEventListener("keydown", onKey);
 })();

@@ -37,6 +37,23 @@ pytest.register_assert_rewrite("app.plugin_testing")
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--faults",
+        action="store_true",
+        help="also run the slow fault scenarios (marked `faults`); `make faults` runs only them",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--faults"):
+        return
+    later = pytest.mark.skip(reason="a slow fault scenario: `make faults` runs it")
+    for item in items:
+        if "faults" in item.keywords:
+            item.add_marker(later)
+
+
 @pytest.fixture(scope="session")
 def redis_url():
     if url := os.environ.get("TEST_REDIS_URL"):
@@ -50,6 +67,17 @@ def redis_url():
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def own_redis(app_env):
+    """A Redis server of this test's own, which the test may stop and start again."""
+    directory = tempfile.mkdtemp(prefix="lk-own-", dir="/tmp")
+    server = RedisServer(directory)
+    url = server.start()
+    yield server, url
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Faults with real parts: a job delivered twice, a database connection cut mid-request, a store
-that never answers, a full disk, racing uploads and rebuilds, readers during a build, a key
+that never answers, a full disk, racing rebuilds, readers during a build, a key
 revoked under load. Each scenario ends with the shared invariants (tests/invariants.py).
 
 The scenarios that start processes and wait on them are marked `faults`: `make faults`.
@@ -11,8 +11,10 @@ import contextlib
 import http.client
 import io
 import os
+import re
 import subprocess
 import threading
+import time
 import uuid
 
 import psycopg
@@ -28,9 +30,18 @@ from app.queue import get_queue, request_index_build
 from app.services import indexing, keys, processing
 from app.tenancy import unscoped
 from tests import samples
-from tests.conftest import TEST_DATABASE_URL, make_config
+from tests.conftest import TEST_DATABASE_URL, make_config, wait_until
 from tests.invariants import check_invariants
 from tests.s3server import FailingStore, s3_config
+from tests.test_reliable_jobs import (
+    FAST_SWEEP,
+    SWEPT_WITHIN,
+    all_indexed,
+    all_ready,
+    image_status,
+    original_path,
+    upload_with,
+)
 
 
 def upload_ids(upload, team, count, seed=0, size=(96, 72)):
@@ -212,18 +223,36 @@ def test_a_store_that_never_answers_times_out_with_a_clear_503_and_no_row(
 # -- Local disk full ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(instance_path):
-    """A 2 MB tmpfs mounted as the storage folder (needs root; skipped otherwise)."""
+def mount_small_disk(kind: str, target, scratch) -> str | None:
+    """Mount a 2 MB file system on `target`: a tmpfs, or an ext2 image on a loop device (where
+    a new directory takes a block too). Returns why it failed, or None."""
+    if kind == "tmpfs":
+        commands = [["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(target)]]
+    else:
+        image = scratch / "small-disk.img"
+        with open(image, "wb") as out:
+            out.truncate(2 * 1024 * 1024)
+        commands = [
+            ["mkfs.ext2", "-q", "-F", str(image)],
+            ["mount", "-o", "loop", str(image), str(target)],
+        ]
+    for command in commands:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True)
+        except FileNotFoundError as exc:
+            return str(exc)
+        if done.returncode != 0:
+            return done.stderr.strip()
+    return None
+
+
+@pytest.fixture(params=["tmpfs", "loop"])
+def small_disk(request, instance_path, tmp_path):
+    """A 2 MB file system mounted as the storage folder (needs root; skipped otherwise)."""
     storage = instance_path / "storage"
     storage.mkdir(exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(storage)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (root needed): {mounted.stderr.strip()}")
+    if failure := mount_small_disk(request.param, storage, tmp_path):
+        pytest.skip(f"cannot mount a small {request.param} file system: {failure}")
     try:
         yield storage
     finally:
@@ -262,37 +291,6 @@ def test_a_full_disk_is_a_clear_error_with_nothing_half_written(
 
 
 # -- Concurrency ------------------------------------------------------------------------------
-
-
-def test_twenty_identical_uploads_at_once_make_one_image(app, team_a, team_b, instance_path):
-    data = samples.jpeg(9, size=(1200, 900))
-    start = threading.Barrier(20)
-    answers = []
-
-    with served(app) as base:
-
-        def post(n: int) -> None:
-            start.wait()
-            response = urllib3.request(
-                "POST",
-                f"{base}/api/v1/images",
-                headers=team_a.headers(),
-                fields={"file": (f"copy-{n}.jpg", data, "image/jpeg")},
-                timeout=60,
-            )
-            answers.append((response.status, response.json()))
-
-        threads = [threading.Thread(target=post, args=(n,)) for n in range(20)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(90)
-
-    assert [status for status, _ in answers] == [201] * 20, answers
-    assert len({body["items"][0]["id"] for _, body in answers}) == 1
-    with app.app_context(), unscoped():
-        assert db.session.scalar(select(func.count()).select_from(Image)) == 1
-    check_invariants(app, [team_a, team_b])
 
 
 def test_two_rebuild_triggers_for_one_team_make_one_build(
@@ -446,3 +444,92 @@ def test_a_key_revoked_under_load_fails_from_the_next_request_on(app, app_env, t
         team_a.key = keys.create_key(db.session.get(Team, team_a.id), "after", ["read"])[1]
         db.session.commit()
     check_invariants(app, [team_a, team_b])
+
+
+# -- Slow: real worker processes and a Redis that goes away (`make faults`) ----------------------
+
+
+def processing_starts(log_path) -> dict[str, int]:
+    """How many times the worker started processing each image, read from its log."""
+    starts: dict[str, int] = {}
+    for line in log_path.read_text().splitlines():
+        match = re.search(r": process image ([0-9a-f-]{36}) \(", line)
+        if match:
+            starts[match.group(1)] = starts.get(match.group(1), 0) + 1
+    return starts
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("config_overrides", [{"JOB_TIMEOUT_SECONDS": 2}], ids=["timeout2"])
+def test_a_job_over_its_timeout_is_stopped_and_retried(
+    app, team_a, team_b, upload, instance_path, start_worker
+):
+    (image_id,) = upload_ids(upload, team_a, 1)
+    path = original_path(app, instance_path, {"id": image_id})
+    saved = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)  # reading the original blocks: the job overruns its 2 s, deterministically
+    worker = start_worker(JOB_TIMEOUT_SECONDS=2, WORKER_HEARTBEAT_SECONDS=1)
+    wait_until(lambda: image_status(app, image_id) == "processing", 30, "the job never started")
+    wait_until(
+        lambda: "JobTimeoutException" in worker.log_path.read_text(),
+        30,
+        "the job was never stopped at its timeout",
+    )
+    assert worker.poll() is None, "the worker died with its job"
+    assert image_status(app, image_id) == "processing"  # not an error: RQ retries it
+    path.unlink()
+    path.write_bytes(saved)
+    # The first retry comes after 10 s (PROCESS_RETRY).
+    wait_until(lambda: image_status(app, image_id) == "ready", 40, "the retry never ran")
+    assert [embedder for embedder, _ in embedding_rows(app, image_id)] == ["color", "phash"]
+    assert processing_starts(worker.log_path)[image_id] == 2  # the overrun and the retry
+    wait_until(lambda: all_indexed(app, team_a), 20, "the index was never built")
+    check_invariants(app, [team_a, team_b])
+
+
+@pytest.mark.faults
+def test_redis_lost_with_jobs_queued_and_during_uploads_loses_nothing_and_repeats_nothing(
+    app_env, own_redis, team_a, team_b, start_worker
+):
+    """Uploads go on while Redis stops and starts again empty (no persistence), with jobs that
+    were queued before it went: the sweep queues every lost image again, each once."""
+    server, url = own_redis
+    app = create_app(make_config({**app_env, "REDIS_URL": url}, **FAST_SWEEP))
+    api = app.test_client()
+    queued = [upload_with(api, team_a, seed) for seed in range(100, 104)]  # no worker yet
+    with app.app_context():
+        assert len(get_queue().job_ids) == 4
+
+    stopped, restart = threading.Event(), threading.Event()
+    during = []
+
+    def keep_uploading():
+        for seed in range(104, 112):
+            if seed == 106:
+                restart.wait(30)  # two more only once Redis is back
+            during.append(upload_with(app.test_client(), team_b, seed))
+            if seed == 105:
+                stopped.wait(30)
+
+    uploader = threading.Thread(target=keep_uploading)
+    uploader.start()
+    server.stop()
+    stopped.set()
+    time.sleep(1)
+    server.start()  # empty: the four queued jobs are gone
+    restart.set()
+    uploader.join(60)
+    assert len(during) == 8
+
+    worker = start_worker(REDIS_URL=url, **FAST_SWEEP)
+    every = queued + during
+    wait_until(lambda: all_ready(app, every), SWEPT_WITHIN + 10, "lost work was never swept up")
+    wait_until(lambda: all_indexed(app, team_a) and all_indexed(app, team_b), 20, "no index")
+    time.sleep(FAST_SWEEP["RECONCILE_INTERVAL_SECONDS"] + 1)  # one more sweep finds nothing
+    starts = processing_starts(worker.log_path)
+    assert {image_id: starts.get(image_id) for image_id in every} == dict.fromkeys(every, 1)
+    for image_id in every:
+        assert [embedder for embedder, _ in embedding_rows(app, image_id)] == ["color", "phash"]
+    assert worker.poll() is None
+    check_invariants(app, [team_a, team_b], client=api)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import uuid
 
 import pytest
 from werkzeug.http import parse_options_header
@@ -146,6 +147,7 @@ def test_filters_counts_and_search_fragment(app, admin, upload, team_a, run_jobs
 
     fragment = client.get("/?q=forest", headers={"HX-Request": "true"})
     body = fragment.data.decode()
+    assert fragment.headers["HX-Push-Url"] == "/?q=forest"
     assert "<html" not in body and body.lstrip().startswith('<section id="results"')
     assert "1 image match" in body and tiles(fragment) == ["forest.jpg"]
     # The back button's restore wants the page.
@@ -212,7 +214,7 @@ def test_upload_route_places_tiles_and_says_what_happened(app, admin, run_jobs):
     assert [i["existing"] for i in items] == [False, False]
     assert all('class="tile"' in i["html"] and "every 2s" in i["html"] for i in items)
     with app.app_context():
-        image = db.session.get(Image, __import__("uuid").UUID(items[0]["id"]))
+        image = db.session.get(Image, uuid.UUID(items[0]["id"]))
         assert image.uploaded_by_user.email == admin.email
 
     again = gallery_upload(admin.client, [(samples.jpeg(1), "copy.jpg")])
@@ -330,7 +332,7 @@ def test_collection_picker(app, admin, upload, team_a, team_b):
     cleared = admin.client.post(f"/images/{image_id}/collection", data={"collection": ""})
     assert cleared.status_code == 302
     with app.app_context():
-        assert db.session.get(Image, __import__("uuid").UUID(image_id)).collection_id is None
+        assert db.session.get(Image, uuid.UUID(image_id)).collection_id is None
 
 
 def test_more_like_this_and_near_duplicates(admin, upload, team_a, run_jobs):
@@ -435,3 +437,19 @@ def test_hostile_strings_are_escaped_everywhere(app, admin, upload, team_a, run_
         assert kind == "attachment" and "\n" not in disposition and "\r" not in disposition
         assert set(options) <= {"filename", "filename*"}
         assert options["filename"].startswith(HOSTILE[:10])
+
+
+def test_an_error_shows_its_reason_and_a_retry_for_editors(app, admin, viewer, upload, team_a):
+    image_id = upload(team_a, [(samples.jpeg(1), "broken.jpg")]).json["items"][0]["id"]
+    with app.app_context():
+        image = db.session.get(Image, uuid.UUID(image_id))
+        image.status, image.error = "error", f"embedder failed: {HOSTILE}"
+        db.session.commit()
+    html = admin.client.get("/").data.decode()
+    assert 'class="error-reason">embedder failed: &lt;img' in html
+    assert f'hx-post="/images/{image_id}/retry"' in html
+    assert_escaped(html)
+    assert "retry" not in viewer.client.get("/").data.decode().lower()
+    badge = admin.client.post(f"/images/{image_id}/retry", headers={"HX-Request": "true"})
+    assert badge.status_code == 200 and 'data-status="pending"' in badge.data.decode()
+    assert "every 2s" in badge.data.decode()

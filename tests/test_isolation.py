@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from sqlalchemy import select
 
+from app import queue
 from app.extensions import db
-from app.models import ApiKey, AuditEvent, Image, Membership
+from app.models import ApiKey, AuditEvent, Image, Membership, Team
+from app.services import audit, collections, members
 from app.tenancy import unscoped
 from tests import samples
 
@@ -53,6 +57,9 @@ def team_state(app, team_id):
 def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, run_jobs, person):
     image = upload(team_a, [(samples.jpeg(1), "secret.jpg")]).json["items"][0]
     upload(team_a, [(samples.resized_copy(samples.jpeg(1)), "copy.jpg")])
+    with app.app_context():
+        # A failed job of team A's image (called with one argument too many, so it fails).
+        queue.get_queue().enqueue("app.jobs.process_image", image["id"], "x", job_id="broken-a")
     run_jobs()
     owner = person(team_a, "admin")
     with app.app_context():
@@ -77,13 +84,27 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
     )
     groups = app.test_client().get("/api/v1/duplicates", headers=team_a.headers()).json["groups"]
     assert len(groups) == 1  # the photo and its resized copy
+    with app.app_context():
+        collection_id = str(
+            collections.create_collection(
+                team_a.id, "secret.jpg's album", actor=audit.SYSTEM
+            ).collection.id
+        )
+    with app.app_context():
+        invite, _token = members.create_invite(
+            db.session.get(Team, team_a.id), "invitee@team-a.example", "member", None
+        )
+        invite_id = str(invite.id)
     ids = {
+        "invite_id": invite_id,
+        "collection_id": collection_id,
         "group_id": groups[0]["id"],
         "upload_id": direct["image_id"],
         "image_id": image["id"],
         "key_id": str(key_id),
         "user_id": str(owner.user_id),
         "import_id": batch["id"],
+        "job_id": "broken-a",
     }
     intruder = person(team_b, "admin").client
     before = team_state(app, team_a.id)
@@ -106,6 +127,8 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         checked.append((method, rule.rule))
 
     assert team_state(app, team_a.id) == before
+    with app.app_context():
+        assert "broken-a" in queue.get_queue().failed_job_registry  # not retried by team B
     for expected in [
         ("GET", "/api/v1/images/<image_id>/similar"),
         ("GET", "/images/<image_id>/thumbnail"),
@@ -117,6 +140,23 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("PATCH", "/api/v1/images/<image_id>"),
         ("POST", "/images/<image_id>/retry"),
         ("POST", "/api/v1/uploads/<upload_id>/complete"),
+        ("POST", "/operations/jobs/<job_id>/retry"),
+        ("GET", "/collections/<collection_id>"),
+        ("POST", "/collections/<collection_id>/delete"),
+        ("POST", "/collections/<collection_id>/images/remove"),
+        ("GET", "/imports/<import_id>"),
+        ("POST", "/settings/invites/<invite_id>/revoke"),
+        ("POST", "/duplicates/<group_id>/resolve"),
+        ("GET", "/imports/<import_id>/report.csv"),
+        ("GET", "/images/<image_id>"),
+        ("GET", "/images/<image_id>/similar"),
+        ("GET", "/images/<image_id>/duplicates"),
+        ("GET", "/images/<image_id>/preview"),
+        ("GET", "/images/<image_id>/original"),
+        ("GET", "/images/<image_id>/download"),
+        ("POST", "/images/<image_id>/tags"),
+        ("POST", "/images/<image_id>/collection"),
+        ("POST", "/images/<image_id>/delete"),
         ("POST", "/api/v1/duplicates/<group_id>/resolve"),
     ]:
         assert expected in checked
@@ -129,6 +169,27 @@ def test_switching_to_a_team_you_are_not_in_is_404(app, team_a, team_b, person):
     response = intruder.post("/teams/switch", data={"team_id": str(team_a.id)})
     assert response.status_code == 404
     assert b"Team A" not in intruder.get("/").data
+
+
+def test_gallery_filters_and_uploads_refuse_another_teams_collection(app, team_a, team_b, person):
+    from app.services import collections
+    from app.services.audit import Actor
+
+    with app.app_context():
+        theirs = collections.create_collection(team_a.id, "Private", actor=Actor.system())
+        collection_id = str(theirs.collection.id)
+    intruder = person(team_b, "admin").client
+    for path in (f"/?collection={collection_id}", f"/fresh?collection={collection_id}"):
+        response = intruder.get(path)
+        assert response.status_code == 404 and b"Private" not in response.data
+    upload = intruder.post(
+        "/upload",
+        data={"file": [(io.BytesIO(samples.jpeg(1)), "x.jpg")], "collection": collection_id},
+        content_type="multipart/form-data",
+    )
+    assert upload.status_code == 404 and b"Private" not in upload.data
+    with app.app_context(), unscoped():
+        assert db.session.scalar(select(Image.id).where(Image.team_id == team_b.id)) is None
 
 
 def test_lists_and_similar_results_never_show_other_teams(client, team_a, team_b, upload, run_jobs):
@@ -164,3 +225,27 @@ def test_team_scoped_query_without_a_team_in_a_request_raises(app):
 
     with app.test_request_context("/"), pytest.raises(TenancyError):
         db.session.query(Image).all()
+
+
+def test_search_by_file_or_text_never_shows_other_teams(client, team_a, team_b, upload, run_jobs):
+    original = samples.jpeg(7)
+    upload(team_a, [(original, "secret-harbour.jpg")])
+    mine = upload(team_b, [(samples.jpeg(8), "b-only.jpg")]).json["items"][0]
+    run_jobs()
+    for embedder in ("phash", "color"):
+        response = client.post(
+            "/api/v1/search",
+            data={"file": (io.BytesIO(original), "q.jpg"), "embedder": embedder},
+            headers=team_b.headers(),
+            content_type="multipart/form-data",
+        )
+        assert response.status_code == 200
+        # Team A's identical picture is not found; team B's own image is all there is.
+        assert [m["image"]["id"] for m in response.json["items"]] == [mine["id"]]
+        assert b"secret-harbour" not in response.data
+    for path in ("/api/v1/search", "/api/v1/images"):
+        for q in ("secret", "harbour", "secret harbour jpg"):
+            response = client.get(path, query_string={"q": q}, headers=team_b.headers())
+            assert response.status_code == 200 and response.json["items"] == []
+        owner = client.get(path, query_string={"q": "harbour"}, headers=team_a.headers())
+        assert [i["filename"] for i in owner.json["items"]] == ["secret-harbour.jpg"]

@@ -15,6 +15,9 @@ from app import create_app, logs
 from app.extensions import db
 from tests import samples
 from tests.conftest import PASSWORD, make_config
+from tests.s3server import s3_config
+
+pytest_plugins = ["tests.s3server"]
 
 
 @pytest.fixture
@@ -158,3 +161,54 @@ def test_logs_are_json_outside_tests_and_text_on_request(app_env):
         logging.getLogger().setLevel(level)
         with production.app_context():
             db.engine.dispose()
+
+
+def test_no_signature_reaches_the_log_even_at_debug(app, app_env, team_a, moto_endpoint, s3_bucket):
+    """LOG_LEVEL=DEBUG on S3: boto3 would log each request's signed headers; it may not."""
+    import urllib3
+
+    on_s3 = create_app(
+        make_config(app_env, STORAGE_BACKEND="s3", **s3_config(moto_endpoint, s3_bucket))
+    )
+    root = logging.getLogger()
+    level = root.level
+    stream = io.StringIO()
+    capture = logs.handler("json")
+    capture.emit = lambda record: stream.write(capture.format(record) + "\n")
+    logs.configure_logging("DEBUG", "json")  # as LOG_LEVEL=DEBUG does outside tests
+    root.addHandler(capture)
+    try:
+        client = on_s3.test_client()
+        data = samples.jpeg(6)
+        begun = client.post(
+            "/api/v1/uploads",
+            json={"filename": "s3.jpg", "content_type": "image/jpeg", "size_bytes": len(data)},
+            headers=team_a.headers(),
+        ).json
+        fields = begun["upload"]["fields"]
+        posted = urllib3.request(
+            "POST", begun["upload"]["url"], fields={**fields, "file": ("s3.jpg", data)}
+        )
+        assert posted.status in (200, 201, 204)
+        done = client.post(
+            f"/api/v1/uploads/{begun['image_id']}/complete", headers=team_a.headers()
+        )
+        assert done.status_code == 201
+        download = client.get(f"/api/v1/images/{done.json['id']}/file", headers=team_a.headers())
+        assert download.status_code == 302  # a presigned GET
+    finally:
+        root.removeHandler(capture)
+        for h in root.handlers[:]:
+            if getattr(h, "_likeness_handler", 0):
+                root.removeHandler(h)
+        root.setLevel(level)
+        for name in logs.TALKATIVE_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        with on_s3.app_context():
+            db.engine.dispose()
+    text = stream.getvalue()
+    assert "likeness.access" in text  # the capture works
+    signature = next(v for k, v in fields.items() if k.lower() == "x-amz-signature")
+    assert signature not in text and fields["policy"] not in text
+    assert "Signature=" not in text and "X-Amz-Signature" not in text
+    assert download.headers["Location"].split("?")[1] not in text

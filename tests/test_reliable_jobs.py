@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -23,11 +21,12 @@ from app import create_app
 from app.extensions import db
 from app.models import Embedding, Image
 from app.queue import get_queue, process_job_id
+from app.services import indexing
 from app.tenancy import unscoped
 from config import BASE_DIR
 from tests import samples
 from tests.conftest import make_config, process_group_members, wait_until
-from tests.redis_server import RedisServer
+from tests.invariants import check_invariants
 
 
 def samples_file(seed):
@@ -52,17 +51,6 @@ def flask(app_env, *args, timeout=120):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
-
-
-@pytest.fixture
-def own_redis(app_env):
-    """A Redis server of this test's own, which the test may stop and start again."""
-    directory = tempfile.mkdtemp(prefix="lk-own-", dir="/tmp")
-    server = RedisServer(directory)
-    url = server.start()
-    yield server, url
-    server.stop()
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_upload_succeeds_while_redis_is_down_and_is_processed_after(
@@ -189,8 +177,11 @@ def test_gallery_retry_button(app, team_a, upload, run_jobs, instance_path, pers
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 @pytest.mark.parametrize("config_overrides", [{"JOB_TIMEOUT_SECONDS": 5}], ids=["timeout5"])
-def test_worker_killed_mid_job_still_ends_ready(app, team_a, upload, instance_path, start_worker):
+def test_worker_killed_mid_job_still_ends_ready(
+    app, team_a, team_b, upload, instance_path, start_worker
+):
     """SIGKILL the worker while it holds the job; RQ declares the job abandoned once its
     registration lapses (the job timeout plus three worker heartbeats: 5 + 3 x 1 s here), the
     sweep of another worker retries it, and it completes."""
@@ -227,6 +218,15 @@ def test_worker_killed_mid_job_still_ends_ready(app, team_a, upload, instance_pa
             select(Embedding.embedder).where(Embedding.image_id == uuid.UUID(image["id"]))
         ).all()
     assert sorted(embedders) == ["color", "phash"]  # one set, not two
+    wait_until(lambda: all_indexed(app, team_a), 20, "the index was never built")
+    check_invariants(app, [team_a, team_b])
+
+
+def all_indexed(app, team) -> bool:
+    """Whether the team's colour index holds every embedding (no delta left)."""
+    with app.app_context():
+        build = indexing.serving_build(team.id, "color")
+        return build is not None and indexing.delta_size(team.id, "color") == 0
 
 
 # A job that fails must not take the worker down with it, nor the jobs of other teams.
@@ -338,8 +338,9 @@ def all_ready(app, image_ids):
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_the_sweep_survives_redis_restarting_without_persistence(
-    app_env, own_redis, team_a, start_worker
+    app_env, own_redis, team_a, team_b, start_worker
 ):
     from tests.test_imports import Origin
 
@@ -371,13 +372,16 @@ def test_the_sweep_survives_redis_restarting_without_persistence(
 
         wait_until(recovered, SWEPT_WITHIN, "work lost with Redis was never swept up")
         assert worker.poll() is None, "the worker died with Redis"
+        wait_until(lambda: all_indexed(app, team_a), 20, "the index was never built")
+        check_invariants(app, [team_a, team_b], client=api)
     finally:
         origin.shutdown()
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_a_worker_outlives_redis_dying_under_a_job(
-    app_env, own_redis, team_a, instance_path, start_worker
+    app_env, own_redis, team_a, team_b, instance_path, start_worker
 ):
     server, url = own_redis
     env = {**app_env, "REDIS_URL": url}
@@ -403,11 +407,14 @@ def test_a_worker_outlives_redis_dying_under_a_job(
     ids = [image_id, later]
     wait_until(lambda: all_ready(app, ids), SWEPT_WITHIN, "no worker after Redis came back")
     assert worker.poll() is None, "the worker died with Redis"
+    wait_until(lambda: all_indexed(app, team_a), 20, "the index was never built")
+    check_invariants(app, [team_a, team_b], client=api)
 
 
 @pytest.mark.slow
+@pytest.mark.faults
 def test_a_killed_worker_orphans_nothing_and_another_takes_over_the_sweep(
-    app, app_env, team_a, upload, start_worker
+    app, app_env, team_a, team_b, upload, start_worker
 ):
     first = start_worker(**FAST_SWEEP)
     image = upload(team_a, [(samples.jpeg(80), "first.jpg")]).json["items"][0]
@@ -424,3 +431,5 @@ def test_a_killed_worker_orphans_nothing_and_another_takes_over_the_sweep(
         get_queue().empty()  # their jobs are lost: only the sweep can find them
     start_worker(**FAST_SWEEP)
     wait_until(lambda: all_ready(app, image_ids), SWEPT_WITHIN, "the sweep never ran again")
+    wait_until(lambda: all_indexed(app, team_a), 20, "the index was never built")
+    check_invariants(app, [team_a, team_b])

@@ -18,6 +18,7 @@ from app.models import DirectUpload, Image
 from app.tenancy import unscoped
 from tests import samples
 from tests.conftest import make_config
+from tests.invariants import check_invariants
 from tests.s3server import FailingStore, admin_client, s3_config
 
 pytest_plugins = ["tests.s3server"]
@@ -34,7 +35,7 @@ def keys_in(moto_endpoint, bucket) -> list[str]:
 
 
 def test_upload_process_download_and_search_on_s3(
-    client, team_a, upload, run_jobs, moto_endpoint, s3_bucket
+    app, client, team_a, team_b, upload, run_jobs, moto_endpoint, s3_bucket
 ):
     original = samples.jpeg(1)
     image = upload(team_a, [(original, "a.jpg")]).json["items"][0]
@@ -52,6 +53,7 @@ def test_upload_process_download_and_search_on_s3(
     assert [m["image"]["id"] for m in similar.json["items"]] == [copy["id"]]
     client.delete(f"/api/v1/images/{image['id']}", headers=team_a.headers())
     assert not [k for k in keys_in(moto_endpoint, s3_bucket) if image["id"] in k]
+    check_invariants(app, [team_a, team_b])
 
 
 def post_form(upload: dict, data: bytes) -> int:
@@ -107,7 +109,7 @@ def test_more_bytes_than_declared_are_refused_by_the_app(client, team_a, moto_en
     assert keys_in(moto_endpoint, s3_bucket) == []
 
 
-def test_a_store_answering_503_gives_a_clear_503_and_no_orphan_row(app_env, app, team_a):
+def test_a_store_answering_503_gives_a_clear_503_and_no_orphan_row(app_env, app, team_a, team_b):
     with FailingStore("503") as store:
         failing = create_app(
             make_config(
@@ -132,6 +134,7 @@ def test_a_store_answering_503_gives_a_clear_503_and_no_orphan_row(app_env, app,
         assert set(os.listdir(tempfile.gettempdir())) - before == set()
     with app.app_context(), unscoped():
         assert db.session.scalar(select(func.count()).select_from(Image)) == 0
+    check_invariants(app, [team_a, team_b])  # the app of the working bucket
 
 
 def test_a_store_failing_while_an_original_is_read_is_retried_not_an_error(

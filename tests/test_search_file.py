@@ -14,6 +14,7 @@ from app.models import AuditEvent, Embedding, Image, Label
 from app.services import search
 from app.tenancy import unscoped
 from tests import samples
+from tests.cnn import jpeg_of, photograph, requires_cnn
 
 
 def search_by(client, team, content: bytes, filename: str = "query.jpg", key=None, **fields):
@@ -201,3 +202,89 @@ def test_transparent_and_odd_images_can_be_searched(client, team_a, library):
         response = search_by(client, team_a, content, "q.png")
         assert response.status_code == 200, response.json
         assert len(response.json["items"]) == 3
+
+
+class TestTheDeltaReadOnce:
+    """Searches keep the delta (embeddings above the index's watermark) they read, and read
+    only what came since; an image embedded again replaces its vector."""
+
+    @pytest.fixture
+    def config_overrides(self):
+        # No build ever: every embedding stays in the delta.
+        return {"INDEX_REBUILD_MIN_DELTA": 10_000, "INDEX_QUIET_SECONDS": 3600}
+
+    def test_new_and_re_embedded_images_are_searched_by_their_current_vectors(
+        self, app, client, team_a, upload, run_jobs
+    ):
+        query = samples.jpeg(33)
+        upload(team_a, [(query, "c.jpg"), (samples.jpeg(31), "a.jpg")])
+        run_jobs()
+
+        def ranked():
+            body = search_by(client, team_a, query, k="5", embedder="color").json
+            assert body["index"]["version"] is None
+            return [(m["image"]["filename"], round(m["score"], 4)) for m in body["items"]]
+
+        assert [name for name, _ in ranked()] == ["c.jpg", "a.jpg"]
+        upload(team_a, [(samples.jpeg(32), "b.jpg")])
+        run_jobs()
+        assert sorted(name for name, _ in ranked()) == ["a.jpg", "b.jpg", "c.jpg"]  # appended
+
+        # c.jpg embedded again (as after a version bump), now with b.jpg's vector. (Not the
+        # newest row: SQLite gives a new row the id of a deleted last row, which no watermark
+        # can tell from the old one.)
+        with app.app_context(), unscoped():
+            rows = {
+                image.filename: image.id
+                for image in db.session.scalars(select(Image).where(Image.team_id == team_a.id))
+            }
+            vector_of_b = db.session.scalar(
+                select(Embedding.vector).where(
+                    Embedding.image_id == rows["b.jpg"], Embedding.embedder == "color"
+                )
+            )
+            old = db.session.scalar(
+                select(Embedding).where(
+                    Embedding.image_id == rows["c.jpg"], Embedding.embedder == "color"
+                )
+            )
+            image_id, version = old.image_id, old.version
+            db.session.delete(old)
+            db.session.flush()
+            db.session.add(
+                Embedding(
+                    team_id=team_a.id,
+                    image_id=image_id,
+                    embedder="color",
+                    version=version,
+                    vector=vector_of_b,
+                )
+            )
+            db.session.commit()
+        scores = dict(ranked())
+        assert scores["c.jpg"] == scores["b.jpg"] < 0.99
+
+
+@requires_cnn
+class TestWithTheCnn:
+    @pytest.fixture
+    def config_overrides(self):
+        return {"EMBEDDERS": ["phash", "color", "cnn"]}
+
+    def test_the_cnn_is_the_default_and_loads_once_per_process(
+        self, client, team_a, upload, run_jobs
+    ):
+        import plugins.embed_cnn as embed_cnn
+
+        coffee, cat = photograph("coffee"), photograph("chelsea")
+        stored = upload(team_a, [(jpeg_of(coffee), "cup.jpg"), (jpeg_of(cat), "cat.jpg")])
+        run_jobs()  # a worker in this process: the network is loaded here now
+        loaded = dict(embed_cnn._networks)
+        assert loaded  # processing loaded it
+        smaller = coffee.resize((200, 133))
+        for _ in range(2):
+            body = search_by(client, team_a, jpeg_of(smaller, 60), k="2").json
+            assert body["embedder"] == "cnn"
+            assert body["items"][0]["image"]["id"] == stored.json["items"][0]["id"]
+            assert body["items"][0]["score"] > body["items"][1]["score"]
+        assert embed_cnn._networks == loaded  # the same network objects, not loaded again

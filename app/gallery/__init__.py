@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("gallery", __name__)
 
-from app.gallery import routes  # noqa: E402,F401
+from app.gallery import collections, duplicates, imports, routes, search  # noqa: E402,F401

@@ -118,8 +118,11 @@ def index():
     headers = {"Vary": "HX-Request, HX-History-Restore-Request"}
     if is_fragment_request():
         # The next page of the grid (infinite scroll), or the results of changed filters.
-        fragment = "gallery/_grid_items.html" if cursor else "gallery/_results.html"
-        return render_template(fragment, **context), 200, headers
+        if cursor:
+            return render_template("gallery/_grid_items.html", **context), 200, headers
+        # The address bar shows the filters in use, without the empty ones the form sent.
+        headers["HX-Push-Url"] = url_for("gallery.index", **args)
+        return render_template("gallery/_results.html", **context), 200, headers
     collection_page, _ = collections.list_collections(PICKER_SIZE)
     page = render_template(
         "gallery/index.html",

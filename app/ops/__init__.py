@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("ops", __name__)
 
-from app.ops import routes  # noqa: E402,F401
+from app.ops import operations, routes  # noqa: E402,F401

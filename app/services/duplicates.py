@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import selectinload
 
 from app.errors import Conflict, Invalid, NotFound
@@ -55,11 +56,11 @@ DEFAULT_TIER = "near"
 NEAR_EMBEDDER = "phash"
 
 # Chosen from the quality benchmark (bench/quality.py, README "Benchmarks"): the largest that
-# keeps pair precision at 0.999 or better on real photographs.
-NEAR_BITS = 10
+# keep pair precision at 0.999 (near) and 0.99 (similar) or better on real photographs.
+NEAR_BITS = 9
 NEAR_MAX_BITS = 16  # beyond this, unrelated photographs start to join groups in numbers
-SIMILAR_DISTANCE = {"cnn": 0.6, "color": 0.2}
-SIMILAR_FALLBACK_DISTANCE = 0.2  # a third-party embedder, until its benchmark says better
+SIMILAR_DISTANCE = {"cnn": 0.375, "color": 0.025}
+SIMILAR_FALLBACK_DISTANCE = 0.1  # a third-party embedder, until its benchmark says better
 SIMILAR_MAX_DISTANCE = 1.0  # cos 0.5
 
 MAX_LIMIT = 100
@@ -185,29 +186,48 @@ def _exact_pairs(team_id: uuid.UUID, only: set[str] | None = None) -> list[Pair]
     ]
 
 
+def _chunking(n: int, bits: int) -> tuple[int, int]:
+    """(number of substrings, radius within each) for multi-index hashing of n 64-bit words
+    within `bits`: the one with the least work. A lookup costs a few passes over the n words,
+    about 2.5 candidate pairs' worth (measured at 100,000 words), and brings n times the share
+    of a bucket as candidates (for uniform hashes)."""
+
+    def cost(chunks: int) -> float:
+        width = 64 // chunks
+        radius = bits // chunks
+        probes = sum(math.comb(width, r) for r in range(radius + 1)) * chunks
+        return probes * n * (2.5 + n / 2**width)
+
+    chunks = min(range(4, 9), key=cost)  # at most 16 bits a substring: small tables
+    return chunks, bits // chunks
+
+
 def hamming_pairs(words: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair (i < j) of 64-bit words at most `bits` apart, with its distance, by
-    multi-index hashing: such a pair is within bits // 4 of each other on one of the four
-    16-bit quarters, so each quarter is looked up, for every word, in a table of all words by
-    that quarter (every value within bits // 4 of the word's), and only those candidates are
-    compared in full."""
+    multi-index hashing (Norouzi et al.): cut into m substrings, two words within `bits` are
+    within bits // m on at least one of them. So for each substring every word looks up, in a
+    table of all words by that substring, the values within bits // m of its own, and only those
+    candidates are compared in full. Never every pair: for uniform hashes the candidates are a
+    few hundred per word whatever the team's size."""
     words = np.ascontiguousarray(words, dtype=np.uint64)
     n = len(words)
     empty = np.zeros(0, np.int64)
     if n < 2:
         return empty, empty, np.zeros(0, np.int64)
-    radius = bits // 4
-    masks = [0] + [
-        sum(1 << b for b in combo)
-        for r in range(1, radius + 1)
-        for combo in itertools.combinations(range(16), r)
-    ]
+    chunks, radius = _chunking(n, bits)
     found_i, found_j = [], []
-    for quarter in range(4):
-        keys = ((words >> np.uint64(16 * quarter)) & np.uint64(0xFFFF)).astype(np.int64)
+    for chunk in range(chunks):
+        low = chunk * 64 // chunks
+        width = (chunk + 1) * 64 // chunks - low
+        keys = ((words >> np.uint64(low)) & np.uint64((1 << width) - 1)).astype(np.int64)
         order = np.argsort(keys, kind="stable")
-        counts = np.bincount(keys, minlength=1 << 16)
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        counts = np.bincount(keys, minlength=1 << width)
+        starts = np.cumsum(counts) - counts
+        masks = [0] + [
+            sum(1 << b for b in combo)
+            for r in range(1, radius + 1)
+            for combo in itertools.combinations(range(width), r)
+        ]
         for mask in masks:
             wanted = keys ^ mask
             sizes = counts[wanted]
@@ -215,10 +235,10 @@ def hamming_pairs(words: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray,
             if total == 0:
                 continue
             left = np.repeat(np.arange(n), sizes)
-            # Position within each run: 0..size-1, then offset by the run's start.
+            # Position within each run, then offset by the run's start.
             offsets = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
             right = order[np.repeat(starts[wanted], sizes) + offsets]
-            keep = left < right
+            keep = left < right  # each pair once (a word also finds itself: mask 0)
             left, right = left[keep], right[keep]
             close = np.bitwise_count(words[left] ^ words[right]) <= bits
             found_i.append(left[close])
@@ -286,21 +306,43 @@ def _pairs_from(space: _Space, ids: list[str], matrix: np.ndarray, ready: set[st
     return [(a, b, d) for (a, b), d in pairs.items()]
 
 
-def _all_pairs(team_id: uuid.UUID, plan: _Plan, ready: set[str]) -> list[Pair]:
+def _id(raw) -> str:
+    """An image id as a canonical string, from a UUID or the hex text SQLite stores."""
+    return str(raw if isinstance(raw, uuid.UUID) else uuid.UUID(raw))
+
+
+def _ready_hashes(team_id: uuid.UUID) -> tuple[list, np.ndarray]:
+    """The ready images' ids and phash words, read as one block of bytes (a team's 100,000
+    hashes are 800 KB: decoding them row by row would cost more than comparing them)."""
+    version = plugins().embedders[NEAR_EMBEDDER].version
+    rows = db.session.execute(
+        # Untyped: 100,000 UUID objects would cost more than the search.
+        select(type_coerce(Embedding.image_id, String), Embedding.vector)
+        .join(Image, Image.id == Embedding.image_id)
+        .where(
+            Embedding.team_id == team_id,
+            Embedding.embedder == NEAR_EMBEDDER,
+            Embedding.version == version,
+            Image.status == "ready",
+        )
+    ).all()
+    ids = [row[0] for row in rows]  # raw: only the few in pairs become ids (`_id`)
+    blob = b"".join(row.vector for row in rows)
+    return ids, _hash_words(np.frombuffer(blob, dtype=np.uint8).reshape(-1, 8))
+
+
+def _all_pairs(team_id: uuid.UUID, plan: _Plan) -> list[Pair]:
     """Every close pair of the team's ready images in this plan's tier."""
     if plan.tier == "exact":
         return _exact_pairs(team_id)
     if plan.tier == "near":
-        ids, matrix, _ = load_vectors(
-            db.session.execute(embeddings_query(team_id, NEAR_EMBEDDER)), NEAR_EMBEDDER
-        )
-        keep = [p for p, i in enumerate(ids) if i in ready]
-        ids, matrix = [ids[p] for p in keep], matrix[keep]
-        left, right, dist = hamming_pairs(_hash_words(matrix), int(plan.threshold))
+        ids, words = _ready_hashes(team_id)
+        left, right, dist = hamming_pairs(words, int(plan.threshold))
         return [
-            (*sorted((ids[a], ids[b])), float(d))
+            (*sorted((_id(ids[a]), _id(ids[b]))), float(d))
             for a, b, d in zip(left.tolist(), right.tolist(), dist.tolist(), strict=True)
         ]
+    ready = _ready_ids(team_id)
     space = _Space(team_id, plan.embedder, plan.threshold)
     ids, matrix = space.vectors()
     keep = [p for p, i in enumerate(ids) if i in ready]
@@ -396,11 +438,12 @@ def _split(pairs: list[Pair], dismissed: set[tuple[str, str]]) -> list[frozenset
 
 
 def _group_id(plan: _Plan, members: Iterable[str]) -> str:
-    ordered = sorted(uuid.UUID(i) for i in members)
+    # Canonical UUID strings sort as the UUIDs do.
+    ordered = sorted(members)
     digest = hashlib.sha256(
-        f"{plan.tier}|{plan.threshold_text}|{'|'.join(str(i) for i in ordered)}".encode()
+        f"{plan.tier}|{plan.threshold_text}|{'|'.join(ordered)}".encode()
     ).hexdigest()[:16]
-    return f"{plan.tier}-{plan.threshold_text}-{ordered[0].hex}-{digest}"
+    return f"{plan.tier}-{plan.threshold_text}-{ordered[0].replace('-', '')}-{digest}"
 
 
 def _groups(team_id: uuid.UUID, plan: _Plan, pairs: list[Pair]) -> dict[str, frozenset[str]]:
@@ -419,8 +462,7 @@ def report(
 ) -> dict[str, frozenset[str]]:
     """Every duplicate group of the team in one tier: group id -> member image ids."""
     plan = _plan(tier, threshold)
-    ready = _ready_ids(team_id)
-    return _groups(team_id, plan, _all_pairs(team_id, plan, ready))
+    return _groups(team_id, plan, _all_pairs(team_id, plan))
 
 
 def list_groups(
@@ -438,8 +480,23 @@ def list_groups(
         raise Invalid("cursor is not one this API returned")
     groups = report(team_id, plan.tier, plan.threshold)
     ids = sorted(g for g in groups if cursor is None or g > cursor)
-    page, more = ids[:limit], len(ids) > limit
-    members = {uuid.UUID(i) for g in page for i in groups[g]}
+    page = _with_images(team_id, plan, groups, ids[:limit])
+    return page, (ids[limit - 1] if len(ids) > limit else None)
+
+
+def all_groups(
+    team_id: uuid.UUID, tier: str | None = None, threshold: str | float | None = None
+) -> list[Group]:
+    """Every duplicate group of the team in a tier, by group id (the command line's report)."""
+    plan = _plan(tier, threshold)
+    groups = report(team_id, plan.tier, plan.threshold)
+    return _with_images(team_id, plan, groups, sorted(groups))
+
+
+def _with_images(
+    team_id: uuid.UUID, plan: _Plan, groups: dict[str, frozenset[str]], ids: list[str]
+) -> list[Group]:
+    members = {uuid.UUID(i) for g in ids for i in groups[g]}
     loaded = {
         str(image.id): image
         for image in db.session.scalars(
@@ -453,10 +510,9 @@ def list_groups(
             )
         )
     }
-    result = [
-        Group(g, plan.tier, sorted((loaded[i] for i in groups[g]), key=keeper_order)) for g in page
-    ]
-    return result, (page[-1] if more else None)
+    # An image deleted since the report was made drops out of its group.
+    shown = [(g, [loaded[i] for i in groups[g] if i in loaded]) for g in ids]
+    return [Group(g, plan.tier, sorted(images, key=keeper_order)) for g, images in shown]
 
 
 # --- resolving -----------------------------------------------------------------------------------
@@ -475,10 +531,15 @@ def _parse_group_id(group_id: str) -> tuple[_Plan, uuid.UUID, str]:
 
 
 def _team_images(team_id: uuid.UUID, ids: list[uuid.UUID]) -> dict[uuid.UUID, Image]:
+    """The named images, locked until the resolution commits: of two requests resolving one
+    group, the second waits, then finds the first's deletions (a Conflict)."""
     found = {
         image.id: image
         for image in db.session.scalars(
-            select(Image).where(Image.team_id == team_id, Image.id.in_(ids))
+            select(Image)
+            .where(Image.team_id == team_id, Image.id.in_(ids))
+            .order_by(Image.id)
+            .with_for_update()
         )
     }
     if len(found) != len(set(ids)):
@@ -518,6 +579,26 @@ def _resolution(body) -> tuple[list[uuid.UUID], list[uuid.UUID]] | None:
     return keep_ids, delete_ids
 
 
+def _names_a_changed_group(team_id: uuid.UUID, plan: _Plan, group_id: str, body) -> bool:
+    """Whether a body names exactly the images this group id was listed with, some of them
+    still the team's: the team's own group, changed since (its smallest image deleted)."""
+    try:
+        resolution = _resolution(body)
+    except Invalid:
+        return False
+    if resolution is None:
+        return False
+    named = resolution[0] + resolution[1]
+    if _group_id(plan, (str(i) for i in named)) != group_id:
+        return False
+    return (
+        db.session.scalar(
+            select(Image.id).where(Image.team_id == team_id, Image.id.in_(named)).limit(1)
+        )
+        is not None
+    )
+
+
 @transactional
 def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
     """Resolve a group as listed: `{"keep": [ids], "delete": [ids]}` keeps some images and
@@ -528,10 +609,12 @@ def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
     team lacks is NotFound, a group that changed since it was listed is a Conflict.
     """
     plan, anchor, group_id = _parse_group_id(group_id)
-    if (
-        db.session.scalar(select(Image.id).where(Image.team_id == team_id, Image.id == anchor))
-        is None
-    ):
+    # Locked: resolutions of one group (its smallest member) run one after the other, and the
+    # second finds the group changed.
+    anchored = select(Image.id).where(Image.team_id == team_id, Image.id == anchor)
+    if db.session.scalar(anchored.with_for_update()) is None:
+        if _names_a_changed_group(team_id, plan, group_id, body):
+            raise Conflict("an image of the group is gone; list the duplicates again")
         raise NotFound("no such duplicate group")
     resolution = _resolution(body)
     not_duplicates = resolution is None
@@ -592,3 +675,20 @@ def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
     for image in doomed:
         images.delete_image(image, actor=actor)
     return {"group_id": group_id, "kept": kept, "deleted": [str(i.id) for i in doomed]}
+
+
+def suggested_resolution(team_id: uuid.UUID, group_id: str) -> dict:
+    """The body that resolves a group as it stands keeping only its suggested keeper, for a
+    page that resolves many groups at once; NotFound and Conflict as `resolve` has them."""
+    plan, anchor, group_id = _parse_group_id(group_id)
+    if (
+        db.session.scalar(select(Image.id).where(Image.team_id == team_id, Image.id == anchor))
+        is None
+    ):
+        raise NotFound("no such duplicate group")
+    current = _groups(team_id, plan, _pairs_around(team_id, plan, str(anchor), _ready_ids(team_id)))
+    if group_id not in current:
+        raise Conflict("the group has changed since it was listed; list the duplicates again")
+    members = _team_images(team_id, [uuid.UUID(i) for i in current[group_id]])
+    ordered = sorted(members.values(), key=keeper_order)
+    return {"keep": [str(ordered[0].id)], "delete": [str(i.id) for i in ordered[1:]]}

@@ -16,7 +16,7 @@ from app.errors import Invalid, ValidationFailed
 from app.extensions import db
 from app.models import IMAGE_STATUSES, Embedding, Image, Label, Tag
 from app.runtime import plugins, storage
-from app.services import audit, collections, paging
+from app.services import audit, collections, paging, text_search
 from app.services.audit import Actor
 from app.services.transaction import after_commit, transactional
 
@@ -45,10 +45,11 @@ def list_images(
 ) -> tuple[list[Image], str | None]:
     """One page of the current team's images, newest first, and the cursor of the next page.
 
-    `tag` keeps images with that tag; `text` matches the filename, a tag or a label (what an
-    embedder such as cnn saw), case-insensitively; `collection_id` keeps the images of that
-    collection of the team (any other id is NotFound); `label` keeps images an embedder gave
-    that label (any case).
+    `tag` keeps images with that tag; `text` keeps those whose filename, tags, labels (what an
+    embedder such as cnn saw) and collection name have all its words, case aside, the last one
+    as a prefix (`text_search`); `collection_id` keeps the images of that collection of the
+    team (any other id is NotFound); `label` keeps images an embedder gave that label (any
+    case). Filters combine.
     """
     query = (
         select(Image)
@@ -98,17 +99,7 @@ def _filtered(
     if label is not None:
         query = query.where(Image.labels.any(func.lower(Label.name) == label.casefold()))
     if text is not None:
-        text = " ".join(text.split())[:200]
-        if not text:
-            raise Invalid("q must not be empty")
-        needle = text.casefold()
-        query = query.where(
-            or_(
-                func.lower(Image.filename).contains(needle, autoescape=True),
-                Image.tags.any(Tag.name.contains(needle, autoescape=True)),
-                Image.labels.any(func.lower(Label.name).contains(needle, autoescape=True)),
-            )
-        )
+        query = query.where(text_search.image_filter(text_search.words_of(text)))
     return query
 
 

@@ -339,3 +339,36 @@ def item_page(
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, paging.encode(str(rows[-1].position)) if more else None
+
+
+def parse_url_lines(text: str) -> list[ItemRequest]:
+    """One URL per line (blank lines and surrounding spaces ignored), as pasted in a form."""
+    return [ItemRequest(url=line.strip()) for line in text.splitlines() if line.strip()]
+
+
+REPORT_COLUMNS = ["url", "status", "image_id", "error", "original_url", "thumbnail_url"]
+
+
+def csv_safe(value: str) -> str:
+    """A cell starting with = + - @ is a formula to spreadsheet programs: defused."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def report_csv(batch: ImportBatch, file_url) -> str:
+    """The batch's report, one row per item; `file_url(image_id, variant)` links its files."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(REPORT_COLUMNS)
+    for item in batch.items:
+        image_id = item.image_id
+        writer.writerow(
+            [
+                csv_safe(item.url),
+                item.status,
+                str(image_id) if image_id else "",
+                csv_safe(item.error or ""),
+                file_url(image_id, "original") if image_id else "",
+                file_url(image_id, "thumbnail") if image_id else "",
+            ]
+        )
+    return out.getvalue()

@@ -26,7 +26,8 @@ MAX_KEY_LENGTH = 128
 # `last_used_at` is written at most this often per key, so busy keys cost no write per request.
 TOUCH_INTERVAL = timedelta(minutes=1)
 _KEY_RE = re.compile(r"lk_([0-9a-f]{10})_([A-Za-z0-9_-]{43})")
-assert set(ROLE_SCOPES) == set(ROLES)
+if set(ROLE_SCOPES) != set(ROLES):  # a role added without its scopes: fail at import
+    raise RuntimeError("ROLE_SCOPES must name every role of app.models.ROLES")
 
 
 def _hash_secret(secret: str) -> str:

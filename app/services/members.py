@@ -202,6 +202,49 @@ def create_invite(
     return invite, token
 
 
+def pending_invites(team_id: uuid.UUID) -> list[Invite]:
+    """The team's invites not yet accepted, revoked or expired, newest first."""
+    return list(
+        db.session.scalars(
+            select(Invite)
+            .where(
+                Invite.team_id == team_id,
+                Invite.accepted_at.is_(None),
+                Invite.revoked_at.is_(None),
+                Invite.expires_at > utcnow(),
+            )
+            .order_by(Invite.created_at.desc())
+        )
+    )
+
+
+@transactional
+def revoke_invite(team_id: uuid.UUID, invite_id: object, *, actor: Actor) -> Invite:
+    """Make a pending invite's link stop working; one accepted or revoked already is a
+    Conflict, another team's (or no) invite is NotFound."""
+    try:
+        parsed = uuid.UUID(str(invite_id))
+    except ValueError:
+        raise NotFound("no such invite") from None
+    invite = db.session.scalar(select(Invite).where(Invite.id == parsed, Invite.team_id == team_id))
+    if invite is None or invite.team_id != team_id:
+        raise NotFound("no such invite")
+    if invite.accepted_at is not None:
+        raise Conflict(f"the invite for {invite.email} was accepted already")
+    if invite.revoked_at is not None:
+        raise Conflict(f"the invite for {invite.email} was revoked already")
+    invite.revoked_at = utcnow()
+    audit.record(
+        actor,
+        "member.invite_revoke",
+        team_id,
+        target_type="invite",
+        target_id=invite.id,
+        target=invite.email,
+    )
+    return invite
+
+
 def find_invite(token: str) -> Invite:
     """The open invite for this token, across teams (the link is the credential)."""
     if not token or len(token) > 100:

@@ -16,7 +16,7 @@ from app.imaging.render import make_rendition
 from app.imaging.validate import open_working
 from app.models import Embedding, Image, IndexBuild
 from app.plugin_api import ExactScan, similarity
-from app.runtime import index_cache, plugins
+from app.runtime import Delta, delta_cache, index_cache, plugins
 from app.services import ingest, processing
 from app.services.indexing import current_build, embeddings_query, load_vectors, serving_build
 
@@ -79,25 +79,18 @@ def nearest(
     if build is not None:
         index, watermark = index_cache().get(build), build.watermark
 
-    fresh: dict[str, float] = {}
-    rows = db.session.execute(
-        embeddings_query(team_id, embedder, after_id=watermark, version=version)
-    ).all()
-    if rows:
-        ids, matrix, _ = load_vectors(rows, embedder)
-        # Laid out once, as the exact index lays out its rows (angular rows scaled in place).
-        scan = ExactScan.of_vectors(plugin.codec, matrix, copy=False)
-        for image_id, distance in zip(ids, scan.distances(vector), strict=True):
-            fresh[image_id] = float(distance)
+    delta = _delta(team_id, embedder, version, watermark)
 
-    # Ask the index for extra: excluded, deleted and not-ready images are dropped below, and
-    # if too many were, ask again for more.
+    # Ask the index and the delta for extra: excluded, deleted and not-ready images are dropped
+    # below, and if too many were, ask again for more.
     want = k + len(exclude) + 16
     while True:
         hits = index.query(vector, want) if index is not None else []
         found = dict(hits)
-        for image_id, distance in fresh.items():
-            found[image_id] = min(distance, found.get(image_id, float("inf")))
+        positions, distances = delta.scan.nearest(vector, want)
+        for position, distance in zip(positions, distances, strict=True):
+            image_id = delta.ids[position]
+            found[image_id] = min(float(distance), found.get(image_id, float("inf")))
         candidates = {uuid.UUID(i) for i in found} - set(exclude)
         # This query runs under the team criteria: another team's ids can never come back.
         # What each match shows (tags, labels, uploader, key) is joined in: one statement for any k,
@@ -113,7 +106,7 @@ def nearest(
             )
         )
         images = {str(image.id): image for image in db.session.scalars(query).unique()}
-        if len(images) >= k or len(hits) < want:
+        if len(images) >= k or (len(hits) < want and len(positions) < want):
             break
         want *= 4
 
@@ -125,8 +118,42 @@ def nearest(
         embedder=embedder,
         matches=matches,
         index_version=build.version if build else None,
-        fresh=build is not None and not rows,
+        fresh=build is not None and not delta.ids,
     )
+
+
+def _delta(team_id: uuid.UUID, embedder: str, version: str, watermark: int) -> Delta:
+    """The embeddings above the watermark, laid out for the exact scan: what this process
+    read at the previous search, plus the rows that came since (usually none, one indexed
+    query). An image embedded again since (its new row replaces the one held) reads the whole
+    delta again; deleted images need nothing, the search drops them with the rows it loads."""
+    codec = plugins().embedders[embedder].codec
+    key = (version, watermark)
+    held = delta_cache().get(team_id, embedder)
+    if held is not None and held.key != key:
+        held = None  # a new build, or another embedder version, since
+    after = held.last_id if held is not None else watermark
+    rows = db.session.execute(
+        embeddings_query(team_id, embedder, after_id=after, version=version)
+    ).all()
+    if held is not None and not rows:
+        return held
+    ids, vectors, last_id = load_vectors(rows, embedder)
+    if held is not None:
+        if not set(ids).isdisjoint(held.ids):
+            delta_cache().put(team_id, embedder, _empty_delta(codec, key))
+            return _delta(team_id, embedder, version, watermark)
+        ids, vectors = held.ids + ids, np.concatenate([held.vectors, vectors])
+    # Laid out once, as the exact index lays out its rows (a copy: `vectors` is kept as stored).
+    delta = Delta(key, max(last_id, after), ids, vectors, ExactScan.of_vectors(codec, vectors))
+    delta_cache().put(team_id, embedder, delta)
+    return delta
+
+
+def _empty_delta(codec, key: tuple[str, int]) -> Delta:
+    """A delta holding nothing above the watermark, so the next read starts from it."""
+    empty = codec.stack([])
+    return Delta(key, key[1], [], empty, ExactScan.of_vectors(codec, empty))
 
 
 def similar_images(image: Image, k: int, embedder: str | None = None) -> SearchResult:

@@ -68,6 +68,7 @@ def change_password():
 
 def _members_page(status: int = 200, **context):
     context.setdefault("members", members.list_members(_team().id))
+    context.setdefault("invites", members.pending_invites(_team().id))
     return fragment_or_page("settings/_members.html", "settings/members.html", status, **context)
 
 
@@ -119,6 +120,22 @@ def remove_member(user_id: str):
     except ServiceError as exc:
         return _members_page(http_status(exc), error=exc.message)
     return _members_page()
+
+
+@bp.post("/invites/<invite_id>/revoke")
+@role_required("admin")
+def revoke_invite(invite_id: str):
+    try:
+        invite = members.revoke_invite(_team().id, invite_id, actor=current_actor())
+    except NotFound:
+        raise
+    except ServiceError as exc:
+        return _members_page(http_status(exc), error=exc.message)
+    message = f"The invite for {invite.email} no longer works."
+    if request.headers.get("HX-Request"):
+        return _members_page(message=message)
+    flash(message, "info")
+    return redirect(url_for("settings.list_members"))
 
 
 # --- API keys ----------------------------------------------------------------------------

@@ -1,0 +1,399 @@
+"""Duplicate review through the API: real images, real processing, real indexes."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from PIL import PngImagePlugin
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import AuditEvent, DuplicateDecision, Image
+from app.services import collections, duplicates
+from app.services.audit import Actor
+from app.tenancy import team_scope
+from tests import samples
+
+ALICE = Actor("user", "alice@a.example")
+
+
+def png(image: PILImage.Image, text: str | None = None, level: int = 6) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    if text is not None:
+        info.add_text("Comment", text)
+    out = io.BytesIO()
+    image.save(out, "PNG", pnginfo=info, compress_level=level)
+    return out.getvalue()
+
+
+def decoded(data: bytes) -> PILImage.Image:
+    return PILImage.open(io.BytesIO(data)).convert("RGB")
+
+
+@pytest.fixture
+def add(upload, run_jobs):
+    """Upload files as a team and process them: their ids, in order."""
+
+    def post(team, *files: tuple[bytes, str]) -> list[str]:
+        response = upload(team, list(files))
+        assert response.status_code == 201, response.json
+        run_jobs()
+        return [item["id"] for item in response.json["items"]]
+
+    return post
+
+
+def groups(client, team, **params) -> list[dict]:
+    response = client.get("/api/v1/duplicates", query_string=params, headers=team.headers())
+    assert response.status_code == 200, response.json
+    return response.json["groups"]
+
+
+def members(group: dict) -> set[str]:
+    return {image["id"] for image in group["images"]}
+
+
+def resolve(client, team, group_id, body, key=None):
+    return client.post(
+        f"/api/v1/duplicates/{group_id}/resolve", json=body, headers=team.headers(key)
+    )
+
+
+# --- tiers ---------------------------------------------------------------------------------------
+
+
+def test_exact_tier_is_the_same_pixels_in_other_bytes(client, team_a, add):
+    original = samples.jpeg(1)
+    pixels = decoded(original)
+    ids = add(
+        team_a,
+        (original, "original.jpg"),
+        (png(pixels), "lossless.png"),  # the JPEG's pixels re-saved losslessly
+        (png(pixels, text="edited", level=1), "edited-metadata.png"),
+        (samples.resized_copy(original), "smaller.jpg"),
+        (samples.jpeg(2), "other.jpg"),
+    )
+    exact = groups(client, team_a, tier="exact")
+    assert [members(g) for g in exact] == [set(ids[:3])]
+    assert exact[0]["tier"] == "exact"
+    # One pixel changed is not the same picture.
+    changed = np.asarray(pixels).copy()
+    changed[10, 10] ^= 1
+    add(team_a, (png(PILImage.fromarray(changed)), "one-pixel.png"))
+    assert [members(g) for g in groups(client, team_a, tier="exact")] == [set(ids[:3])]
+
+
+def test_near_tier_groups_recompressed_and_resized_copies_only(client, team_a, add):
+    original = samples.jpeg(3)
+    ids = add(
+        team_a,
+        (original, "a.jpg"),
+        (samples.resized_copy(original), "a-small.jpg"),
+        (samples.encode(decoded(original), "JPEG", quality=30), "a-q30.jpg"),
+        (samples.jpeg(4), "b.jpg"),
+        (samples.jpeg(5), "c.jpg"),
+    )
+    near = groups(client, team_a)  # near is the default tier
+    assert [members(g) for g in near] == [set(ids[:3])]
+    assert near[0]["tier"] == "near"
+    assert groups(client, team_a, tier="near", threshold=0) == [] or all(
+        members(g) <= set(ids[:3]) for g in groups(client, team_a, tier="near", threshold=0)
+    )
+
+
+def test_similar_tier_uses_the_content_embedder(client, team_a, add):
+    original = samples.jpeg(6)
+    brighter = decoded(original).point(lambda v: min(255, int(v * 1.2)))
+    ids = add(
+        team_a,
+        (original, "a.jpg"),
+        (samples.encode(brighter, "JPEG", quality=85), "a-brighter.jpg"),
+        (samples.jpeg(7), "b.jpg"),
+    )
+    similar = groups(client, team_a, tier="similar", threshold=0.4)
+    assert [members(g) for g in similar] == [set(ids[:2])]
+    assert similar[0]["tier"] == "similar"
+
+
+# --- keeper --------------------------------------------------------------------------------------
+
+
+def test_the_suggested_keeper_has_most_pixels_then_largest_file_then_is_oldest(client, team_a, add):
+    pixels = samples.photo(8, (320, 240))
+    ids = add(
+        team_a,
+        (png(pixels, text="a"), "first.png"),
+        (png(pixels, text="b"), "second.png"),  # same size, newer
+        (png(pixels, text="a longer comment"), "bigger-file.png"),
+    )
+    sizes = [len(png(pixels, text=t)) for t in ("a", "b", "a longer comment")]
+    assert sizes[0] == sizes[1] < sizes[2]
+    (group,) = groups(client, team_a, tier="exact")
+    assert group["suggested_keep"] == ids[2]
+    assert [i["id"] for i in group["images"]][:3] == [ids[2], ids[0], ids[1]]
+
+    # Once the largest file is gone, the older of two equal files.
+    assert client.delete(f"/api/v1/images/{ids[2]}", headers=team_a.headers()).status_code == 204
+    (group,) = groups(client, team_a, tier="exact")
+    assert group["suggested_keep"] == ids[0]
+
+    # More pixels beat a larger file: a bigger picture of the same scene, near tier.
+    big = add(team_a, (samples.encode(pixels.resize((640, 480)), "JPEG", quality=60), "big.jpg"))
+    (group,) = groups(client, team_a, tier="near")
+    assert members(group) == {ids[0], ids[1], big[0]}
+    assert group["suggested_keep"] == big[0]
+
+
+# --- resolving -----------------------------------------------------------------------------------
+
+
+def test_resolve_keeps_merges_tags_and_collection_and_deletes_the_rest(app, client, team_a, add):
+    original = samples.jpeg(9)
+    keeper, copy, smaller = add(
+        team_a,
+        (original, "keeper.jpg"),
+        (png(decoded(original)), "copy.png"),
+        (samples.resized_copy(original), "small.jpg"),
+    )
+    with app.app_context(), team_scope(team_a.id):
+        album = collections.create_collection(team_a.id, "Holidays", actor=ALICE).collection
+        collections.add_images(album.id, [smaller], actor=ALICE)
+        album_id = str(album.id)
+    for image_id, tags in ((keeper, ["sea"]), (copy, ["beach", "sea"]), (smaller, ["2024"])):
+        response = client.patch(
+            f"/api/v1/images/{image_id}", json={"tags": tags}, headers=team_a.headers()
+        )
+        assert response.status_code == 200
+    with app.app_context():
+        files = {
+            i: [row.storage_key, row.thumbnail_key, row.preview_key]
+            for i, row in ((i, db.session.get(Image, uuid.UUID(i))) for i in (copy, smaller))
+        }
+    storage_root = os.path.join(app.instance_path, "storage")
+
+    (group,) = groups(client, team_a)
+    assert group["suggested_keep"] == copy  # the same pixels in a larger file
+    response = resolve(client, team_a, group["id"], {"keep": [keeper], "delete": [copy, smaller]})
+    assert response.status_code == 200, response.json
+    assert response.json["kept"][0]["tags"] == ["2024", "beach", "sea"]
+    assert sorted(response.json["deleted"]) == sorted([copy, smaller])
+
+    for gone in (copy, smaller):
+        assert client.get(f"/api/v1/images/{gone}", headers=team_a.headers()).status_code == 404
+        for key in files[gone]:
+            assert not os.path.exists(os.path.join(storage_root, key))
+    with app.app_context():
+        kept = db.session.get(Image, uuid.UUID(keeper))
+        assert str(kept.collection_id) == album_id
+        assert sorted(t.name for t in kept.tags) == ["2024", "beach", "sea"]
+        event = db.session.scalar(
+            select(AuditEvent).where(AuditEvent.action == "duplicates.resolve")
+        )
+        assert event.team_id == team_a.id and event.details["kept"] == [keeper]
+    assert groups(client, team_a) == []
+    # Asked again (a second tab, a retry): the group is gone.
+    again = resolve(client, team_a, group["id"], {"keep": [keeper], "delete": [copy, smaller]})
+    assert again.status_code == 409
+    # A search no longer finds the deleted images.
+    similar = client.get(f"/api/v1/images/{keeper}/similar", headers=team_a.headers()).json
+    assert not {m["image"]["id"] for m in similar["items"]} & {copy, smaller}
+
+
+def test_not_duplicates_survives_reruns_and_a_newcomer_shows_only_with_itself(
+    app, client, team_a, add
+):
+    original = samples.jpeg(10)
+    first, second = add(team_a, (original, "a.jpg"), (samples.resized_copy(original, 0.6), "b.jpg"))
+    (group,) = groups(client, team_a)
+    response = resolve(client, team_a, group["id"], {"not_duplicates": True})
+    assert response.status_code == 200, response.json
+    assert groups(client, team_a) == []
+    assert groups(client, team_a) == []  # and on every later run
+    with app.app_context():
+        assert db.session.scalar(select(DuplicateDecision.image_a_id)) is not None
+        actions = db.session.scalars(select(AuditEvent.action)).all()
+        assert "duplicates.dismiss" in actions
+
+    (newcomer,) = add(team_a, (samples.resized_copy(original, 0.8), "c.jpg"))
+    shown = [members(g) for g in groups(client, team_a)]
+    assert sorted(map(sorted, shown)) == sorted(
+        [sorted({first, newcomer}), sorted({second, newcomer})]
+    )
+    # Resolving the dismissed pair's group again is refused as stale.
+    assert resolve(client, team_a, group["id"], {"not_duplicates": True}).status_code == 409
+
+
+def test_pages_and_ids_are_stable(client, team_a, add):
+    ids = []
+    for seed in (11, 12, 13):
+        original = samples.jpeg(seed)
+        ids += add(team_a, (original, f"{seed}.jpg"), (samples.resized_copy(original), "s.jpg"))
+    everything = groups(client, team_a)
+    assert len(everything) == 3
+    assert groups(client, team_a) == everything  # same ids, same order, run after run
+
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/v1/duplicates", query_string=params, headers=team_a.headers())
+        assert page.status_code == 200
+        seen += [g["id"] for g in page.json["groups"]]
+        cursor = page.json["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [g["id"] for g in everything]
+
+    # A new member changes that group's id and no other.
+    before = {frozenset(members(g)): g["id"] for g in everything}
+    (extra,) = add(team_a, (samples.resized_copy(samples.jpeg(11), 0.7), "t.jpg"))
+    after = {frozenset(members(g)): g["id"] for g in groups(client, team_a)}
+    unchanged = {m: i for m, i in before.items() if ids[0] not in m}
+    assert all(after.get(m) == i for m, i in unchanged.items())
+    assert frozenset({ids[0], ids[1], extra}) in after
+    assert after[frozenset({ids[0], ids[1], extra})] not in before.values()
+
+
+# --- refusals ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pair(client, team_a, add):
+    original = samples.jpeg(14)
+    ids = add(team_a, (original, "a.jpg"), (samples.resized_copy(original), "b.jpg"))
+    (group,) = groups(client, team_a)
+    return group["id"], ids
+
+
+def test_another_teams_ids_are_not_found(client, team_a, team_b, add, pair):
+    group_id, (a, b) = pair
+    theirs = add(team_b, (samples.jpeg(15), "theirs.jpg"))
+    assert resolve(client, team_a, group_id, {"keep": [a], "delete": theirs}).status_code == 404
+    assert resolve(client, team_b, group_id, {"keep": [a], "delete": [b]}).status_code == 404
+    assert resolve(client, team_b, group_id, {"not_duplicates": True}).status_code == 404
+    assert resolve(client, team_a, "near-9-" + "0" * 32 + "-" + "0" * 16, {}).status_code == 404
+    assert resolve(client, team_a, "not-a-group", {"not_duplicates": True}).status_code == 404
+    assert len(groups(client, team_a)) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        [],
+        {},
+        {"keep": []},
+        {"keep": "x", "delete": []},
+        {"keep": ["not-a-uuid"], "delete": []},
+        {"not_duplicates": False},
+        {"not_duplicates": "yes"},
+        {"not_duplicates": True, "keep": []},
+        {"team_id": "x", "not_duplicates": True},
+    ],
+)
+def test_bad_bodies_are_400(client, team_a, pair, body):
+    group_id, _ = pair
+    response = client.post(
+        f"/api/v1/duplicates/{group_id}/resolve", json=body, headers=team_a.headers()
+    )
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["message"]
+    assert len(groups(client, team_a)) == 1
+
+
+def test_keep_and_delete_must_be_exactly_the_group(client, team_a, add, pair):
+    group_id, (a, b) = pair
+    (other,) = add(team_a, (samples.jpeg(16), "other.jpg"))
+    for body in (
+        {"keep": [a], "delete": []},
+        {"keep": [a], "delete": [b, other]},
+        {"keep": [], "delete": [a, b]},
+        {"keep": [a, b], "delete": [a]},
+    ):
+        assert resolve(client, team_a, group_id, body).status_code == 400, body
+    assert len(groups(client, team_a)) == 1
+
+
+def test_a_group_changed_since_listing_is_a_conflict(client, team_a, add, pair):
+    group_id, (a, b) = pair
+    add(team_a, (samples.resized_copy(samples.jpeg(14), 0.7), "c.jpg"))
+    assert resolve(client, team_a, group_id, {"keep": [a], "delete": [b]}).status_code == 409
+    assert resolve(client, team_a, group_id, {"not_duplicates": True}).status_code == 409
+    assert client.get(f"/api/v1/images/{b}", headers=team_a.headers()).status_code == 200
+
+
+def test_a_read_only_key_cannot_resolve(client, team_a, pair):
+    group_id, (a, b) = pair
+    response = resolve(client, team_a, group_id, {"keep": [a], "delete": [b]}, team_a.read_key)
+    assert response.status_code == 403
+    assert client.get(f"/api/v1/images/{b}", headers=team_a.headers()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"tier": "fuzzy"},
+        {"tier": "near", "threshold": "x"},
+        {"tier": "near", "threshold": "99"},
+        {"tier": "similar", "threshold": "nan"},
+        {"tier": "exact", "threshold": "3"},
+        {"limit": "0"},
+        {"cursor": "garbage"},
+        {"colour": "red"},
+    ],
+)
+def test_bad_listing_parameters_are_400(client, team_a, params):
+    response = client.get("/api/v1/duplicates", query_string=params, headers=team_a.headers())
+    assert response.status_code == 400, response.json
+
+
+# --- the grouping rule ---------------------------------------------------------------------------
+
+
+def test_hamming_pairs_match_a_full_comparison():
+    rng = np.random.default_rng(0)
+    words = rng.integers(0, 2**63, 3000, dtype=np.uint64)
+    copies = rng.integers(0, 3000, 600)
+    flips = [rng.choice(64, rng.integers(0, 13), replace=False) for _ in copies]
+    near = np.array(
+        [
+            words[c] ^ np.uint64(sum(1 << int(b) for b in f))
+            for c, f in zip(copies, flips, strict=True)
+        ],
+        dtype=np.uint64,
+    )
+    words = np.concatenate([words, near])
+    for bits in (0, 3, 7, 10, 12):
+        left, right, dist = duplicates.hamming_pairs(words, bits)
+        full = np.bitwise_count(words[:, None] ^ words[None, :])
+        i, j = np.nonzero(np.triu(full <= bits, 1))
+        assert sorted(zip(left.tolist(), right.tolist(), strict=True)) == sorted(
+            zip(i.tolist(), j.tolist(), strict=True)
+        )
+        assert (dist == full[left, right]).all()
+
+
+def test_the_command_line_reports_every_group(runner, team_a, add, pair):
+    group_id, (a, b) = pair
+    result = runner.invoke(args=["duplicates", "report", "--team", team_a.team.slug])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == group_id and lines[-1] == "1 groups"
+    assert {line.split()[0] for line in lines[1:3]} == {a, b}
+    refused = runner.invoke(
+        args=["duplicates", "report", "--team", team_a.team.slug, "--threshold", "x"]
+    )
+    assert refused.exit_code == 1 and "threshold must be a number" in refused.output
+
+
+def test_a_group_whose_smallest_image_is_gone_is_a_conflict_not_a_404(client, team_a, pair):
+    group_id, (a, b) = pair
+    smallest, other = sorted((a, b), key=uuid.UUID)
+    assert client.delete(f"/api/v1/images/{smallest}", headers=team_a.headers()).status_code == 204
+    body = {"keep": [other], "delete": [smallest]}
+    assert resolve(client, team_a, group_id, body).status_code == 409
+    assert resolve(client, team_a, group_id, {"not_duplicates": True}).status_code == 404
