@@ -161,6 +161,7 @@ def main() -> int:
 
         pages = {
             "gallery, first page": ("/", "/"),
+            "gallery, text search (q=pine)": ("/?q=pine", "/?q=pine"),
             "gallery, tag filter": ("/?tag=tag+3", "/?tag=tag+3"),
             "gallery, label filter": ("/?label=pine", "/?label=pine"),
             "image page": (f"/images/{big_image}", f"/images/{small_image}"),
