@@ -387,7 +387,7 @@ class ImageListArgs(ListArgs):
     tag = fields.String(validate=validate.Length(max=200))
     q = fields.String(
         validate=validate.Length(max=1000),
-        metadata={"description": "Text over filename, tags and labels."},
+        metadata={"description": "Words over filename, tags, labels and collection name."},
     )
     collection_id = fields.UUID(metadata={"description": "Only the images of this collection."})
 
