@@ -396,6 +396,8 @@ class Embedding(TeamOwned, db.Model):
     __table_args__ = (
         UniqueConstraint("image_id", "embedder", "version"),
         Index("ix_embedding_team_embedder_id", "team_id", "embedder", "id"),
+        # Without it SQLite hands the newest row's id out again once that row is deleted.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
