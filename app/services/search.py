@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import case, select
 from sqlalchemy.orm import joinedload
 
 from app.errors import Conflict, Invalid
@@ -91,13 +91,18 @@ def nearest(
         for position, distance in zip(positions, distances, strict=True):
             image_id = delta.ids[position]
             found[image_id] = min(float(distance), found.get(image_id, float("inf")))
-        candidates = {uuid.UUID(i) for i in found} - set(exclude)
-        # This query runs under the team criteria: another team's ids can never come back.
-        # What each match shows (tags, labels, uploader, key) is joined in: one statement for any k,
-        # its rows repeated per tag and label, which images carry few of.
+        ranked = sorted((d, uuid.UUID(i)) for i, d in found.items())
+        candidates = [image_id for _, image_id in ranked if image_id not in exclude]
+        # One statement: the k nearest candidates that are ready, ranked in SQL so that only
+        # the k shown are loaded (not every candidate), with what each shows (tags, labels,
+        # uploader, key) joined in. It runs under the team criteria: another team's ids never
+        # come back, nor deleted or not-ready images.
+        rank = case({image_id: n for n, image_id in enumerate(candidates)}, value=Image.id)
         query = (
             select(Image)
             .where(Image.id.in_(candidates), Image.status == "ready")
+            .order_by(rank)
+            .limit(k)
             .options(
                 joinedload(Image.tags),
                 joinedload(Image.labels),
@@ -105,14 +110,18 @@ def nearest(
                 joinedload(Image.uploaded_by_key),
             )
         )
-        images = {str(image.id): image for image in db.session.scalars(query).unique()}
+        images = (
+            {str(image.id): image for image in db.session.scalars(query).unique()}
+            if candidates
+            else {}
+        )
         if len(images) >= k or (len(hits) < want and len(positions) < want):
             break
         want *= 4
 
-    ranked = sorted((d, i) for i, d in found.items() if i in images)[:k]
     matches = [
-        Match(images[i], d, similarity(plugin.metric, d, plugin.dimensions)) for d, i in ranked
+        Match(images[i], d, similarity(plugin.metric, d, plugin.dimensions))
+        for d, i in sorted((d, i) for i, d in found.items() if i in images)
     ]
     return SearchResult(
         embedder=embedder,
