@@ -19,6 +19,7 @@ from app.plugin_api import ExactScan, similarity
 from app.runtime import Delta, delta_cache, index_cache, plugins
 from app.services import ingest, processing
 from app.services.indexing import current_build, embeddings_query, load_vectors, serving_build
+from app.tenancy import current_team_id
 
 MAX_K = 100
 
@@ -168,13 +169,40 @@ def _empty_delta(codec, key: tuple[str, int]) -> Delta:
 def similar_images(image: Image, k: int, embedder: str | None = None) -> SearchResult:
     """Images of the same team most like this one."""
     embedder = resolve_embedder(embedder)
-    codec = plugins().embedders[embedder].codec
-    stored = {}
-    for version, data in db.session.execute(
+    stored = db.session.execute(
         select(Embedding.version, Embedding.vector).where(
             Embedding.image_id == image.id, Embedding.embedder == embedder
         )
-    ):
+    ).all()
+    return _similar(image, embedder, stored, k)
+
+
+def similar_to(image_id: str, k: int, embedder: str | None = None) -> SearchResult | None:
+    """`similar_images` of the team's image with this id, read with its vectors in one
+    statement (a round trip less on the API's busiest search); None when the team has no such
+    image (bad ids included)."""
+    try:
+        image_id = uuid.UUID(image_id)
+    except ValueError:
+        return None
+    # Under the team criteria, on the image and on the joined embeddings alike.
+    rows = db.session.execute(
+        select(Image, Embedding.embedder, Embedding.version, Embedding.vector)
+        .outerjoin(Embedding, Embedding.image_id == Image.id)
+        .where(Image.id == image_id)
+    ).all()
+    if not rows or rows[0][0].team_id != current_team_id():
+        return None
+    embedder = resolve_embedder(embedder)  # after the 404, as for every id route
+    stored = [(version, data) for _, name, version, data in rows if name == embedder]
+    return _similar(rows[0][0], embedder, stored, k)
+
+
+def _similar(image: Image, embedder: str, rows: list, k: int) -> SearchResult:
+    """The search of `similar_images`, given the image's (version, vector bytes) rows."""
+    codec = plugins().embedders[embedder].codec
+    stored = {}
+    for version, data in rows:
         try:
             stored[version] = codec.from_bytes(data)
         except ValueError:  # a version of another width: its index cannot be read any more
