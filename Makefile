@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test faults load lint format clean cnn
+.PHONY: run test faults load fuzz-api lint format clean cnn
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ $(VENV)/.installed-load: pyproject.toml | $(BIN)/python
 
 load: $(VENV)/.installed-test $(VENV)/.installed-load
 	$(BIN)/python bench/load.py $(LOAD_ARGS)
+
+# Schemathesis against the OpenAPI document (tests/test_api_fuzz.py) with many more examples per
+# operation than `make test` gives it.
+FUZZ_API_EXAMPLES ?= 300
+fuzz-api: $(VENV)/.installed-test
+	FUZZ_API_EXAMPLES=$(FUZZ_API_EXAMPLES) $(BIN)/python -m pytest tests/test_api_fuzz.py $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -165,6 +165,16 @@ class Config:
     LOGIN_MAX_FAILURES_PER_ACCOUNT = int(os.environ.get("LOGIN_MAX_FAILURES_PER_ACCOUNT", "100"))
     LOGIN_THROTTLE_WINDOW_SECONDS = int(os.environ.get("LOGIN_THROTTLE_WINDOW_SECONDS", "900"))
 
+    # API rate limits in flask-limiter's notation ("600 per minute", several joined by ";"):
+    # per API key, per client address for requests without a valid key, and for requests that
+    # add images and for searches on top of the first. An empty upload or search limit is none.
+    API_RATE_LIMIT_ENABLED = os.environ.get("API_RATE_LIMIT_ENABLED", "1") not in ("0", "")
+    API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600 per minute")
+    API_RATE_LIMIT_ANONYMOUS = os.environ.get("API_RATE_LIMIT_ANONYMOUS", "60 per minute")
+    API_RATE_LIMIT_UPLOADS = os.environ.get("API_RATE_LIMIT_UPLOADS", "120 per minute")
+    API_RATE_LIMIT_SEARCHES = os.environ.get("API_RATE_LIMIT_SEARCHES", "120 per minute")
+    API_RATE_LIMIT_STRATEGY = os.environ.get("API_RATE_LIMIT_STRATEGY", "fixed-window")
+
     # A login session ends when unused this long, and in any case this long after the login
     # (enforced on the server-side LoginSession record, whatever the cookie says).
     SESSION_IDLE_TIMEOUT_SECONDS = int(

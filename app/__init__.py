@@ -74,12 +74,14 @@ def create_app(config_class: type[Config] = Config) -> Flask:
 
     from app.api import bp as api_bp
     from app.api.openapi import init_api
+    from app.api.ratelimit import api_rate_limits
     from app.auth import bp as auth_bp
     from app.gallery import bp as gallery_bp
     from app.ops import bp as ops_bp
     from app.settings import bp as settings_bp
 
     csrf.exempt(api_bp)  # keys, not cookies, authenticate the API
+    api_rate_limits.init_app(app)
     init_api(app, api_bp)  # at /api/v1, with /api/v1/openapi.json and /api/docs
     app.register_blueprint(ops_bp)
     app.register_blueprint(auth_bp)

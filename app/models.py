@@ -232,6 +232,8 @@ class Image(TeamOwned, db.Model):
         # A collection's images newest first (the list filter), its image count, and the
         # check above when a collection is deleted.
         Index("ix_image_collection_created", "collection_id", "created_at", "id"),
+        # The gallery's counts by status, from the index alone.
+        Index("ix_image_team_status", "team_id", "status"),
         # Exact duplicates: images of a team with the same pixels.
         Index("ix_image_team_pixels", "team_id", "pixel_sha256"),
     )
@@ -295,7 +297,11 @@ class Label(TeamOwned, db.Model):
     """What an embedder that names things saw in an image (an ImageNet class, say) and its
     score in 0..1. Processing replaces an embedder's labels whenever it recomputes its vector."""
 
-    __table_args__ = (UniqueConstraint("image_id", "embedder", "name"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "embedder", "name"),
+        # The team's label names (the gallery's label filter), from the index alone.
+        Index("ix_label_team_name", "team_id", "name"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     image_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("image.id", ondelete="CASCADE"))

@@ -124,6 +124,11 @@ def make_config(env: dict[str, str], **overrides) -> type[Config]:
         "PLUGINS_BUILTIN_ONLY": True,  # never pick up plugins that merely happen to be installed
         "WTF_CSRF_ENABLED": False,  # the CSRF tests turn it back on
         "SESSION_COOKIE_SECURE": False,
+        # Counted as in production, but out of reach of the tests that are not about them.
+        "API_RATE_LIMIT": "100000 per minute",
+        "API_RATE_LIMIT_ANONYMOUS": "100000 per minute",
+        "API_RATE_LIMIT_UPLOADS": "100000 per minute",
+        "API_RATE_LIMIT_SEARCHES": "100000 per minute",
         **overrides,
     }
     return type("TestConfig", (Config,), attrs)

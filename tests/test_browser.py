@@ -369,3 +369,34 @@ def test_alpha_admin_joins_beta_only_by_accepting_and_a_squatter_gets_nothing_of
     squatter.reload()
     expect(squatter.locator(".team")).to_have_text("Beta")  # no switcher: Alpha is not theirs
     expect(squatter.get_by_text("alpha-secret.jpg")).to_have_count(0)
+
+
+def test_the_api_docs_page_works_offline_from_this_server_alone(live_server, page, team_a):
+    """Swagger UI renders the document with nothing fetched from elsewhere and nothing the
+    Content-Security-Policy refuses; with a key typed in, "Try it out" calls the API."""
+    requested, refused = [], []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    page.goto(live_server + "/api/docs")
+    expect(page.locator(".opblock").first).to_be_visible()
+    assert page.locator(".opblock").count() >= 25  # one per operation
+    expect(page.get_by_text("/api/v1/images/{image_id}/similar")).to_be_visible()
+    assert [url for url in requested if not url.startswith(live_server)] == []
+    assert refused == []
+    page.get_by_role("button", name="Authorize").click()
+    api_key = page.locator(".auth-container").first  # ApiKey: the X-API-Key header
+    api_key.locator("input").fill(team_a.key)
+    api_key.get_by_role("button", name="Authorize", exact=True).click()
+    api_key.get_by_role("button", name="Close").click()
+    team = page.locator("#operations-team-get_team")
+    team.locator(".opblock-summary").click()
+    team.get_by_role("button", name="Try it out").click()
+    team.get_by_role("button", name="Execute").click()
+    answer = team.locator(".live-responses-table tbody .response-col_status").first
+    expect(answer).to_have_text("200")
+    expect(team.locator(".live-responses-table")).to_contain_text("Team A")

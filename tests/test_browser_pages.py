@@ -90,6 +90,7 @@ def test_create_a_collection_and_move_images_into_it(live_server, page, team_adm
     page.get_by_role("link", name="Collections", exact=True).click()
     page.get_by_role("link", name="Holiday").click()
     expect(page.locator("#collection-grid .tile")).to_have_count(2)
+    _screenshot(page, "collection.png")
     # Deleting is refused while it holds images, with the reason.
     page.get_by_text("Rename, describe or delete").click()
     page.once("dialog", lambda dialog: dialog.accept())
@@ -136,6 +137,7 @@ def test_an_import_shows_its_progress_until_done(live_server, page, team_admin, 
     expect(progress).to_have_attribute("data-status", "done", timeout=8_000)
     expect(progress).to_contain_text("3 of 3: 2 imported, 1 failed")
     assert progress.get_attribute("hx-trigger") is None
+    _screenshot(page, "imports.png")
     with page.expect_download() as download:
         progress.get_by_role("link", name="Report (CSV)").click()
     with open(download.value.path(), encoding="utf-8") as f:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from datetime import timedelta
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
 from PIL import PngImagePlugin
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.extensions import db
 from app.models import AuditEvent, DuplicateDecision, Image
-from app.services import collections, duplicates
+from app.services import collections, duplicates, reconcile
 from app.services.audit import Actor
 from app.tenancy import team_scope
 from tests import samples
@@ -397,3 +398,18 @@ def test_a_group_whose_smallest_image_is_gone_is_a_conflict_not_a_404(client, te
     body = {"keep": [other], "delete": [smallest]}
     assert resolve(client, team_a, group_id, body).status_code == 409
     assert resolve(client, team_a, group_id, {"not_duplicates": True}).status_code == 404
+
+
+def test_images_processed_before_pixel_digests_get_them_in_the_background(
+    app, client, team_a, add, run_jobs
+):
+    original = samples.jpeg(17)
+    ids = add(team_a, (original, "a.jpg"), (png(decoded(original)), "a.png"))
+    with app.app_context():
+        db.session.execute(update(Image).values(pixel_sha256=None))
+        db.session.commit()
+    assert groups(client, team_a, tier="exact") == []
+    with app.app_context():
+        assert reconcile.reconcile(timedelta(hours=1)) == 0  # nothing stuck; two to digest
+    run_jobs()
+    assert [members(g) for g in groups(client, team_a, tier="exact")] == [set(ids)]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from sqlalchemy import select
 
 from app import queue
 from app.extensions import db
-from app.models import ApiKey, AuditEvent, Image, Membership, Team
+from app.models import ApiKey, AuditEvent, Collection, Image, Membership, Team
 from app.services import audit, collections, members
 from app.tenancy import unscoped
 from tests import samples
@@ -25,19 +26,34 @@ def id_routes(app):
 
 
 # Input each API id route would take from the owner, so that what refuses the intruder is the
-# id, not the body (routes not named here take no body).
+# id, not the body (routes not named here take no body); <name_id> is filled in as in paths.
 VALID_API_BODIES = {
     ("PATCH", "/api/v1/images/<image_id>"): {"filename": "mine-now.jpg"},
     ("PATCH", "/api/v1/members/<user_id>"): {"role": "viewer"},
+    ("PATCH", "/api/v1/collections/<collection_id>"): {"name": "Mine now"},
+    ("POST", "/api/v1/collections/<collection_id>/images"): {"image_ids": ["<image_id>"]},
+    ("DELETE", "/api/v1/collections/<collection_id>/images"): {"image_ids": ["<image_id>"]},
 }
+
+
+def fill(text: str, ids: dict[str, str]) -> str:
+    """`text` with each <name_id> replaced by the id of that name."""
+    for name, value in ids.items():
+        text = text.replace(f"<{name}>", value)
+    return text
 
 
 def team_state(app, team_id):
     """Everything about a team that a request could change."""
     with app.app_context(), unscoped():
         images = db.session.execute(
-            select(Image.id, Image.filename, Image.status, Image.meta).where(
+            select(Image.id, Image.filename, Image.status, Image.meta, Image.collection_id).where(
                 Image.team_id == team_id
+            )
+        ).all()
+        team_collections = db.session.execute(
+            select(Collection.id, Collection.name, Collection.description).where(
+                Collection.team_id == team_id
             )
         ).all()
         keys = db.session.execute(
@@ -51,7 +67,13 @@ def team_state(app, team_id):
         events = db.session.scalars(
             select(AuditEvent.action).where(AuditEvent.team_id == team_id)
         ).all()
-    return sorted(map(tuple, images), key=str), sorted(keys, key=str), sorted(roles), events
+    return (
+        sorted(map(tuple, images), key=str),
+        sorted(map(tuple, team_collections), key=str),
+        sorted(keys, key=str),
+        sorted(roles),
+        events,
+    )
 
 
 def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, run_jobs, person):
@@ -111,12 +133,11 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
 
     checked = []
     for rule, method in id_routes(app):
-        url = rule.rule
-        for name, value in ids.items():
-            url = url.replace(f"<{name}>", value)
+        url = fill(rule.rule, ids)
         assert "<" not in url, f"isolation test does not know how to fill {rule.rule}"
         if rule.rule.startswith("/api/"):
             body = VALID_API_BODIES.get((method, rule.rule))
+            body = json.loads(fill(json.dumps(body), ids))
             response = app.test_client().open(
                 url, method=method, headers=team_b.headers(), json=body
             )
@@ -157,6 +178,11 @@ def test_every_id_route_hides_other_teams_objects(app, team_a, team_b, upload, r
         ("POST", "/images/<image_id>/tags"),
         ("POST", "/images/<image_id>/collection"),
         ("POST", "/images/<image_id>/delete"),
+        ("GET", "/api/v1/collections/<collection_id>"),
+        ("PATCH", "/api/v1/collections/<collection_id>"),
+        ("DELETE", "/api/v1/collections/<collection_id>"),
+        ("POST", "/api/v1/collections/<collection_id>/images"),
+        ("DELETE", "/api/v1/collections/<collection_id>/images"),
         ("POST", "/api/v1/duplicates/<group_id>/resolve"),
     ]:
         assert expected in checked

@@ -7,4 +7,4 @@ from app.api.openapi import ApiBlueprint
 
 bp = ApiBlueprint("api", __name__, description="The JSON API, v1")
 
-from app.api import auth, duplicates, images, imports, search, team, uploads  # noqa: E402,F401  (routes register on import)
+from app.api import auth, collections, duplicates, images, imports, search, team, uploads  # noqa: E402,F401  (routes register on import)

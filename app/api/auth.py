@@ -9,6 +9,7 @@ from flask import g, request
 
 from app.api import bp
 from app.api.errors import ApiError
+from app.api.ratelimit import enforce_rate_limits
 from app.services import keys
 from app.tenancy import set_request_team
 from app.views import client_ip
@@ -30,8 +31,16 @@ def _presented_key() -> str | None:
 
 @bp.before_request
 def authenticate_api_key():
-    # Session cookies play no part here: a browser session is never an API credential.
     g.api_key = None
+    try:
+        _authenticate()
+    finally:
+        # Refused keys count too, against their address: guessing keys is limited.
+        enforce_rate_limits()
+
+
+def _authenticate():
+    # Session cookies play no part here: a browser session is never an API credential.
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     raw = _presented_key()

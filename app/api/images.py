@@ -115,6 +115,19 @@ def retry_image(body, image_id):
 @scope_required("read")
 @bp.arguments(ImageFileArgs, location="query", as_kwargs=True)
 @bp.response(200, BINARY, content_type="application/octet-stream", description="The bytes")
+# Sent with the file's own type (image/jpeg, image/webp, ...); octet-stream stays first, the
+# type generated clients read as bytes.
+@bp.doc(
+    responses={
+        "200": {
+            "description": "The bytes",
+            "content": {
+                "application/octet-stream": {"schema": BINARY},
+                "image/*": {"schema": BINARY},
+            },
+        }
+    }
+)
 @bp.alt_response(302, description="A short-lived URL of the bytes, in Location", success=True)
 @bp.errors(404, 409)
 def get_image_file(image_id, variant, format=None, quality=None, width=None):  # noqa: A002

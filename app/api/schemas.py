@@ -239,7 +239,9 @@ class AddMemberSchema(ma.Schema):
     )
     password = fields.Raw(
         load_only=True,
-        metadata={"description": "Refused: a person chooses their own password."},
+        # `not: {}`: no value is valid, so the document tells clients (and generators) to
+        # leave it out, as the API does.
+        metadata={"description": "Refused: a person chooses their own password.", "not": {}},
         validate=refused(
             "is not accepted: a team admin does not set passwords; the person chooses theirs "
             "with the invite link (or signs in with the account they have)"
@@ -434,7 +436,7 @@ class ImageListArgs(ListArgs):
     tag = fields.String(validate=validate.Length(max=200))
     q = fields.String(
         validate=validate.Length(max=1000),
-        metadata={"description": "Text over filename, tags and labels."},
+        metadata={"description": "Words over filename, tags, labels and collection name."},
     )
     collection_id = fields.UUID(metadata={"description": "Only the images of this collection."})
 
@@ -485,7 +487,10 @@ class ImageFileArgs(ma.Schema):
     width = QueryInteger(
         low=1,
         high=100_000,
-        metadata={"description": f"One of {', '.join(map(str, WIDTHS))}; never upscaled."},
+        metadata={
+            "description": f"One of {', '.join(map(str, WIDTHS))}; never upscaled.",
+            "enum": list(WIDTHS),
+        },
     )
 
 

@@ -45,7 +45,8 @@ def search_by_image(query, form):
 @bp.response(200, page_of(ImageSchema))
 @bp.errors(404)
 def search_by_text(q, limit, cursor=None, status=None, tag=None, collection_id=None):
-    """The team's images whose filename, tags or labels hold the words, newest first."""
+    """The team's images whose filename, tags, labels and collection name hold every word (the
+    last one may be the start of a word), newest first."""
     items, next_cursor = image_service.list_images(
         limit, cursor, status, tag=tag, text=q, collection_id=collection_id
     )

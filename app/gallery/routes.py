@@ -12,6 +12,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import Conflict, Invalid, ServiceError
 from app.gallery import bp
@@ -100,7 +101,7 @@ def switch_team():
 
 def _results_context(args: dict[str, str], cursor: str | None = None) -> dict:
     filters = service_filters(args)
-    images, next_cursor = image_service.list_images(PAGE_SIZE, cursor, **filters)
+    images, next_cursor = image_service.list_images(PAGE_SIZE, cursor, details=False, **filters)
     return {
         "images": images,
         "next_cursor": next_cursor,
@@ -162,7 +163,12 @@ def list_fresh_images():
 @role_required(*EDITORS)
 def upload_images():
     """One or more files from the gallery's drop zone; JSON for the page's upload script."""
-    files = request.files.getlist("file")
+    try:
+        files = request.files.getlist("file")
+    except RequestEntityTooLarge:
+        # Refused while reading the body, before ingest could say so: in the same words.
+        limit = current_app.config["MAX_UPLOAD_MB"]
+        return {"error": f"the file is larger than {limit} MB"}, 413
     if not files:
         return {"error": "choose an image to upload"}, 400
     try:

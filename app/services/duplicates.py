@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
+import logging
 import math
 import re
 import uuid
@@ -37,12 +39,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import redis
+from flask import current_app
 from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import selectinload
 
 from app.errors import Conflict, Invalid, NotFound
-from app.extensions import db
-from app.models import DuplicateDecision, Embedding, Image
+from app.extensions import db, redis_connection
+from app.models import DuplicateDecision, Embedding, Image, IndexBuild
 from app.plugin_api import ExactScan
 from app.runtime import index_cache, plugins
 from app.services import audit, images
@@ -50,6 +54,8 @@ from app.services.audit import Actor
 from app.services.indexing import current_build, embeddings_query, load_vectors
 from app.services.search import PREFERRED_EMBEDDERS
 from app.services.transaction import transactional
+
+log = logging.getLogger(__name__)
 
 TIERS = ("exact", "near", "similar")
 DEFAULT_TIER = "near"
@@ -64,6 +70,7 @@ SIMILAR_FALLBACK_DISTANCE = 0.1  # a third-party embedder, until its benchmark s
 SIMILAR_MAX_DISTANCE = 1.0  # cos 0.5
 
 MAX_LIMIT = 100
+REPORT_CACHE_SECONDS = 600
 _GROUP_ID = re.compile(
     r"^(exact|near|similar)-([0-9]+(?:\.[0-9]+)?)-([0-9a-f]{32})-([0-9a-f]{16})$"
 )
@@ -406,10 +413,8 @@ def _components(pairs: list[Pair]) -> list[list[Pair]]:
 
 
 def _split(pairs: list[Pair], dismissed: set[tuple[str, str]]) -> list[frozenset[str]]:
-    """Member sets of one component's groups, none holding a dismissed pair."""
-    members = {i for a, b, _ in pairs for i in (a, b)}
-    if not any((a, b) in dismissed for a, b in itertools.combinations(sorted(members), 2)):
-        return [frozenset(members)]
+    """Member sets of the groups of one component that holds a dismissed pair, none holding
+    one."""
 
     def compatible(group: set[str], newcomers: Iterable[str]) -> bool:
         return not any(
@@ -450,9 +455,18 @@ def _groups(team_id: uuid.UUID, plan: _Plan, pairs: list[Pair]) -> dict[str, fro
     """Group id -> member ids, from the close pairs (dismissed ones included: they decide
     the splits)."""
     dismissed = _dismissed(team_id)
+    components = _components([p for p in pairs if (p[0], p[1]) not in dismissed])
+    where = {i: n for n, component in enumerate(components) for p in component for i in p[:2]}
+    # Components that still link two images someone said are not duplicates: one pass over
+    # the decisions, whatever the number of components.
+    holding = {where[a] for a, b in dismissed if a in where and where[a] == where.get(b)}
     groups = {}
-    for component in _components([p for p in pairs if (p[0], p[1]) not in dismissed]):
-        for members in _split(component, dismissed):
+    for n, component in enumerate(components):
+        if n in holding:
+            split = _split(component, dismissed)
+        else:
+            split = [frozenset(i for p in component for i in p[:2])]
+        for members in split:
             groups[_group_id(plan, members)] = members
     return groups
 
@@ -460,9 +474,56 @@ def _groups(team_id: uuid.UUID, plan: _Plan, pairs: list[Pair]) -> dict[str, fro
 def report(
     team_id: uuid.UUID, tier: str | None = None, threshold: str | float | None = None
 ) -> dict[str, frozenset[str]]:
-    """Every duplicate group of the team in one tier: group id -> member image ids."""
+    """Every duplicate group of the team in one tier: group id -> member image ids.
+
+    Kept in Redis for REPORT_CACHE_SECONDS under a fingerprint of everything it depends on, so
+    that paging through a large team's groups computes them once."""
     plan = _plan(tier, threshold)
-    return _groups(team_id, plan, _all_pairs(team_id, plan))
+    key = _cache_key(team_id, plan)
+    try:
+        cached = redis_connection.client.get(key)
+    except redis.RedisError:
+        cached = None
+    if cached is not None:
+        return {g: frozenset(m) for g, m in json.loads(cached).items()}
+    groups = _groups(team_id, plan, _all_pairs(team_id, plan))
+    try:
+        encoded = json.dumps({g: sorted(m) for g, m in groups.items()})
+        redis_connection.client.set(key, encoded, ex=REPORT_CACHE_SECONDS)
+    except redis.RedisError as exc:
+        log.warning("could not keep the duplicate report in Redis: %s", exc)
+    return groups
+
+
+def _cache_key(team_id: uuid.UUID, plan: _Plan) -> str:
+    """A key that changes whenever the report could: an image becomes ready, is processed
+    again or deleted, a vector or an index build is added, a pair is dismissed."""
+    ready = db.session.execute(
+        select(func.count(), func.max(Image.processed_at)).where(
+            Image.team_id == team_id, Image.status == "ready"
+        )
+    ).one()
+    decisions = db.session.execute(
+        select(func.count(), func.max(DuplicateDecision.id)).where(
+            DuplicateDecision.team_id == team_id
+        )
+    ).one()
+    vectors = builds = None
+    if plan.embedder is not None:
+        vectors = db.session.scalar(
+            select(func.max(Embedding.id)).where(
+                Embedding.team_id == team_id, Embedding.embedder == plan.embedder
+            )
+        )
+        builds = db.session.scalar(
+            select(func.max(IndexBuild.id)).where(
+                IndexBuild.team_id == team_id, IndexBuild.embedder == plan.embedder
+            )
+        )
+    parts = [ready[0], ready[1], decisions[0], decisions[1], vectors, builds, plan.embedder]
+    fingerprint = hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
+    prefix = current_app.config["QUEUE_NAME"]
+    return f"likeness:{prefix}:duplicates:{team_id}:{plan.tier}:{plan.threshold_text}:{fingerprint}"
 
 
 def list_groups(
@@ -512,7 +573,11 @@ def _with_images(
     }
     # An image deleted since the report was made drops out of its group.
     shown = [(g, [loaded[i] for i in groups[g] if i in loaded]) for g in ids]
-    return [Group(g, plan.tier, sorted(images, key=keeper_order)) for g, images in shown]
+    return [
+        Group(g, plan.tier, sorted(images, key=keeper_order))
+        for g, images in shown
+        if len(images) > 1
+    ]
 
 
 # --- resolving -----------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ def list_images(
     text: str | None = None,
     collection_id: str | None = None,
     label: str | None = None,
+    details: bool = True,
 ) -> tuple[list[Image], str | None]:
     """One page of the current team's images, newest first, and the cursor of the next page.
 
@@ -49,19 +50,18 @@ def list_images(
     embedder such as cnn saw) and collection name have all its words, case aside, the last one
     as a prefix (`text_search`); `collection_id` keeps the images of that collection of the
     team (any other id is NotFound); `label` keeps images an embedder gave that label (any
-    case). Filters combine.
+    case). Filters combine. Without `details`, the images' tags, labels and uploaders are not
+    loaded (a grid of thumbnails shows none of them).
     """
-    query = (
-        select(Image)
-        .order_by(Image.created_at.desc(), Image.id.desc())
+    query = select(Image).order_by(Image.created_at.desc(), Image.id.desc())
+    if details:
         # What every listed image shows, in four queries for the page rather than four each.
-        .options(
+        query = query.options(
             selectinload(Image.tags),
             selectinload(Image.labels),
             selectinload(Image.uploaded_by_user),
             selectinload(Image.uploaded_by_key),
         )
-    )
     query = _filtered(
         query, status=status, tag=tag, text=text, collection_id=collection_id, label=label
     )
@@ -97,7 +97,9 @@ def _filtered(
     if tag is not None:
         query = query.where(Image.tags.any(Tag.name == normalise_tag(tag)))
     if label is not None:
-        query = query.where(Image.labels.any(func.lower(Label.name) == label.casefold()))
+        # Uncorrelated: the labelled ids are found once, not looked for again per image.
+        labelled = select(Label.image_id).where(func.lower(Label.name) == label.casefold())
+        query = query.where(Image.id.in_(labelled))
     if text is not None:
         query = query.where(text_search.image_filter(text_search.words_of(text)))
     return query

@@ -91,7 +91,8 @@ def reconcile(older_than: timedelta) -> int:
 
 def outdated_images(limit: int) -> list[uuid.UUID]:
     """Ready images without a vector of an enabled embedder's current version (its version
-    changed, or it was enabled after they were processed), oldest first."""
+    changed, or it was enabled after they were processed), or processed before pixel digests
+    were kept (exact duplicates), oldest first."""
     lacking = [
         ~exists().where(
             Embedding.image_id == Image.id,
@@ -99,7 +100,7 @@ def outdated_images(limit: int) -> list[uuid.UUID]:
             Embedding.version == embedder.version,
         )
         for name, embedder in plugins().embedders.items()
-    ]
+    ] + [Image.pixel_sha256.is_(None)]
     with unscoped():
         return list(
             db.session.scalars(
