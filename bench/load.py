@@ -150,6 +150,17 @@ def main() -> int:
         "EMBEDDERS": "phash,color",
         "WEB_CONCURRENCY": str(args.web_concurrency),
         "LOAD_IDS_FILE": os.path.join(folder, "ids.txt"),
+        # A few keys make every request: limits far above what they send keep the limiter
+        # running (its cost is measured) without refusing the load it is meant to measure.
+        **{
+            name: "1000000 per minute"
+            for name in (
+                "API_RATE_LIMIT",
+                "API_RATE_LIMIT_ANONYMOUS",
+                "API_RATE_LIMIT_UPLOADS",
+                "API_RATE_LIMIT_SEARCHES",
+            )
+        },
     }
     procs = Processes(folder, env)
     host = f"http://127.0.0.1:{web_port}"

@@ -91,9 +91,10 @@ def test_similar_loads_a_page_of_100_matches_in_a_fixed_number_of_statements(
     assert len(items) == 100
     assert {i["uploaded_by"] for i in items} >= {member.email, "api-key:uploader 0"}
     assert all(i["tags"] for i in items)
-    # The key, the image, its vector, the index build, the newer embeddings, then the matches
-    # with their persons and keys, their tags, their labels: as many for 100 matches as for one.
-    assert len(statements) <= 8, "\n".join(statements)
+    # The key, the image with its vectors, the index build, the newer embeddings, then the k
+    # nearest ready matches with their persons and keys, their tags, their labels: as many for
+    # 100 matches as for one.
+    assert len(statements) <= 7, "\n".join(statements)
     assert len(similar_statements(1)[1]) == len(statements)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask import jsonify
+
 from app.api import bp
 from app.api.auth import scope_required
 from app.api.schemas import (
@@ -11,6 +13,7 @@ from app.api.schemas import (
     SimilarSchema,
     TextSearchArgs,
     page_of,
+    similar_document,
 )
 from app.services import images as image_service
 from app.services.search import search_by_file
@@ -30,7 +33,10 @@ def search_by_image(query, form):
     stored; answers like /images/{id}/similar."""
     k = form.get("k", query.get("k", DEFAULT_K))
     embedder = form.get("embedder", query.get("embedder"))
-    return search_by_file(current_team_id(), form["file"].stream, k, embedder)
+    # SimilarSchema documents the answer; similar_document builds the same, much faster.
+    return jsonify(
+        similar_document(search_by_file(current_team_id(), form["file"].stream, k, embedder))
+    )
 
 
 @bp.get("/search", tags=["search"])
