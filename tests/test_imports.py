@@ -372,7 +372,7 @@ def test_a_slow_url_fails_on_its_deadline_and_uploads_go_first(
     start_worker(**SLOW_IMPORTS)
     urls = [f"{slow_origin}/slow/{n}" for n in range(20)]  # a minute each without a deadline
     batch = start(client, team_a, urls=urls).json
-    wait_until(lambda: SlowOrigin.requests, 30, "the worker never started the import")
+    wait_until(lambda: SlowOrigin.requests, 90, "the worker never started the import")
 
     image = upload(team_b, [(samples.jpeg(30), "meanwhile.jpg")]).json["items"][0]
 
