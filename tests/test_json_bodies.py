@@ -60,14 +60,17 @@ def make_ids(client, team_a, upload, person):
             ).json
             ids["upload_id"] = direct["image_id"]
             ids["token"] = direct["upload"]["url"].rsplit("/", 1)[-1]
-        if "group_id" in names:  # no such group: the body is judged before the lookup
-            ids["group_id"] = "near-00000000-0000-0000-0000-000000000000"
+        if "collection_id" in names:
+            collection = client.post(
+                "/api/v1/collections", json={"name": "Bodies"}, headers=team_a.headers()
+            ).json
+            ids["collection_id"] = collection["id"]
         return ids
 
     return make
 
 
-ALL_IDS = ("image_id", "key_id", "user_id", "upload_id", "token", "group_id")
+ALL_IDS = ("image_id", "key_id", "user_id", "upload_id", "token", "group_id", "collection_id")
 
 
 # Every API rule that can take a body; the first test checks it against app.url_map.
@@ -85,9 +88,12 @@ ENDPOINTS = [
     ("POST", "/api/v1/uploads"),
     ("POST", "/api/v1/uploads/direct/<token>"),
     ("POST", "/api/v1/uploads/<upload_id>/complete"),
-    ("POST", "/api/v1/search"),
-    ("POST", "/api/v1/duplicates/<group_id>/resolve"),
+    ("POST", "/api/v1/collections"),
+    ("PATCH", "/api/v1/collections/<collection_id>"),
+    ("POST", "/api/v1/collections/<collection_id>/images"),
     # Deletions last: after them, the ids above are gone.
+    ("DELETE", "/api/v1/collections/<collection_id>/images"),
+    ("DELETE", "/api/v1/collections/<collection_id>"),
     ("DELETE", "/api/v1/images/<image_id>"),
     ("DELETE", "/api/v1/keys/<key_id>"),
     ("DELETE", "/api/v1/members/<user_id>"),
@@ -176,6 +182,7 @@ def test_strict_json_still_reads_ordinary_bodies(client, team_a, make_ids):
 FIELDS = [
     "filename", "tags", "metadata", "custom", "collection_id", "urls", "name", "scopes",
     "expires_in_days", "email", "role", "password", "invite", "content_type", "size_bytes",
+    "description", "image_ids",
 ]  # fmt: skip
 scalars = (
     st.none()
