@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-
 from flask import Response, g, request, url_for
 
 from app.api import bp
@@ -94,32 +91,13 @@ def get_import(import_id, limit, cursor=None):
 def get_import_report(import_id):
     """Every item as CSV: url, status, image_id, error, original_url, thumbnail_url."""
     batch = imports.get_import(import_id).batch
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["url", "status", "image_id", "error", "original_url", "thumbnail_url"])
-    for item in batch.items:
-        image_id = item.image_id
-        writer.writerow(
-            [
-                _csv_safe(item.url),
-                item.status,
-                str(image_id) if image_id else "",
-                _csv_safe(item.error or ""),
-                _file_url(image_id, "original") if image_id else "",
-                _file_url(image_id, "thumbnail") if image_id else "",
-            ]
-        )
+    report = imports.report_csv(batch, _file_url)
     headers = {
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": f'attachment; filename="import-{batch.id}.csv"',
     }
-    return Response(out.getvalue(), headers=headers)
+    return Response(report, headers=headers)
 
 
 def _file_url(image_id, variant: str) -> str:
     return url_for("api.get_image_file", image_id=image_id, variant=variant, _external=True)
-
-
-def _csv_safe(value: str) -> str:
-    # A cell starting with = + - @ is a formula to spreadsheet programs: defuse it.
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
