@@ -3,11 +3,14 @@ the index builds this process has loaded; accessors for them."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,6 +22,8 @@ from app.plugins import Plugins
 
 if TYPE_CHECKING:
     from app.models import IndexBuild
+
+log = logging.getLogger(__name__)
 
 
 class IndexCache:
@@ -60,8 +65,12 @@ class IndexCache:
                 ):
                     shutil.copyfileobj(src, dst)
             os.rename(partial, target)  # complete or absent, never half there
-        except FileExistsError:
-            shutil.rmtree(partial, ignore_errors=True)  # another process got there first
+        except OSError as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            # Another web process fetched the same build meanwhile: renaming onto its folder
+            # fails (EEXIST, or ENOTEMPTY as Linux says for a folder), and its copy serves.
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not os.path.isdir(target):
+                raise
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -115,6 +124,17 @@ def plugins() -> Plugins:
 
 def storage() -> StorageBackend:
     return state().plugins.storage
+
+
+def delete_objects(keys: Iterable[str], of: str) -> None:
+    """Delete stored objects `of` something (for the log), logging what fails rather than
+    raising: callers clean up after a commit or during an error, where an unreferenced object
+    is the worst outcome and the error being handled matters more."""
+    for key in keys:
+        try:
+            storage().delete(key)
+        except Exception:
+            log.exception("could not delete %s of %s", key, of)
 
 
 def index_cache() -> IndexCache:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import re
 import shutil
@@ -46,13 +45,11 @@ from app import queue
 from app.errors import Conflict, Invalid, NotFound, ServiceError
 from app.extensions import db
 from app.models import Collection, DuplicateDecision, Image, Label, Tag, Team, utcnow
-from app.runtime import storage
+from app.runtime import delete_objects, storage
 from app.services import accounts, audit, collections, images, ingest
 from app.services.audit import Actor
 from app.services.transaction import after_commit, unit_of_work
 from app.tenancy import team_scope, unscoped
-
-log = logging.getLogger(__name__)
 
 FORMAT = "likeness-team-archive"
 VERSION = 1
@@ -215,7 +212,7 @@ def import_archive(path: str, *, team_name: str | None = None, actor: Actor) -> 
                     # Behind uploads, on the imports queue: a big team must not hold up others.
                     after_commit(lambda i=image_id: queue.enqueue_process_image(i, background=True))
         except BaseException:
-            _remove(written)
+            delete_objects(written, of="a failed import")
             raise
     return summary
 
@@ -573,11 +570,3 @@ def _spooled(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[IO[bytes
         shutil.copyfileobj(source, copy, _COPY_CHUNK)
         copy.seek(0)
         yield copy
-
-
-def _remove(keys: list[str]) -> None:
-    for key in keys:
-        try:
-            storage().delete(key)
-        except Exception:  # cleanup must not hide the original error
-            log.exception("could not remove %s after a failed import", key)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import unicodedata
 import uuid
 from datetime import datetime
@@ -15,12 +14,10 @@ from app import queue
 from app.errors import Invalid, ValidationFailed
 from app.extensions import db
 from app.models import IMAGE_STATUSES, Embedding, Image, Label, Tag
-from app.runtime import plugins, storage
+from app.runtime import delete_objects, plugins
 from app.services import audit, collections, paging, text_search
 from app.services.audit import Actor
 from app.services.transaction import after_commit, transactional
-
-log = logging.getLogger(__name__)
 
 
 def encode_cursor(image: Image) -> str:
@@ -161,11 +158,7 @@ def delete_image(image: Image, *, actor: Actor) -> None:
 
 
 def _forget_files(team_id: uuid.UUID, keys: list[str]) -> None:
-    for key in keys:
-        try:
-            storage().delete(key)
-        except Exception:
-            log.exception("could not delete %s", key)
+    delete_objects(keys, of="a deleted image")
     for name in plugins().embedders:
         queue.request_index_build(team_id, name)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,7 +28,7 @@ from app.imaging.validate import (
     measure,
 )
 from app.models import Image
-from app.runtime import storage
+from app.runtime import delete_objects, storage
 from app.services import audit, collections, images
 from app.services.audit import Actor
 from app.services.transaction import after_commit, unit_of_work
@@ -48,7 +47,6 @@ __all__ = [
     "validate",
 ]
 
-log = logging.getLogger(__name__)
 
 THUMBNAIL_CONTENT_TYPE = "image/webp"
 _SPOOL_BYTES = 8 * 1024 * 1024
@@ -187,7 +185,7 @@ def _store_once(
                     image_id = result.image.id
                     after_commit(lambda image_id=image_id: queue.enqueue_process_image(image_id))
     except BaseException:
-        _remove(written)
+        delete_objects(written, of="a failed upload")
         raise
     return results
 
@@ -272,11 +270,3 @@ def seekable(stream: BinaryIO) -> Iterator[BinaryIO]:
                 break  # measure() refuses it; no need to read the rest
         copy.seek(0)
         yield copy
-
-
-def _remove(keys: list[str]) -> None:
-    for key in keys:
-        try:
-            storage().delete(key)
-        except Exception:  # cleanup must not hide the original error
-            log.exception("could not remove %s after a failed upload", key)

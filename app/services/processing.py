@@ -17,7 +17,7 @@ from app.imaging.render import encode_webp, make_rendition
 from app.imaging.validate import open_working, pixel_digest
 from app.models import Embedding, Image, Label, utcnow
 from app.plugin_api import ObjectNotFound
-from app.runtime import plugins, storage
+from app.runtime import delete_objects, plugins, storage
 from app.services import indexing
 from app.services.transaction import unit_of_work
 
@@ -135,7 +135,7 @@ def process_image(image_id: uuid.UUID, *, final_attempt: bool = True) -> str:
         if not _exists(image_id):
             # Deleted while the job ran (its row went between two of our writes): finish
             # quietly, keeping nothing of what the job wrote.
-            _discard(preview_key)
+            delete_objects([preview_key] if preview_key else [], of="a deleted image")
             log.info("image %s was deleted while it was being processed", image_id)
             return "missing"
         if final_attempt:
@@ -162,15 +162,6 @@ def _replace_labels(
 
 def _exists(image_id: uuid.UUID) -> bool:
     return db.session.scalar(select(Image.id).where(Image.id == image_id)) is not None
-
-
-def _discard(key: str | None) -> None:
-    if key is None:
-        return
-    try:
-        storage().delete(key)
-    except Exception:  # an unreferenced file at worst; the original error matters more
-        log.exception("could not remove %s of a deleted image", key)
 
 
 def _mark_error(image_id: uuid.UUID, message: str) -> str:

@@ -26,7 +26,7 @@ from app.errors import Invalid, NotFound, Unavailable
 from app.extensions import db, redis_connection
 from app.imaging.validate import open_working
 from app.models import Image
-from app.runtime import storage
+from app.runtime import delete_objects, storage
 from app.services.transaction import unit_of_work
 
 log = logging.getLogger(__name__)
@@ -134,11 +134,8 @@ def _make(
     del picture
     out.seek(0)
     storage().save(key, out, content_type)
-    for evicted in _remember(image.id, key):
-        try:
-            storage().delete(evicted)
-        except Exception:  # an orphan file is harmless; the row no longer names it
-            log.exception("could not delete the evicted rendition %s", evicted)
+    # An orphan file is harmless: the row no longer names it.
+    delete_objects(_remember(image.id, key), of="an evicted rendition")
 
 
 def _remember(image_id, key: str) -> list[str]:

@@ -9,7 +9,6 @@ the reconcile sweep once expired.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import uuid
 from datetime import timedelta
@@ -33,15 +32,13 @@ from app.errors import (
 from app.extensions import db
 from app.models import DirectUpload, utcnow
 from app.plugin_api import ObjectNotFound
-from app.runtime import storage
+from app.runtime import delete_objects, storage
 from app.services import collections
 from app.services.audit import Actor
 from app.services.images import clean_filename
 from app.services.ingest import ALLOWED_FORMATS, Incoming, IngestResult, ingest
 from app.services.transaction import transactional, unit_of_work
 from app.tenancy import find_owned, unscoped
-
-log = logging.getLogger(__name__)
 
 ALLOWED_TYPES = sorted(set(ALLOWED_FORMATS.values()))
 _SALT = "likeness-direct-upload"
@@ -183,7 +180,7 @@ def complete(upload: DirectUpload, *, actor: Actor) -> IngestResult:
         _discard(upload)
         raise
     finally:
-        _delete_object(key)
+        delete_objects([key], of="a direct upload")
 
 
 def _mark_completed(upload: DirectUpload) -> None:
@@ -197,13 +194,6 @@ def _copy_at_most(source: BinaryIO, target: BinaryIO, limit: int) -> None:
         if copied > limit:
             raise TooLarge(f"more than the declared {limit} bytes were uploaded")
         target.write(chunk)
-
-
-def _delete_object(key: str) -> None:
-    try:
-        storage().delete(key)
-    except Exception:
-        log.exception("could not delete the uploaded object %s", key)
 
 
 @transactional
@@ -225,6 +215,6 @@ def remove_expired(grace: timedelta = timedelta(minutes=5)) -> int:
             )
         ).all()
         for upload in stale:
-            _delete_object(upload.storage_key)
+            delete_objects([upload.storage_key], of="an expired direct upload")
             db.session.delete(upload)
     return len(stale)
