@@ -3,22 +3,30 @@ leaves search without an answer."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import time
 from datetime import timedelta
 
 import numpy as np
 import pytest
 from sqlalchemy import select, update
 
+from app import runtime
 from app.extensions import db
 from app.jobs import process_image
 from app.models import Embedding, IndexBuild, utcnow
 from app.queue import get_import_queue, get_queue, request_index_check
+from app.runtime import IndexCache
 from app.services import indexing
 from app.services.reconcile import reconcile
+from config import BASE_DIR
 from plugins.embed_color import ColorEmbedder
 from plugins.index_annoy import AnnoyIndex
 from tests import samples
+from tests.conftest import wait_until
 
 
 def upload_ids(upload, team, count, seed=0):
@@ -173,6 +181,112 @@ def test_two_builds_of_one_index_never_run_at_once(app, team_a, upload, run_jobs
     assert results["first"] == before + 1
     assert sorted(versions) == [before, before + 1]
     assert similar(app.test_client(), team_a, ids[0])[0] == before + 1
+
+
+# A build in another process that never ends: it holds the build lock until it is killed.
+BUILD_FOR_EVER = """
+import sys, threading, uuid
+from plugins.index_annoy import AnnoyIndex
+from wsgi import app
+from app.services import indexing
+
+def build_for_ever(self, ids, vectors):
+    print("building", flush=True)
+    threading.Event().wait()
+
+AnnoyIndex.build = build_for_ever
+with app.app_context():
+    indexing.build_index(uuid.UUID(sys.argv[1]), "color")
+"""
+
+
+def test_a_build_keeps_its_lock_past_the_lease_and_a_killed_builder_frees_it_within_one(
+    app, app_env, team_a, upload, run_jobs, tmp_path
+):
+    ids = upload_ids(upload, team_a, 3)
+    run_jobs()
+    heartbeat = 1
+    lease = 3 * heartbeat
+    output = tmp_path / "builder.log"
+    with open(output, "wb") as log:
+        builder = subprocess.Popen(
+            [sys.executable, "-c", BUILD_FOR_EVER, str(team_a.id)],
+            cwd=BASE_DIR,
+            env={**os.environ, **app_env, "WORKER_HEARTBEAT_SECONDS": str(heartbeat)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(
+            lambda: builder.poll() is not None or "building" in output.read_text(),
+            60,
+            "the other build never started",
+        )
+        assert builder.poll() is None, output.read_text()
+        time.sleep(2 * lease)  # only renewing its lease keeps the lock this long
+        with app.app_context():
+            assert indexing.build_index(team_a.id, "color") is None  # still running elsewhere
+
+        builder.kill()  # SIGKILL: nothing runs to release the lock
+        builder.wait(timeout=10)
+        with app.app_context():
+            before = indexing.serving_build(team_a.id, "color").version
+            # Within one lease (and a margin for a slow host), not the job timeout of minutes.
+            build = wait_until(
+                lambda: indexing.build_index(team_a.id, "color"),
+                lease + 5,
+                "the killed builder's lock outlived its lease",
+            )
+            assert build.version == before + 1 and build.item_count == 3
+    finally:
+        builder.kill()
+        builder.wait(timeout=10)
+    assert similar(app.test_client(), team_a, ids[0])[0] == before + 1
+
+
+def test_the_sweep_asks_again_for_builds_whose_requests_were_lost(
+    app, team_a, team_b, upload, run_jobs
+):
+    ids = upload_ids(upload, team_a, 3)
+    with app.app_context():
+        for image_id in ids:
+            assert process_image(image_id) == "ready"
+        clear_queue()  # the build requests die with Redis, or with the worker that held them
+        assert set(indexing.indexes_behind()) == {(team_a.id, "color"), (team_a.id, "phash")}
+        reconcile(timedelta(minutes=5))
+    run_jobs()
+    with app.app_context():
+        assert indexing.indexes_behind() == []
+        assert indexing.serving_build(team_a.id, "color").item_count == 3
+        assert indexing.serving_build(team_b.id, "color") is None  # nothing to build there
+    assert similar(app.test_client(), team_a, ids[0])[0] == 1  # searches read the new index
+
+
+def test_two_web_processes_fetching_one_build_at_once_both_load_it(
+    app, team_a, upload, run_jobs, tmp_path, monkeypatch
+):
+    """Web workers share the index cache folder: one may finish copying a build while another
+    is still copying it (found by the load test, as a 500 on /similar)."""
+    upload_ids(upload, team_a, 3)
+    run_jobs()
+    with app.app_context():
+        build = indexing.build_index(team_a.id, "color")
+        first, second = IndexCache(str(tmp_path)), IndexCache(str(tmp_path))
+        stored, raced = runtime.storage(), []
+
+        class OtherProcessFinishesFirst:
+            def open(self, key):
+                if not raced:
+                    raced.append(key)
+                    assert len(second.get(build)) == 3  # meanwhile, another process
+                return stored.open(key)
+
+        monkeypatch.setattr(runtime, "storage", OtherProcessFinishesFirst)
+        assert len(first.get(build)) == 3
+    assert raced
+    assert [p.name for p in (tmp_path / str(team_a.id) / "color").iterdir()] == [
+        f"v{build.version}-{build.id}"  # one copy, no partial one left behind
+    ]
 
 
 def test_search_answers_from_the_old_index_until_the_new_version_is_published(

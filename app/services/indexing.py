@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from app import queue
 from app.extensions import db, redis_connection
 from app.models import Embedding, Image, IndexBuild, Team, utcnow
-from app.runtime import plugins, storage
+from app.runtime import delete_objects, plugins, storage
 from app.services.transaction import unit_of_work
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,21 @@ def index_changed(team_id: uuid.UUID, embedder: str) -> None:
         queue.request_index_check(team_id, embedder)
 
 
+def indexes_behind() -> list[tuple[uuid.UUID, str]]:
+    """(team, embedder) pairs whose newest build lacks embeddings of the current version.
+
+    Normally each such pair has a build or a quiet-period check coming; the sweep asks again
+    for all of them, because those requests live in Redis and die with a worker killed
+    mid-build or a Redis restarted without persistence.
+    """
+    behind = []
+    for team_id in db.session.scalars(select(Team.id).order_by(Team.slug)):
+        for name in plugins().embedders:
+            if delta_size(team_id, name, at_most=1):
+                behind.append((team_id, name))
+    return behind
+
+
 def check_index(team_id: uuid.UUID, embedder: str) -> IndexBuild | None:
     """The quiet-period check: rebuild if the delta is not empty and its newest embedding is
     INDEX_QUIET_SECONDS old. If newer ones came, their own check is already scheduled."""
@@ -158,32 +174,62 @@ def check_index(team_id: uuid.UUID, embedder: str) -> IndexBuild | None:
 
 
 class _BuildLock:
-    """One build at a time per (team, embedder), across processes: a Redis lock that expires
-    with the job timeout, so a worker that died cannot hold it for ever."""
+    """One build at a time per (team, embedder), across processes: a Redis lock held as a lease.
+
+    The lease lasts three worker heartbeats, as a worker's other duties do before they pass to
+    another, and a thread of the holder renews it while the build runs: a build of any length
+    keeps it, and a holder killed mid-build (SIGKILL, a lost host) frees it within one lease
+    rather than blocking the pair's builds for a whole job timeout.
+    """
 
     def __init__(self, team_id: uuid.UUID, embedder: str):
         config = current_app.config
-        self.seconds = config["JOB_TIMEOUT_SECONDS"] + 60
+        self.lease = max(1, 3 * config["WORKER_HEARTBEAT_SECONDS"])
+        # How long `flask index rebuild` waits for a running build: that build's longest run.
+        self.wait_seconds = config["JOB_TIMEOUT_SECONDS"] + self.lease
         self._lock = redis_connection.client.lock(
             f"likeness:{config['QUEUE_NAME']}:index-build:{team_id}:{embedder}",
-            timeout=self.seconds,
+            timeout=self.lease,
+            thread_local=False,  # the renewing thread needs the token the building one took
         )
         self._held = False
+        self._released = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     def acquire(self, wait: bool) -> bool:
         try:
             self._held = bool(
-                self._lock.acquire(blocking=wait, blocking_timeout=self.seconds if wait else None)
+                self._lock.acquire(
+                    blocking=wait, blocking_timeout=self.wait_seconds if wait else None
+                )
             )
         except redis.RedisError as exc:
             # No Redis, no worker builds either; the version's unique constraint still keeps
             # two publishers apart.
             log.warning("building without the build lock, Redis is unreachable: %s", exc)
-            self._held = True
+            self._held = False
             return True
+        if self._held:
+            self._renewer = threading.Thread(
+                target=self._renew, name="index-build-lease", daemon=True
+            )
+            self._renewer.start()
         return self._held
 
+    def _renew(self) -> None:
+        while not self._released.wait(self.lease / 3):
+            try:
+                self._lock.reacquire()
+            except redis.RedisError as exc:
+                # Lost (Redis went away, or the lease ran out and another took it): the build
+                # goes on, and the version's unique constraint still keeps two publishers apart.
+                log.warning("could not renew the index build lease: %s", exc)
+                return
+
     def release(self) -> None:
+        self._released.set()
+        if self._renewer is not None:
+            self._renewer.join()
         if not self._held:
             return
         try:
@@ -286,11 +332,11 @@ def _build(team_id: uuid.UUID, embedder: str) -> IndexBuild | None:
         with unit_of_work():  # the swap: searches read this version from here on
             db.session.add(build)
     except IntegrityError:
-        _delete_keys(keys)
+        delete_objects(keys, of="an index build")
         log.info("a concurrent build of %s for team %s took version %s", embedder, team_id, version)
         return None
     except BaseException:
-        _delete_keys(keys)
+        delete_objects(keys, of="an index build")
         raise
     return build
 
@@ -330,19 +376,11 @@ def prune_builds(team_id: uuid.UUID, embedder: str) -> int:
         old for newer, old in zip(builds, builds[1:], strict=False) if newer.built_at <= cutoff
     ]
     for build in doomed:
-        _delete_keys(build.storage_keys)
+        delete_objects(build.storage_keys, of="an index build")
     if doomed:
         with unit_of_work():
             db.session.execute(delete(IndexBuild).where(IndexBuild.id.in_([b.id for b in doomed])))
     return len(doomed)
-
-
-def _delete_keys(keys: list[str]) -> None:
-    for key in keys:
-        try:
-            storage().delete(key)
-        except Exception:
-            log.exception("could not delete index file %s", key)
 
 
 # --- status ------------------------------------------------------------------------------------
