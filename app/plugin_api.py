@@ -76,6 +76,11 @@ class StorageBackend(ABC):
       `expires_in` seconds have passed. None means the application provides its own signed
       upload URL (and stores the bytes with `save`).
     - `check()` raises if the store cannot be used (for `/healthz`).
+    - `remove_abandoned(older_than)` removes what writers that died mid-save left behind
+      (temporary files, unfinished multipart uploads) once it is older than `older_than`
+      seconds, or sooner where the backend can tell its writer is gone, and returns how many it
+      removed; it never touches a stored object. A worker calls it once a day. The default
+      has nothing to remove.
     Every method validates its key with `validate_key` and raises ValueError for a bad one.
     A store that cannot be reached (after the backend's own retries) raises
     `StorageUnavailable`.
@@ -108,6 +113,9 @@ class StorageBackend(ABC):
 
     @abstractmethod
     def check(self) -> None: ...
+
+    def remove_abandoned(self, older_than: float) -> int:
+        return 0
 
 
 class Embedder(ABC):

@@ -192,6 +192,15 @@ class StorageContract:
         assert self.stored_names(storage) == before
         assert _read(storage, "k") == b"data"
 
+    def test_remove_abandoned_never_touches_a_stored_object(self, storage):
+        storage.save("a/one", io.BytesIO(b"one"), "text/plain")
+        storage.save("a/b/two", io.BytesIO(b"two"), "text/plain")
+        before = self.stored_names(storage)
+        assert storage.remove_abandoned(0) == 0  # however old, a stored object is no leftover
+        assert _read(storage, "a/one") == b"one"
+        assert _read(storage, "a/b/two") == b"two"
+        assert self.stored_names(storage) == before
+
     def test_presign_upload_is_a_form_post_that_stores_the_bytes(self, storage):
         upload = storage.presign_upload("uploads/t1/new.png", "image/png", 1000, 300)
         if upload is None:  # the application signs its own upload URL and calls `save`

@@ -6,7 +6,9 @@ import contextlib
 import errno
 import os
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, BinaryIO
@@ -14,9 +16,16 @@ from typing import Any, BinaryIO
 from app.plugin_api import ObjectNotFound, StorageBackend, StorageUnavailable, validate_key
 
 # Temporary and probe files start with a dot: no valid key does, so they can never be
-# mistaken for (or collide with) a stored object.
+# mistaken for (or collide with) a stored object. A temporary file's name says which process
+# on which host writes it ("<pid>@<host>."), so one a killed writer left (SIGKILL skips every
+# cleanup) is recognised: the next save into its directory removes it, and so does
+# `remove_abandoned` wherever it is.
 _TMP_PREFIX = ".tmp-"
 _PROBE_PREFIX = ".probe-"
+_HOST = "".join(c if c.isalnum() or c in ".-" else "-" for c in socket.gethostname()) or "host"
+# A temporary file this old is abandoned whoever wrote it (another host's writer is not ours
+# to ask after); no save takes a day.
+_ABANDONED_AFTER_SECONDS = 24 * 3600
 # No space left on the device, or the owner's quota is spent.
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -25,7 +34,10 @@ class LocalStorage(StorageBackend):
     """Objects as files under `STORAGE_ROOT`, one file per key, key segments as directories.
 
     - `save` streams into a temporary file in the target directory and renames it into place,
-      so readers see the old object or the new one, never a partial file.
+      so readers see the old object or the new one, never a partial file. A writer killed
+      mid-save (SIGKILL runs no cleanup) leaves its temporary file; the next save into that
+      directory removes it (see `_TMP_PREFIX`), and `remove_abandoned` removes any, with the
+      directories they leave empty.
     - `open` raises `ObjectNotFound` for a missing key; `delete` of a missing key is a no-op and
       removes parent directories it leaves empty.
     - `url` and `presign_upload` are always None: the application streams local files itself
@@ -64,11 +76,13 @@ class LocalStorage(StorageBackend):
     @staticmethod
     def _write(path: str, fileobj: BinaryIO) -> None:
         directory = os.path.dirname(path)
+        _remove_abandoned_temporaries(directory, _ABANDONED_AFTER_SECONDS)
         # A concurrent delete may prune the directory between makedirs and mkstemp; retry.
         for attempt in range(3):
             os.makedirs(directory, exist_ok=True)
             try:
-                fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=directory)
+                prefix = f"{_TMP_PREFIX}{os.getpid()}@{_HOST}."
+                fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
                 break
             except FileNotFoundError:
                 if attempt == 2:
@@ -101,7 +115,10 @@ class LocalStorage(StorageBackend):
             os.unlink(path)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return
-        directory = os.path.dirname(path)
+        self._prune(os.path.dirname(path))
+
+    def _prune(self, directory: str) -> None:
+        """Remove `directory` and its parents up to the root while they are empty."""
         while directory != self.root and directory.startswith(self.root + os.sep):
             try:
                 os.rmdir(directory)
@@ -125,6 +142,19 @@ class LocalStorage(StorageBackend):
         self._path(key)
         return None
 
+    def remove_abandoned(self, older_than: float) -> int:
+        """Remove, under the whole root, the temporary files whose writer is gone and the
+        temporary and probe files older than `older_than` seconds, then the directories that
+        leaves empty; return how many files."""
+        removed = 0
+        for directory, _, names in os.walk(self.root):
+            if any(name.startswith((_TMP_PREFIX, _PROBE_PREFIX)) for name in names):
+                found = _remove_abandoned_temporaries(directory, older_than)
+                if found:
+                    removed += found
+                    self._prune(directory)
+        return removed
+
     def check(self) -> None:
         """Write, read back and delete a probe file; raise StorageUnavailable on failure."""
         probe = os.path.join(self.root, f"{_PROBE_PREFIX}{uuid.uuid4().hex}")
@@ -141,3 +171,48 @@ class LocalStorage(StorageBackend):
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(probe)
+
+
+def _remove_abandoned_temporaries(directory: str, older_than: float) -> int:
+    """Remove the temporary and probe files in `directory` whose writer is gone (see
+    `_TMP_PREFIX`) or that are older than `older_than` seconds; return how many."""
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    removed = 0
+    for entry in entries:
+        if entry.name.startswith((_TMP_PREFIX, _PROBE_PREFIX)) and _abandoned(entry, older_than):
+            with contextlib.suppress(FileNotFoundError):  # another saver removed it first
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+def _abandoned(entry: os.DirEntry, older_than: float) -> bool:
+    try:
+        if time.time() - entry.stat(follow_symlinks=False).st_mtime > older_than:
+            return True
+    except FileNotFoundError:
+        return False
+    if not entry.name.startswith(_TMP_PREFIX):
+        return False  # a probe names no writer: by age only
+    pid, _, rest = entry.name[len(_TMP_PREFIX) :].partition("@")
+    host = rest.rpartition(".")[0]
+    if host != _HOST or not pid.isdigit():
+        return False  # another host's, or an older name without its writer: by age only
+    return not _running(int(pid))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    try:  # a killed process its parent has not reaped yet still exists, as a zombie
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): it exists, so it may still be writing

@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 import boto3
@@ -49,6 +50,9 @@ class S3Storage(StorageBackend):
       it rewound; raises `ObjectNotFound` for a missing key.
     - `url` is a presigned GET; `presign_upload` a presigned form POST limited to one content
       type and 1..max_bytes bytes.
+    - `remove_abandoned` aborts the multipart uploads under the prefix begun before the cutoff:
+      a writer killed mid-upload leaves its parts stored (and billed) but no object. (A bucket
+      lifecycle rule, AbortIncompleteMultipartUpload, does the same on AWS.)
     - `check` is a HEAD on the bucket. (`exists` cannot tell a missing bucket from a missing
       object, since S3 answers a HEAD with a bare 404; `check` and every other method can.)
     - Connection failures, timeouts, throttling and 5xx answers that outlast the retries, as
@@ -200,6 +204,28 @@ class S3Storage(StorageBackend):
                 ExpiresIn=expires_in,
             )
         return {"url": post["url"], "method": "POST", "fields": post["fields"]}
+
+    def remove_abandoned(self, older_than: float) -> int:
+        """Abort the multipart uploads under the prefix begun more than `older_than` seconds
+        ago; return how many."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+        removed = 0
+        with self._unavailable("remove abandoned uploads"):
+            pages = self.client.get_paginator("list_multipart_uploads")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] >= cutoff:
+                        continue
+                    try:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except ClientError as exc:
+                        if _error_code(exc) != "NoSuchUpload":  # finished or aborted meanwhile
+                            raise
+                        continue
+                    removed += 1
+        return removed
 
     def check(self) -> None:
         """HEAD the bucket; raise StorageUnavailable if it cannot be reached or used."""

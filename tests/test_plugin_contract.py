@@ -8,6 +8,9 @@ does (local paths, exact ties, Annoy against exact).
 from __future__ import annotations
 
 import io
+import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,8 @@ from app.plugin_testing import (
 )
 from app.plugins import builtin_classes
 from tests.cnn import requires_cnn
+from tests.conftest import wait_until
+from tests.killed_writers import killed, temporaries, writers_mid_save
 from tests.s3server import admin_client, s3_config
 
 pytest_plugins = ["tests.s3server"]  # the moto_endpoint and s3_bucket fixtures
@@ -148,6 +153,95 @@ def test_local_refuses_a_symlink_out_of_the_root(tmp_path):
     with pytest.raises(ValueError):
         storage.save("link/new", io.BytesIO(b"x"), "text/plain")
     assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+
+
+def test_local_the_next_save_removes_the_temporary_file_a_killed_writer_left(tmp_path):
+    config = plugin_config(tmp_path)
+    directory = tmp_path / "root" / "t" / "index"
+    with writers_mid_save("local", config, ["t/index/a", "t/index/a"]) as (dying, writing):
+        wait_until(lambda: len(temporaries(directory)) == 2, 30, "the writers never started")
+        pid = killed(dying)
+        (left,) = {name for name in temporaries(directory) if name.startswith(f".tmp-{pid}@")}
+        (in_progress,) = temporaries(directory) - {left}
+
+        storage = STORAGE["local"](config)
+        storage.save("t/index/b", io.BytesIO(b"the next build"), "text/plain")
+
+        assert temporaries(directory) == {in_progress}  # a live writer's file is not touched
+        assert storage.open("t/index/b").read() == b"the next build"
+
+
+def test_local_remove_abandoned_finds_a_killed_writers_file_anywhere(tmp_path):
+    config = plugin_config(tmp_path)
+    storage = STORAGE["local"](config)
+    storage.save("t/images/kept/original", io.BytesIO(b"kept"), "image/jpeg")
+    root = tmp_path / "root"
+    keys = ["t/images/new/original", "t/images/other/original"]
+    with writers_mid_save("local", config, keys) as (dying, writing):
+        wait_until(
+            lambda: all(temporaries(root / "t" / "images" / name) for name in ("new", "other")),
+            30,
+            "the writers never started",
+        )
+        killed(dying)
+
+        # Nothing else is ever saved into the killed upload's folder: only the sweep finds it.
+        assert storage.remove_abandoned(24 * 3600) == 1
+
+        assert sorted(p.name for p in (root / "t" / "images").iterdir()) == ["kept", "other"]
+        assert len(temporaries(root / "t" / "images" / "other")) == 1  # still being written
+        assert storage.open("t/images/kept/original").read() == b"kept"
+        assert storage.remove_abandoned(24 * 3600) == 0
+
+
+def test_local_removes_a_day_old_temporary_file_from_any_host(tmp_path):
+    storage = STORAGE["local"](plugin_config(tmp_path))
+    storage.save("t/x/kept", io.BytesIO(b"1"), "text/plain")
+    directory = tmp_path / "root" / "t" / "x"
+    (directory / ".tmp-1234@elsewhere.abcd1234").write_bytes(b"half")
+    (directory / ".tmp-5678@elsewhere.efgh5678").write_bytes(b"half")
+    a_day_ago = time.time() - 24 * 3600 - 60
+    os.utime(directory / ".tmp-1234@elsewhere.abcd1234", (a_day_ago, a_day_ago))
+
+    storage.save("t/x/next", io.BytesIO(b"2"), "text/plain")
+
+    # Another host's recent file may still be written to; a day-old one is abandoned.
+    assert sorted(p.name for p in directory.iterdir()) == [
+        ".tmp-5678@elsewhere.efgh5678",
+        "kept",
+        "next",
+    ]
+    assert storage.remove_abandoned(24 * 3600) == 0
+    assert storage.remove_abandoned(0) == 1  # the sweep's age is what it is told
+    assert sorted(p.name for p in directory.iterdir()) == ["kept", "next"]
+
+
+def test_s3_remove_abandoned_aborts_a_killed_writers_multipart_upload(moto_endpoint, s3_bucket):
+    config = s3_config(moto_endpoint, s3_bucket)
+    storage = STORAGE["s3"](config)
+    storage.save("t/images/kept/original", io.BytesIO(b"kept"), "image/jpeg")
+    client = admin_client(moto_endpoint)
+
+    def unfinished():
+        return client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+
+    # More than boto3's multipart threshold (8 MB), so its first part goes up before it waits.
+    with writers_mid_save("s3", config, ["t/images/new/original"], 9 * 1024 * 1024) as (dying,):
+        wait_until(unfinished, 60, "the writer never began its multipart upload")
+        killed(dying)
+        (upload,) = unfinished()
+        assert upload["Key"] == "t/images/new/original"
+        # S3 cannot tell a dead writer from a slow one: only the upload's age can. (moto reports
+        # a fixed begin time, in 2010, so the ages are taken from what it reports.)
+        age = (datetime.now(UTC) - upload["Initiated"]).total_seconds()
+        assert storage.remove_abandoned(age + 3600) == 0
+        assert len(unfinished()) == 1
+
+        assert storage.remove_abandoned(age - 3600) == 1
+
+        assert unfinished() == []
+        assert not storage.exists("t/images/new/original")
+        assert storage.open("t/images/kept/original").read() == b"kept"
 
 
 def test_local_check_fails_on_unusable_root(tmp_path):

@@ -18,15 +18,16 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from app import create_app
-from app.extensions import db
+from app.extensions import db, redis_connection
 from app.models import Embedding, Image
 from app.queue import get_queue, process_job_id
-from app.services import indexing
+from app.services import indexing, reconcile
 from app.tenancy import unscoped
 from config import BASE_DIR
 from tests import samples
 from tests.conftest import make_config, process_group_members, wait_until
 from tests.invariants import check_invariants
+from tests.killed_writers import killed, writers_mid_save
 
 
 def samples_file(seed):
@@ -128,6 +129,50 @@ def test_the_periodic_sweep_requeues_stuck_images_and_schedules_the_next(
     assert image_status(app, image["id"]) == "ready"
 
 
+def test_once_a_day_the_sweep_removes_what_a_killed_upload_left(app, runner, instance_path, team_a):
+    root = instance_path / "storage"
+    images = root / "teams" / str(team_a.team.id) / "images"
+    keys = [f"teams/{team_a.team.id}/images/{uuid.uuid4()}/original" for _ in range(2)]
+    with writers_mid_save("local", {"STORAGE_ROOT": str(root)}, keys) as (first, second):
+        wait_until(lambda: len(list(images.glob("*/.tmp-*"))) == 2, 30, "no upload began")
+        killed(first)  # as gunicorn kills a web worker past its timeout, mid-upload
+
+        runner.invoke(args=["reconcile"])
+
+        assert [p.name for p in images.iterdir()] == [keys[1].split("/")[-2]]
+        killed(second)
+        runner.invoke(args=["reconcile"])
+        assert len(list(images.glob("*/.tmp-*"))) == 1  # walking the store waits a day
+        with app.app_context():
+            gate = f"likeness:{app.config['QUEUE_NAME']}:storage-swept"
+            assert 23 * 3600 < redis_connection.client.ttl(gate) <= 24 * 3600
+            redis_connection.client.delete(gate)  # the day has passed
+
+        runner.invoke(args=["reconcile"])
+
+        assert not images.exists()
+        check_invariants(app, [team_a])
+
+
+def test_a_store_that_fails_the_daily_sweep_is_swept_at_the_next(app, app_env, caplog):
+    from tests.s3server import FailingStore, s3_config
+
+    with FailingStore("503") as store:
+        failing = create_app(
+            make_config(
+                app_env, STORAGE_BACKEND="s3", **s3_config(store.endpoint, "b", S3_MAX_ATTEMPTS=1)
+            )
+        )
+        with failing.app_context():
+            assert reconcile.remove_abandoned_writes() == 0  # no exception: the sweep goes on
+            gate = f"likeness:{failing.config['QUEUE_NAME']}:storage-swept"
+            assert not redis_connection.client.exists(gate)
+            assert reconcile.remove_abandoned_writes() == 0
+        # Each sweep asked for the unfinished uploads: the failure did not count as the day's.
+        assert [method for method, _ in store.requests] == ["GET", "GET"]
+    assert "could not be swept for abandoned writes" in caplog.text
+
+
 def original_path(app, instance_path, image):
     with app.app_context():
         return instance_path / "storage" / db.session.get(Image, uuid.UUID(image["id"])).storage_key
@@ -209,7 +254,7 @@ def test_worker_killed_mid_job_still_ends_ready(
     # Another worker, sweeping every second: the sweep hands the abandoned job back to RQ,
     # which retries it after its first backoff (10 s). All well before RQ's own allowance (the
     # timeout plus 60 s) would even have run out.
-    start_worker(**settings, RECONCILE_INTERVAL_SECONDS=1, RECONCILE_AFTER_SECONDS=0)
+    rescuer = start_worker(**settings, RECONCILE_INTERVAL_SECONDS=1, RECONCILE_AFTER_SECONDS=0)
     wait_until(
         lambda: image_status(app, image["id"]) == "ready", 40, "the image never became ready"
     )
@@ -219,7 +264,16 @@ def test_worker_killed_mid_job_still_ends_ready(
         ).all()
     assert sorted(embedders) == ["color", "phash"]  # one set, not two
     wait_until(lambda: all_indexed(app, team_a), 20, "the index was never built")
+    stop_gracefully(rescuer)
     check_invariants(app, [team_a, team_b])
+
+
+def stop_gracefully(worker) -> None:
+    """SIGTERM, as a platform stops a worker: it finishes the job it runs (an index build
+    saves its files, then publishes its row) and exits. Invariants are checked after that, not
+    while a build the sweep started may be between its files and its row."""
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=60)
 
 
 def all_indexed(app, team) -> bool:
@@ -373,6 +427,7 @@ def test_the_sweep_survives_redis_restarting_without_persistence(
         wait_until(recovered, SWEPT_WITHIN, "work lost with Redis was never swept up")
         assert worker.poll() is None, "the worker died with Redis"
         wait_until(lambda: all_indexed(app, team_a), 20, "the index was never built")
+        stop_gracefully(worker)
         check_invariants(app, [team_a, team_b], client=api)
     finally:
         origin.shutdown()
@@ -408,6 +463,7 @@ def test_a_worker_outlives_redis_dying_under_a_job(
     wait_until(lambda: all_ready(app, ids), SWEPT_WITHIN, "no worker after Redis came back")
     assert worker.poll() is None, "the worker died with Redis"
     wait_until(lambda: all_indexed(app, team_a), 20, "the index was never built")
+    stop_gracefully(worker)
     check_invariants(app, [team_a, team_b], client=api)
 
 
@@ -429,7 +485,8 @@ def test_a_killed_worker_orphans_nothing_and_another_takes_over_the_sweep(
     image_ids = [response.json["items"][0]["id"] for response in images]
     with app.app_context():
         get_queue().empty()  # their jobs are lost: only the sweep can find them
-    start_worker(**FAST_SWEEP)
+    second = start_worker(**FAST_SWEEP)
     wait_until(lambda: all_ready(app, image_ids), SWEPT_WITHIN, "the sweep never ran again")
     wait_until(lambda: all_indexed(app, team_a), 20, "the index was never built")
+    stop_gracefully(second)
     check_invariants(app, [team_a, team_b])

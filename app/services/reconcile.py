@@ -3,7 +3,9 @@
 An upload commits its row before it queues work, so a Redis outage, a worker killed mid-job or
 a lost job leaves the image waiting. The sweep finds such images and queues them with the same
 deterministic job id as the upload did, so an image whose job is still alive is left alone and
-nothing runs twice.
+nothing runs twice. Index builds are asked for again the same way: the requests live in Redis,
+so a pair whose index lacks embeddings gets a check at every sweep. Once a day a sweep also
+asks the storage to remove what writers killed mid-save left behind.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import uuid
 from datetime import timedelta
 
+from flask import current_app
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
@@ -21,8 +24,9 @@ from app import queue
 from app.errors import Conflict
 from app.extensions import db, redis_connection
 from app.models import Embedding, Image, ImportBatch, ImportItem, utcnow
-from app.runtime import plugins
-from app.services import audit, uploads
+from app.plugin_api import StorageUnavailable
+from app.runtime import plugins, storage
+from app.services import audit, indexing, uploads
 from app.services.audit import Actor
 from app.services.transaction import after_commit, transactional
 from app.tenancy import unscoped
@@ -32,6 +36,9 @@ log = logging.getLogger(__name__)
 ALIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 # Images queued for embedding again per sweep: enough to keep a worker busy until the next.
 REEMBED_PER_SWEEP = 10_000
+# How often the storage is swept for leftovers, and how old a leftover must be that the store
+# cannot tell from a write in progress (no save takes a day).
+ABANDONED_SWEEP_SECONDS = 24 * 3600
 
 
 def _still_queued(job_id: str) -> bool:
@@ -61,7 +68,8 @@ def stale_images(older_than: timedelta) -> list[uuid.UUID]:
 
 
 def reconcile(older_than: timedelta) -> int:
-    """Queue again every image stuck longer than `older_than` with no live job; returns how many."""
+    """Queue again every image stuck longer than `older_than` with no live job (returns how
+    many) and ask again for the index builds still owed."""
     # Jobs whose worker died (no heartbeat) are retried or failed by RQ's own cleanup first.
     for listened in (queue.get_queue(), queue.get_import_queue()):
         StartedJobRegistry(queue=listened).cleanup()
@@ -77,9 +85,12 @@ def reconcile(older_than: timedelta) -> int:
         reembedding += queue.enqueue_process_image(image_id, background=True)
     if reembedding:
         log.info("reconcile asked for %d images to be embedded again", reembedding)
+    for team_id, embedder in indexing.indexes_behind():
+        queue.request_index_check(team_id, embedder)
     removed = uploads.remove_expired()
     if removed:
         log.info("reconcile removed %d direct uploads never completed", removed)
+    remove_abandoned_writes()
     for batch_id, position in stale_import_items(older_than):
         if not _still_queued(queue.import_job_id(batch_id, position)) and (
             queue.enqueue_import_item(batch_id, position)
@@ -87,6 +98,25 @@ def reconcile(older_than: timedelta) -> int:
             log.info("reconcile queued item %d of import %s again", position, batch_id)
             queued += 1
     return queued
+
+
+def remove_abandoned_writes() -> int:
+    """Once a day (whichever worker's sweep comes first): the storage's leftovers of writers
+    that died mid-save, such as a web process killed during an upload; returns how many."""
+    gate = f"likeness:{current_app.config['QUEUE_NAME']}:storage-swept"
+    if not redis_connection.client.set(
+        gate, utcnow().isoformat(), nx=True, ex=ABANDONED_SWEEP_SECONDS
+    ):
+        return 0
+    try:
+        removed = storage().remove_abandoned(ABANDONED_SWEEP_SECONDS)
+    except StorageUnavailable as exc:
+        redis_connection.client.delete(gate)  # the next sweep tries again
+        log.warning("the storage could not be swept for abandoned writes: %s", exc)
+        return 0
+    if removed:
+        log.info("reconcile removed %d objects that killed writers left unfinished", removed)
+    return removed
 
 
 def outdated_images(limit: int) -> list[uuid.UUID]:
