@@ -274,6 +274,26 @@ class Image(TeamOwned, db.Model):
         passive_deletes=True,
     )
 
+    @property
+    def uploaded_by(self) -> str | None:
+        """Who uploaded it, as the API shows it: the person's email, else the key's name."""
+        if self.uploaded_by_user is not None:
+            return self.uploaded_by_user.email
+        return key_uploader(self.uploaded_by_key.name if self.uploaded_by_key else None)
+
+    @property
+    def tag_names(self) -> list[str]:
+        return [tag.name for tag in self.tags]
+
+    @property
+    def label_scores(self) -> list[tuple[str, float]]:
+        return [(label.name, label.score) for label in self.labels]
+
+
+def key_uploader(key_name: str | None) -> str | None:
+    """An image's `uploaded_by` when an API key uploaded it."""
+    return f"api-key:{key_name}" if key_name is not None else None
+
 
 class Tag(TeamOwned, db.Model):
     """A team's tag; names are normalised (NFKC, lower case, single spaces) before storing."""

@@ -8,6 +8,7 @@ image shows: tags, labels, uploader (key, person, none), collection, metadata, s
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import uuid
 
@@ -104,12 +105,24 @@ def test_image_document_equals_the_image_schema(app, client, team_a, person, run
     assert compared == len(ids) == 6
 
 
+def _with_orm_images(result):
+    """The same search result with each match's image read as the ORM `Image` (relationships
+    and all), which the schemas describe, in place of the plain row searches read."""
+    return dataclasses.replace(
+        result,
+        matches=[
+            dataclasses.replace(match, image=db.session.get(Image, match.image.id))
+            for match in result.matches
+        ],
+    )
+
+
 def test_similar_document_equals_the_similar_schema(app, client, team_a, person, run_jobs):
     ids = _varied_images(app, client, team_a, person, run_jobs)
     with app.test_request_context(), team_scope(team_a.id):
         result = similar_images(db.session.get(Image, uuid.UUID(ids[0])), 10, "color")
         assert len(result.matches) == 4  # the failed image is not searched, the query not shown
-        assert similar_document(result) == SimilarSchema().dump(result)
+        assert similar_document(result) == SimilarSchema().dump(_with_orm_images(result))
 
 
 def test_the_similar_endpoint_answers_the_schema_document(app, client, team_a, person, run_jobs):
@@ -118,5 +131,10 @@ def test_the_similar_endpoint_answers_the_schema_document(app, client, team_a, p
     assert answered.status_code == 200, answered.json
     with app.test_request_context(), team_scope(team_a.id):
         result = similar_images(db.session.get(Image, uuid.UUID(ids[1])), 10, None)
-        assert answered.json == SimilarSchema().dump(result)
+        assert answered.json == SimilarSchema().dump(_with_orm_images(result))
     assert {m["image"]["id"] for m in answered.json["items"]} == set(ids) - {ids[1], ids[3]}
+    # Each match, read as a plain row, shows what the image's own page (read as an ORM
+    # object, with its relationships) shows.
+    for match in answered.json["items"]:
+        alone = client.get(f"/api/v1/images/{match['image']['id']}", headers=team_a.headers())
+        assert match["image"] == alone.json

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO
 
 import numpy as np
-from sqlalchemy import case, select
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy import bindparam, literal, null, select, union_all
 
 from app.errors import Conflict, Invalid
 from app.extensions import db
 from app.imaging.render import make_rendition
 from app.imaging.validate import open_working
-from app.models import Embedding, Image, IndexBuild
+from app.models import (
+    ApiKey,
+    Embedding,
+    Image,
+    ImageTag,
+    IndexBuild,
+    Label,
+    Tag,
+    User,
+    key_uploader,
+)
 from app.plugin_api import ExactScan, similarity
 from app.runtime import Delta, delta_cache, index_cache, plugins
 from app.services import ingest, processing
@@ -26,7 +36,7 @@ MAX_K = 100
 
 @dataclass
 class Match:
-    image: Image
+    image: ImageView
     distance: float
     score: float
 
@@ -68,7 +78,8 @@ def nearest(
     """The k ready images of one team nearest to `vector`, nearest first: the newest index of
     the vector's embedder version (by default the current one), plus the rest exactly.
 
-    `serving` is that index's build when the caller has already looked it up."""
+    `serving` is that index's build when the caller has already looked it up. The matches
+    are `ImageView`s, read as plain rows."""
     plugin = plugins().embedders[embedder]
     version = embedder_version or plugin.version
     if serving is not None and serving.embedder_version == version:
@@ -94,27 +105,11 @@ def nearest(
             found[image_id] = min(float(distance), found.get(image_id, float("inf")))
         ranked = sorted((d, uuid.UUID(i)) for i, d in found.items())
         candidates = [image_id for _, image_id in ranked if image_id not in exclude]
-        # The k nearest candidates that are ready, ranked in SQL so that only the k shown are
-        # loaded (not every candidate). It runs under the team criteria: another team's ids
+        # The k nearest candidates that are ready, under the team criteria: another team's ids
         # never come back, nor deleted or not-ready images. What each match shows comes in a
-        # fixed number of statements for any k: uploader and key joined in, tags and labels
-        # each one query by image id. (Joined in too, SQLite materialised the team's whole tag
-        # join for every search: seconds at 100k images.)
-        rank = case({image_id: n for n, image_id in enumerate(candidates)}, value=Image.id)
-        query = (
-            select(Image)
-            .where(Image.id.in_(candidates), Image.status == "ready")
-            .order_by(rank)
-            .limit(k)
-            .options(
-                selectinload(Image.tags),
-                selectinload(Image.labels),
-                joinedload(Image.uploaded_by_user),
-                joinedload(Image.uploaded_by_key),
-            )
-        )
+        # fixed number of statements for any k.
         images = (
-            {str(image.id): image for image in db.session.scalars(query).unique()}
+            {str(i): image for i, image in _image_views(candidates, k).items()}
             if candidates
             else {}
         )
@@ -132,6 +127,94 @@ def nearest(
         index_version=build.version if build else None,
         fresh=build is not None and not delta.ids,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ImageView:
+    """What an image shows in a search answer, read as plain rows: the API's searches answer
+    from these (ORM objects with their tags and labels cost more than the rest of the search).
+    The attributes are those of `Image` that `image_document` reads."""
+
+    id: uuid.UUID
+    filename: str
+    content_type: str
+    size_bytes: int
+    width: int
+    height: int
+    sha256: str
+    status: str
+    error: str | None
+    collection_id: uuid.UUID | None
+    meta: dict | None
+    created_at: datetime
+    uploaded_by: str | None
+    tag_names: list[str]
+    label_scores: list[tuple[str, float]]
+
+
+_VIEW_COLUMNS = (
+    Image.id,
+    Image.filename,
+    Image.content_type,
+    Image.size_bytes,
+    Image.width,
+    Image.height,
+    Image.sha256,
+    Image.status,
+    Image.error,
+    Image.collection_id,
+    Image.meta,
+    Image.created_at,
+)
+
+
+# Built once, with the ids bound at execution (`expanding`): building the statements and
+# checking each id cost more than running them.
+_ids = bindparam("ids", expanding=True)
+_READY_VIEWS = (
+    select(*_VIEW_COLUMNS, User.email, ApiKey.name)
+    .outerjoin(User, User.id == Image.uploaded_by_user_id)
+    .outerjoin(ApiKey, ApiKey.id == Image.uploaded_by_key_id)
+    .where(Image.id.in_(_ids), Image.status == "ready")
+)
+_TAGS_AND_LABELS = union_all(
+    select(ImageTag.image_id, literal(0).label("kind"), Tag.name, null().label("score"))
+    .join(Tag, Tag.id == ImageTag.tag_id)
+    .where(ImageTag.image_id.in_(_ids)),
+    select(Label.image_id, literal(1), Label.name, Label.score).where(Label.image_id.in_(_ids)),
+).subquery()
+# Tags by name, labels by score then name: as the relationships of `Image` order them.
+_VIEW_TAGS_AND_LABELS = select(_TAGS_AND_LABELS).order_by(
+    _TAGS_AND_LABELS.c.kind, _TAGS_AND_LABELS.c.score.desc(), _TAGS_AND_LABELS.c.name
+)
+
+
+def _image_views(candidates: list[uuid.UUID], k: int) -> dict[uuid.UUID, ImageView]:
+    """The first k of `candidates` that are ready (under the team criteria), as `ImageView`s:
+    the ready candidates as rows with their uploader's email or key name (ranked here: a few
+    dozen rows), then the tags and the labels of the k shown, in one statement. A fixed number
+    of statements for any k."""
+    rows = db.session.execute(_READY_VIEWS, {"ids": candidates}).all()
+    ready = {row.id: row for row in rows}
+    chosen = [image_id for image_id in candidates if image_id in ready][:k]
+    if not chosen:
+        return {}
+    tags: dict[uuid.UUID, list[str]] = {image_id: [] for image_id in chosen}
+    labels: dict[uuid.UUID, list[tuple[str, float]]] = {image_id: [] for image_id in chosen}
+    for image_id, kind, name, score in db.session.execute(_VIEW_TAGS_AND_LABELS, {"ids": chosen}):
+        if kind == 0:
+            tags[image_id].append(name)
+        else:
+            labels[image_id].append((name, score))
+    views = {}
+    for image_id in chosen:
+        row = ready[image_id]
+        email, key_name = row[-2], row[-1]
+        uploaded_by = email if email is not None else key_uploader(key_name)
+        views[image_id] = ImageView(
+            *row[: len(_VIEW_COLUMNS)], uploaded_by, tags[image_id], labels[image_id]
+        )
+    return views
 
 
 def _delta(team_id: uuid.UUID, embedder: str, version: str, watermark: int) -> Delta:
@@ -181,8 +264,8 @@ def similar_images(image: Image, k: int, embedder: str | None = None) -> SearchR
 
 def similar_to(image_id: str, k: int, embedder: str | None = None) -> SearchResult | None:
     """`similar_images` of the team's image with this id, read with its vectors in one
-    statement (a round trip less on the API's busiest search); None when the team has no such
-    image (bad ids included)."""
+    statement (a round trip less on the API's busiest search), its matches as `ImageView`s;
+    None when the team has no such image (bad ids included)."""
     try:
         image_id = uuid.UUID(image_id)
     except ValueError:
@@ -229,7 +312,10 @@ def _similar(image: Image, embedder: str, rows: list, k: int) -> SearchResult:
 
 
 def search_by_file(
-    team_id: uuid.UUID, stream: BinaryIO, k: int, embedder: str | None = None
+    team_id: uuid.UUID,
+    stream: BinaryIO,
+    k: int,
+    embedder: str | None = None,
 ) -> SearchResult:
     """Images of the team most like an image that is not stored: the file is checked exactly
     like an upload (size, content type, pixel and frame limits, a full decode), embedded here
