@@ -101,6 +101,11 @@ class Config:
     INDEX_REBUILD_MIN_DELTA = int(os.environ.get("INDEX_REBUILD_MIN_DELTA", "100"))
     INDEX_REBUILD_FRACTION = float(os.environ.get("INDEX_REBUILD_FRACTION", "0.05"))
     INDEX_QUIET_SECONDS = int(os.environ.get("INDEX_QUIET_SECONDS", "60"))
+    # A `similar` duplicate report of a team with more ready images than this, asked for by a
+    # page or the API, is made by a worker while the request answers "being prepared": with
+    # cnn's wide threshold it is one index query per image, minutes at 100,000 images, past
+    # any web timeout. `exact` and `near` reports, and `flask duplicates`, are always made at once.
+    DUPLICATE_REPORT_INLINE_IMAGES = int(os.environ.get("DUPLICATE_REPORT_INLINE_IMAGES", "20000"))
     INDEX_GRACE_SECONDS = int(os.environ.get("INDEX_GRACE_SECONDS", "600"))
 
     MAX_UPLOAD_MB = int(os.environ.get("MAX_UPLOAD_MB", "50"))

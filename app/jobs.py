@@ -12,7 +12,7 @@ from flask import current_app
 from rq import get_current_job
 
 from app import queue
-from app.services import imports, indexing, processing
+from app.services import duplicates, imports, indexing, processing
 from app.services import reconcile as reconcile_service
 
 
@@ -35,6 +35,12 @@ def import_items(batch_id: str, start: int, stop: int) -> int:
     """A slice of a batch: jobs of this kind were queued before imports became one URL per job
     and may still be waiting in Redis after an upgrade."""
     return imports.run_items(uuid.UUID(batch_id), start, stop, final_attempt=_final_attempt())
+
+
+def duplicate_report(team_id: str, tier: str, threshold: str) -> int:
+    """Make one duplicate report of a team and keep it for the pages and the API to read;
+    returns how many groups it has."""
+    return len(duplicates.report(uuid.UUID(team_id), tier, threshold))
 
 
 def build_index(team_id: str, embedder: str) -> int | None:

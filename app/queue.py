@@ -7,6 +7,7 @@ reconcile sweep enqueues whatever stayed pending.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -197,6 +198,28 @@ def request_index_check(team_id: uuid.UUID, embedder: str) -> bool:
         retry=INDEX_RETRY,
         result_ttl=0,
         description=f"check {embedder} index of team {team_id}",
+    )
+
+
+# A whole-team duplicate report can take minutes (app/services/duplicates.py).
+REPORT_JOB_TIMEOUT_SECONDS = 3600
+
+
+def enqueue_duplicate_report(team_id: uuid.UUID, tier: str, threshold: str, state: str) -> bool:
+    """Queue the making of one duplicate report, once per `state` of the team it reflects, behind
+    uploads on the imports queue. A failed one is forgotten after a minute, so that asking
+    again queues it again."""
+    return _enqueue_once(
+        "app.jobs.duplicate_report",
+        str(team_id),
+        tier,
+        threshold,
+        job_id=f"duplicate-report-{hashlib.sha256(state.encode()).hexdigest()[:32]}",
+        queue=get_import_queue(),
+        job_timeout=REPORT_JOB_TIMEOUT_SECONDS,
+        result_ttl=0,
+        failure_ttl=60,
+        description=f"{tier} duplicate report of team {team_id}",
     )
 
 

@@ -13,8 +13,9 @@ from PIL import Image as PILImage
 from PIL import PngImagePlugin
 from sqlalchemy import select, update
 
-from app.extensions import db
+from app.extensions import db, redis_connection
 from app.models import AuditEvent, DuplicateDecision, Image
+from app.queue import get_import_queue
 from app.services import collections, duplicates, reconcile
 from app.services.audit import Actor
 from app.tenancy import team_scope
@@ -34,6 +35,12 @@ def png(image: PILImage.Image, text: str | None = None, level: int = 6) -> bytes
 
 def decoded(data: bytes) -> PILImage.Image:
     return PILImage.open(io.BytesIO(data)).convert("RGB")
+
+
+def brighter_copy(original: bytes, quality: int = 85) -> bytes:
+    """The picture 20% brighter, saved again: alike in content, further apart in its hash."""
+    brighter = decoded(original).point(lambda v: min(255, int(v * 1.2)))
+    return samples.encode(brighter, "JPEG", quality=quality)
 
 
 @pytest.fixture
@@ -109,16 +116,133 @@ def test_near_tier_groups_recompressed_and_resized_copies_only(client, team_a, a
 
 def test_similar_tier_uses_the_content_embedder(client, team_a, add):
     original = samples.jpeg(6)
-    brighter = decoded(original).point(lambda v: min(255, int(v * 1.2)))
     ids = add(
         team_a,
         (original, "a.jpg"),
-        (samples.encode(brighter, "JPEG", quality=85), "a-brighter.jpg"),
+        (brighter_copy(original), "a-brighter.jpg"),
         (samples.jpeg(7), "b.jpg"),
     )
     similar = groups(client, team_a, tier="similar", threshold=0.4)
     assert [members(g) for g in similar] == [set(ids[:2])]
     assert similar[0]["tier"] == "similar"
+
+
+def test_similar_tier_answers_the_same_from_the_index_when_cells_cannot_help(
+    app, client, team_a, add, monkeypatch
+):
+    pictures = [samples.jpeg(seed) for seed in (6, 8)]
+    files = []
+    for n, original in enumerate(pictures):
+        files += [
+            (original, f"{n}.jpg"),
+            (brighter_copy(original), f"{n}b.jpg"),
+        ]
+    files += [(samples.jpeg(seed), f"other-{seed}.jpg") for seed in (7, 9, 10)]
+    ids = add(team_a, *files)
+    by_cells = groups(client, team_a, tier="similar", threshold=0.4)
+    assert sorted(map(members, by_cells), key=sorted) == sorted(
+        [set(ids[0:2]), set(ids[2:4])], key=sorted
+    )
+
+    # For a radius as wide as cnn's, cells would not save work: one index query per image.
+    monkeypatch.setattr(duplicates, "radius_pairs", lambda *args, **kwargs: None)
+    with app.app_context():
+        redis_connection.client.flushdb()  # the report is kept; compute it again
+    by_index = groups(client, team_a, tier="similar", threshold=0.4)
+    assert [(g["id"], members(g)) for g in by_index] == [(g["id"], members(g)) for g in by_cells]
+
+
+class TestALargeTeamsSimilarReport:
+    """Made by a worker: with cnn's wide threshold it takes minutes at 100,000 images."""
+
+    @pytest.fixture
+    def config_overrides(self):
+        return {"DUPLICATE_REPORT_INLINE_IMAGES": 3}  # "large" from four ready images
+
+    @staticmethod
+    def ask(client, team):
+        return client.get(
+            "/api/v1/duplicates",
+            query_string={"tier": "similar", "threshold": 0.4},
+            headers=team.headers(),
+        )
+
+    @staticmethod
+    def waiting_reports(app) -> list:
+        with app.app_context():
+            queue = get_import_queue()
+            return [job for job in queue.jobs if job.func_name == "app.jobs.duplicate_report"]
+
+    def test_is_prepared_by_a_worker_and_the_last_one_answers_while_the_next_is_made(
+        self, app, client, team_a, team_b, add, run_jobs
+    ):
+        original = samples.jpeg(6)
+        ids = add(
+            team_a,
+            (original, "a.jpg"),
+            (brighter_copy(original), "a-brighter.jpg"),
+            (samples.jpeg(7), "b.jpg"),
+            (samples.jpeg(8), "c.jpg"),
+        )
+        # The exact and near tiers are made in the request, whatever the team's size.
+        assert groups(client, team_a, tier="exact") == []
+
+        first = self.ask(client, team_a)
+        assert first.status_code == 503, first.json
+        assert first.json["error"]["code"] == "unavailable"
+        assert "being prepared" in first.json["error"]["message"]
+        assert first.headers["Retry-After"] == str(duplicates.REPORT_RETRY_SECONDS)
+        assert self.ask(client, team_a).status_code == 503
+        assert len(self.waiting_reports(app)) == 1  # asking again queues nothing more
+
+        run_jobs()
+        made = self.ask(client, team_a)
+        assert made.status_code == 200, made.json
+        assert [members(g) for g in made.json["groups"]] == [set(ids[:2])]
+        assert self.waiting_reports(app) == []
+        # Another team's report is its own: small, made at once, and empty.
+        assert groups(client, team_b, tier="similar", threshold=0.4) == []
+
+        # A new copy changes the report: the last one answers while the next is made.
+        copy = add(team_a, (brighter_copy(original, quality=60), "a-copy.jpg"))
+        meanwhile = self.ask(client, team_a)
+        assert meanwhile.status_code == 200
+        assert [members(g) for g in meanwhile.json["groups"]] == [set(ids[:2])]
+        assert len(self.waiting_reports(app)) == 1
+        run_jobs()
+        (grown,) = self.ask(client, team_a).json["groups"]
+        assert members(grown) == set(ids[:2]) | set(copy)
+
+        # "Not duplicates" sticks at once, also while the next report is being made.
+        assert resolve(client, team_a, grown["id"], {"not_duplicates": True}).status_code == 200
+        assert self.ask(client, team_a).json["groups"] == []
+        assert len(self.waiting_reports(app)) == 1
+        run_jobs()
+        assert self.ask(client, team_a).json["groups"] == []
+
+    def test_the_command_line_makes_it_at_once(self, app, runner, team_a, add):
+        original = samples.jpeg(6)
+        add(
+            team_a,
+            (original, "a.jpg"),
+            (brighter_copy(original), "a-brighter.jpg"),
+            *[(samples.jpeg(seed), f"{seed}.jpg") for seed in (7, 8, 9)],
+        )
+        result = runner.invoke(
+            args=[
+                "duplicates",
+                "report",
+                "--team",
+                team_a.team.slug,
+                "--tier",
+                "similar",
+                "--threshold",
+                "0.4",
+            ]
+        )
+        assert result.exit_code == 0, result.output
+        assert "a.jpg" in result.output and "a-brighter.jpg" in result.output
+        assert self.waiting_reports(app) == []
 
 
 # --- keeper --------------------------------------------------------------------------------------
@@ -376,6 +500,67 @@ def test_hamming_pairs_match_a_full_comparison():
             zip(i.tolist(), j.tolist(), strict=True)
         )
         assert (dist == full[left, right]).all()
+
+
+@pytest.mark.parametrize("metric", ["angular", "euclidean"])
+@pytest.mark.parametrize("n", [300, 6000])  # compared directly, and cut into cells
+def test_radius_pairs_match_a_full_comparison(metric, n):
+    # Clustered, non-negative vectors (as a CNN's are), copies at distances around the radii,
+    # some exactly repeated, and zero vectors, which have no direction.
+    rng = np.random.default_rng(1)
+    centres = rng.random((40, 24), dtype=np.float32)
+    rows = centres[rng.integers(0, 40, n)] + 0.3 * rng.random((n, 24), dtype=np.float32)
+    copies = rng.integers(0, n, n // 5)
+    rows[copies[: n // 10]] = rows[copies[n // 10 :]]
+    rows[rng.integers(0, n, n // 5)] += rng.normal(0, 0.01, (n // 5, 24)).astype(np.float32)
+    rows[rng.integers(0, n, 3)] = 0.0
+    exact = rows.astype(np.float64)  # the reference, in double precision
+    norms = np.sqrt(np.einsum("ij,ij->i", exact, exact))[:, None]
+    if metric == "angular":
+        exact = np.divide(exact, norms, out=np.zeros_like(exact), where=norms > 0)
+    squares = np.einsum("ij,ij->i", exact, exact)
+    full = np.sqrt(np.maximum(squares[:, None] + squares[None, :] - 2.0 * (exact @ exact.T), 0))
+    if metric == "angular":
+        full[norms[:, 0] == 0, :] = full[:, norms[:, 0] == 0] = np.sqrt(2.0)  # as ExactScan
+    for radius in (0.0, 0.02, 0.05, 0.2) if n < 4096 else (0.0, 0.02, 0.05):
+        left, right, dist = duplicates.radius_pairs(rows, radius, metric)
+        i, j = np.nonzero(np.triu(full <= radius + 1e-3, 1))
+        expected = set(zip(i.tolist(), j.tolist(), strict=True))
+        found = set(zip(left.tolist(), right.tolist(), strict=True))
+        # Every pair within the radius, and nothing beyond it but float rounding's width.
+        strict = set(zip(*np.nonzero(np.triu(full <= max(radius - 1e-3, 0), 1)), strict=True))
+        assert {(int(a), int(b)) for a, b in strict} <= found <= expected, radius
+        assert len(found) == len(set(found)) == len(left)
+        assert (left < right).all()
+        assert np.allclose(dist, full[left, right], atol=1e-4)
+
+
+def test_radius_pairs_declines_a_radius_too_wide_for_cells_to_save_work():
+    rng = np.random.default_rng(2)
+    centres = rng.random((40, 24), dtype=np.float32)
+    rows = centres[rng.integers(0, 40, 6000)] + 0.3 * rng.random((6000, 24), dtype=np.float32)
+    assert duplicates.radius_pairs(rows, 0.05, "angular") is not None
+    assert duplicates.radius_pairs(rows, 1.0, "angular") is None  # most cells for everyone
+
+
+@pytest.mark.parametrize("edges", [0, 50, 400, 3000])
+def test_component_labels_match_a_union_find(edges):
+    rng = np.random.default_rng(edges)
+    n = 2000
+    left, right = rng.integers(0, n, edges), rng.integers(0, n, edges)
+    chain = np.arange(0, 300)  # a long path too: labels must travel its whole length
+    left, right = np.concatenate([left, chain[:-1]]), np.concatenate([right, chain[1:][::-1]])
+    parent = list(range(n))
+
+    def root(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in zip(left.tolist(), right.tolist(), strict=True):
+        parent[max(root(a), root(b))] = min(root(a), root(b))
+    labels = duplicates._component_labels(n, left, right)
+    assert labels.tolist() == [root(x) for x in range(n)]  # the smallest node of each
 
 
 def test_the_command_line_reports_every_group(runner, team_a, add, pair):

@@ -141,6 +141,24 @@ def test_duplicates_page_shows_groups_with_the_keeper_marked(
     assert "No duplicate groups in this tier" in exact and "<html" not in exact
 
 
+@pytest.mark.parametrize("config_overrides", [{"DUPLICATE_REPORT_INLINE_IMAGES": 1}])
+def test_a_large_teams_similar_report_shows_once_a_worker_has_made_it(
+    app, team_a, upload, run_jobs, person, config_overrides
+):
+    _pair(upload, team_a)
+    run_jobs()
+    member = person(team_a, "member").client
+    page = member.get("/duplicates?tier=similar")
+    body = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Preparing this team's similar report" in body
+    assert 'hx-trigger="every 5s"' in body and _group_ids(body) == []  # it asks again itself
+
+    run_jobs()  # the worker makes the report
+    again = member.get("/duplicates?tier=similar", headers={"HX-Request": "1"}).get_data(True)
+    assert "Preparing" not in again and "hx-trigger" not in again.split("<article")[0]
+    assert len(_group_ids(again)) == 1
+
+
 def test_keep_one_delete_the_other(app, team_a, upload, run_jobs, person):
     photo, copy = _pair(upload, team_a)
     run_jobs()

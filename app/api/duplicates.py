@@ -19,9 +19,14 @@ from app.views import current_actor
 @scope_required("read")
 @bp.arguments(DuplicateArgs, location="query", as_kwargs=True)
 @bp.response(200, DuplicatePageSchema)
+@bp.errors(503)
 def list_duplicates(tier, limit, threshold=None, cursor=None):
     """Groups of images that look like duplicates, in a tier (exact, near, similar), each with
-    the image suggested to keep first."""
+    the image suggested to keep first.
+
+    The `similar` report of a large team is made by a worker: until the first is ready the
+    answer is 503 `unavailable` with `Retry-After`; later, while a newer one is made, the
+    previous report is answered."""
     groups, next_cursor = duplicates.list_groups(
         current_team_id(), tier, threshold, limit=limit, cursor=cursor
     )

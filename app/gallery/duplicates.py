@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import flash, g, redirect, request, url_for
 
-from app.errors import ServiceError
+from app.errors import ServiceError, Unavailable
 from app.gallery import bp
 from app.services import duplicates
 from app.views import current_actor, fragment_or_page, http_status, role_required
@@ -25,6 +25,7 @@ def _tier() -> str:
 
 def _page(status: int = 200, **context):
     tier = _tier()
+    preparing = False
     try:
         groups, next_cursor = duplicates.list_groups(
             g.membership.team_id, tier, limit=PAGE_SIZE, cursor=request.args.get("cursor") or None
@@ -32,6 +33,8 @@ def _page(status: int = 200, **context):
         refusal = None
     except ServiceError as exc:  # a tier this deployment cannot compute, a bad cursor
         groups, next_cursor, refusal = [], None, exc.message
+        # A large team's similar report is made by a worker: the page asks again by itself.
+        preparing = isinstance(exc, Unavailable) and exc.retry_after is not None
     return fragment_or_page(
         "gallery/_duplicate_groups.html",
         "gallery/duplicates.html",
@@ -41,6 +44,7 @@ def _page(status: int = 200, **context):
         groups=groups,
         next_cursor=next_cursor,
         refusal=refusal,
+        preparing=preparing,
         **context,
     )
 

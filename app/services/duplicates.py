@@ -10,8 +10,10 @@ Three tiers, strictest first:
 Pairs come from indexes, never from comparing every pair: exact pixels by the database's
 index on (team, pixel digest); near hashes by multi-index hashing (a pair within t bits agrees
 within t // 4 bits on one of the hash's four 16-bit quarters, so each quarter is looked up in
-a table of the team's quarters); similar vectors by one radius query per image on the team's
-nearest-neighbour index plus an exact scan of the embeddings it does not hold yet.
+a table of the team's quarters); similar vectors, for the whole team, by cells around centres
+(`radius_pairs`: exact, each vector compared only with those of the cells it can share a close
+pair with), and around one image by radius queries on the team's nearest-neighbour index plus
+an exact scan of the embeddings it does not hold yet.
 
 Groups are the connected components of those pairs, less the pairs a team said are not
 duplicates (`DuplicateDecision`). A component that still holds such a pair (two dismissed
@@ -44,7 +46,8 @@ from flask import current_app
 from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import selectinload
 
-from app.errors import Conflict, Invalid, NotFound
+from app import queue
+from app.errors import Conflict, Invalid, NotFound, Unavailable
 from app.extensions import db, redis_connection
 from app.models import DuplicateDecision, Embedding, Image, IndexBuild
 from app.plugin_api import ExactScan
@@ -71,6 +74,7 @@ SIMILAR_MAX_DISTANCE = 1.0  # cos 0.5
 
 MAX_LIMIT = 100
 REPORT_CACHE_SECONDS = 600
+REPORT_RETRY_SECONDS = 5  # what a request told "being prepared" is asked to wait
 _GROUP_ID = re.compile(
     r"^(exact|near|similar)-([0-9]+(?:\.[0-9]+)?)-([0-9a-f]{32})-([0-9a-f]{16})$"
 )
@@ -257,6 +261,115 @@ def hamming_pairs(words: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray,
     return left, right, np.bitwise_count(words[left] ^ words[right]).astype(np.int64)
 
 
+_BLOCK_ROWS = 2048  # rows of a block of distances: 2048 x 2048 float32 is 16 MB
+_DIRECT_PAIRS = 4096  # below this many vectors, every pair is compared in blocks
+_SAMPLE_ROWS = 2000  # rows whose visits tell whether cells save work
+_MAX_VISITED_SHARE = 0.1  # of the cells, that a vector visits on average
+
+
+def radius_pairs(
+    vectors: np.ndarray, radius: float, metric: str, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Every pair (i < j) of float vectors at most `radius` apart in the metric's distance
+    (angular: sqrt(2 - 2 cos) of the unit vectors, as the indexes report it; euclidean: L2),
+    with its distance. Exact, and never every pair: the vectors are cut into cells around
+    about sqrt(n) centres, each vector's home is its nearest centre, and each vector also
+    visits every cell whose centre is within d + 2 * radius of it (d: to its home). Vectors of a
+    pair within the radius then meet in the home cell of either one: if |x - y| <= r and c is
+    x's home, |y - c| <= |x - c| + r, and |x - c| <= |x - c_y| <= |y - c_y| + r, so y visits c.
+    Each cell compares its homes with its visitors by matrix products. A zero vector has no
+    direction and is close to nothing.
+
+    None when the cells would not save work (vectors would visit more than a tenth of the cells
+    on average, as for a radius wide against how the vectors spread): search otherwise."""
+    empty = np.zeros(0, np.int64)
+    rows = np.array(vectors, dtype=np.float32, order="C", copy=True)
+    if metric == "angular":
+        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        live = np.flatnonzero(norms > 0)
+        rows = rows[live] / norms[live, None]
+    else:
+        live = np.arange(len(rows))
+    n = len(rows)
+    if n < 2:
+        return empty, empty, np.zeros(0, np.float32)
+    squares = np.einsum("ij,ij->i", rows, rows)
+    # Float32 products are off by about 1e-6 of the squares: never drop a pair for that.
+    slack = 1e-5 * (1.0 + float(squares.max()))
+    limit = float(radius) ** 2 + slack
+
+    def close(left: np.ndarray, right: np.ndarray):
+        """Candidate pairs of left x right positions: within the radius by their products."""
+        found_i, found_j = [], []
+        for start in range(0, len(left), _BLOCK_ROWS):
+            block = left[start : start + _BLOCK_ROWS]
+            d2 = squares[block, None] + squares[None, right] - 2.0 * (rows[block] @ rows[right].T)
+            i, j = np.nonzero(d2 <= limit)
+            found_i.append(block[i])
+            found_j.append(right[j])
+        return found_i, found_j
+
+    everyone = np.arange(n)
+    if n <= _DIRECT_PAIRS:
+        found_i, found_j = close(everyone, everyone)
+    else:
+        rng = np.random.default_rng(seed)
+        centres = rows[rng.choice(n, int(math.sqrt(n)), replace=False)]
+        centre_squares = np.einsum("ij,ij->i", centres, centres)
+
+        def visits(positions: np.ndarray):
+            """(homes, visiting positions, visited cells) of these rows."""
+            d2 = squares[positions, None] + centre_squares - 2.0 * (rows[positions] @ centres.T)
+            d = np.sqrt(np.maximum(d2, 0.0))
+            nearest = d.argmin(axis=1)
+            reach = d[np.arange(len(d)), nearest][:, None] + 2.0 * radius + math.sqrt(slack)
+            i, c = np.nonzero(d <= reach)
+            return nearest, positions[i], c
+
+        # Cells save work only when a vector visits few: where the radius is wide against the
+        # vectors' spread, each would visit most cells, and comparing them all is every pair.
+        sample = rng.choice(n, min(n, _SAMPLE_ROWS), replace=False)
+        if len(visits(sample)[2]) > _MAX_VISITED_SHARE * len(sample) * len(centres):
+            return None
+        homes = np.empty(n, np.int64)
+        visits_i, visits_c = [], []
+        for start in range(0, n, _BLOCK_ROWS):
+            homes[start : start + _BLOCK_ROWS], i, c = visits(everyone[start : start + _BLOCK_ROWS])
+            visits_i.append(i)
+            visits_c.append(c)
+        visits_i, visits_c = np.concatenate(visits_i), np.concatenate(visits_c)
+        by_cell = np.argsort(visits_c, kind="stable")
+        visits_i, visits_c = visits_i[by_cell], visits_c[by_cell]
+        cell_starts = np.searchsorted(visits_c, np.arange(len(centres) + 1))
+        home_order = np.argsort(homes, kind="stable")
+        home_starts = np.searchsorted(homes[home_order], np.arange(len(centres) + 1))
+        found_i, found_j = [], []
+        for cell in range(len(centres)):
+            residents = home_order[home_starts[cell] : home_starts[cell + 1]]
+            if len(residents):
+                visitors = visits_i[cell_starts[cell] : cell_starts[cell + 1]]
+                more_i, more_j = close(residents, visitors)
+                found_i += more_i
+                found_j += more_j
+    left, right = np.concatenate(found_i), np.concatenate(found_j)
+    keep = left != right
+    left, right = left[keep], right[keep]
+    codes = np.sort(np.minimum(left, right) * n + np.maximum(left, right))
+    first = np.ones(len(codes), bool)
+    first[1:] = codes[1:] != codes[:-1]
+    codes = codes[first]  # each pair once
+    left, right = codes // n, codes % n
+    # The candidates' distances again from their differences: the products above lose the
+    # small distances that matter here to rounding.
+    distance = np.empty(len(left), np.float32)
+    for start in range(0, len(left), _BLOCK_ROWS * 64):
+        part = slice(start, start + _BLOCK_ROWS * 64)
+        difference = rows[left[part]] - rows[right[part]]
+        distance[part] = np.sqrt(np.einsum("ij,ij->i", difference, difference))
+    within = distance <= radius + 1e-6
+    return live[left[within]], live[right[within]], distance[within]
+
+
 def _hash_words(vectors: np.ndarray) -> np.ndarray:
     """Packed 64-bit hashes (n, 8) uint8 as one big-endian word each."""
     return np.ascontiguousarray(vectors, dtype=np.uint8).view(">u8").reshape(-1).astype(np.uint64)
@@ -338,22 +451,52 @@ def _ready_hashes(team_id: uuid.UUID) -> tuple[list, np.ndarray]:
     return ids, _hash_words(np.frombuffer(blob, dtype=np.uint8).reshape(-1, 8))
 
 
-def _all_pairs(team_id: uuid.UUID, plan: _Plan) -> list[Pair]:
+@dataclass
+class _Pairs:
+    """Close pairs as arrays, for teams where they number millions: positions `left[n]` and
+    `right[n]` into `ids` (as the database gave them: `_id` makes them canonical), `dist[n]`."""
+
+    ids: list
+    left: np.ndarray
+    right: np.ndarray
+    dist: np.ndarray
+
+    @classmethod
+    def of(cls, pairs: list[Pair]) -> _Pairs:
+        ids = sorted({i for pair in pairs for i in pair[:2]})
+        where = {image_id: n for n, image_id in enumerate(ids)}
+        return cls(
+            ids,
+            np.array([where[a] for a, _, _ in pairs], np.int64),
+            np.array([where[b] for _, b, _ in pairs], np.int64),
+            np.array([d for _, _, d in pairs], np.float64),
+        )
+
+    def pair(self, n: int) -> Pair:
+        a, b = _id(self.ids[self.left[n]]), _id(self.ids[self.right[n]])
+        return (a, b, float(self.dist[n])) if a < b else (b, a, float(self.dist[n]))
+
+
+def _all_pairs(team_id: uuid.UUID, plan: _Plan) -> _Pairs:
     """Every close pair of the team's ready images in this plan's tier."""
     if plan.tier == "exact":
-        return _exact_pairs(team_id)
+        return _Pairs.of(_exact_pairs(team_id))
     if plan.tier == "near":
         ids, words = _ready_hashes(team_id)
         left, right, dist = hamming_pairs(words, int(plan.threshold))
-        return [
-            (*sorted((_id(ids[a]), _id(ids[b]))), float(d))
-            for a, b, d in zip(left.tolist(), right.tolist(), dist.tolist(), strict=True)
-        ]
+        return _Pairs(ids, left, right, dist)
     ready = _ready_ids(team_id)
-    space = _Space(team_id, plan.embedder, plan.threshold)
-    ids, matrix = space.vectors()
+    ids, matrix, _ = load_vectors(
+        db.session.execute(embeddings_query(team_id, plan.embedder)), plan.embedder
+    )
     keep = [p for p, i in enumerate(ids) if i in ready]
-    return _pairs_from(space, [ids[p] for p in keep], matrix[keep], ready)
+    kept = [ids[p] for p in keep]
+    metric = plugins().embedders[plan.embedder].metric
+    found = radius_pairs(matrix[keep], plan.threshold, metric)
+    if found is None:  # one radius query per image on the team's index
+        space = _Space(team_id, plan.embedder, plan.threshold)
+        return _Pairs.of(_pairs_from(space, kept, matrix[keep], ready))
+    return _Pairs(kept, *found)
 
 
 def _pairs_around(team_id: uuid.UUID, plan: _Plan, anchor: str, ready: set[str]) -> list[Pair]:
@@ -392,24 +535,6 @@ def _dismissed(team_id: uuid.UUID) -> set[tuple[str, str]]:
 
 
 # --- groups --------------------------------------------------------------------------------------
-
-
-def _components(pairs: list[Pair]) -> list[list[Pair]]:
-    """The pairs split by connected component."""
-    parent: dict[str, str] = {}
-
-    def root(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b, _ in pairs:
-        parent[root(a)] = root(b)
-    by_root: dict[str, list[Pair]] = {}
-    for pair in pairs:
-        by_root.setdefault(root(pair[0]), []).append(pair)
-    return list(by_root.values())
 
 
 def _split(pairs: list[Pair], dismissed: set[tuple[str, str]]) -> list[frozenset[str]]:
@@ -451,53 +576,146 @@ def _group_id(plan: _Plan, members: Iterable[str]) -> str:
     return f"{plan.tier}-{plan.threshold_text}-{ordered[0].replace('-', '')}-{digest}"
 
 
-def _groups(team_id: uuid.UUID, plan: _Plan, pairs: list[Pair]) -> dict[str, frozenset[str]]:
+def _component_labels(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """For each of n nodes, the smallest node of its connected component given by the edges
+    (left[i], right[i]): each edge hooks the larger label onto the smaller, then labels jump to
+    their roots, until every edge joins equal labels (a few rounds, whatever n)."""
+    labels = np.arange(n)
+    while len(left) and (labels[left] != labels[right]).any():
+        low = np.minimum(labels[left], labels[right])
+        np.minimum.at(labels, labels[left], low)
+        np.minimum.at(labels, labels[right], low)
+        while True:  # a label is never above its node: these are trees, flattened here
+            jumped = labels[labels]
+            if (jumped == labels).all():
+                break
+            labels = jumped
+    return labels
+
+
+def _groups(
+    team_id: uuid.UUID, plan: _Plan, pairs: _Pairs | list[Pair]
+) -> dict[str, frozenset[str]]:
     """Group id -> member ids, from the close pairs (dismissed ones included: they decide
-    the splits)."""
-    dismissed = _dismissed(team_id)
-    components = _components([p for p in pairs if (p[0], p[1]) not in dismissed])
-    where = {i: n for n, component in enumerate(components) for p in component for i in p[:2]}
-    # Components that still link two images someone said are not duplicates: one pass over
-    # the decisions, whatever the number of components.
-    holding = {where[a] for a, b in dismissed if a in where and where[a] == where.get(b)}
+    the splits). Components are found on the arrays; only those still linking two images
+    someone said are not duplicates become pairs in Python, to be split."""
+    if not isinstance(pairs, _Pairs):
+        pairs = _Pairs.of(pairs)
+    n = len(pairs.ids)
+    left, right = pairs.left, pairs.right
+    touched = np.unique(np.concatenate([left, right]))
+    position = {_id(pairs.ids[p]): p for p in touched.tolist()}
+    dismissed = {(a, b) for a, b in _dismissed(team_id) if a in position and b in position}
+    codes = np.minimum(left, right) * n + np.maximum(left, right)
+    refused = [
+        min(position[a], position[b]) * n + max(position[a], position[b]) for a, b in dismissed
+    ]
+    live = ~np.isin(codes, np.array(refused, np.int64))
+    labels = _component_labels(n, left[live], right[live])
+    # Components that still link two images someone said are not duplicates: split below.
+    holding = {
+        int(labels[position[a]]) for a, b in dismissed if labels[position[a]] == labels[position[b]]
+    }
+    members = np.unique(np.concatenate([left[live], right[live]]))
+    if not len(members):
+        return {}
+    order = np.argsort(labels[members], kind="stable")
+    members, member_labels = members[order], labels[members][order]
+    bounds = np.flatnonzero(np.diff(member_labels)) + 1
+    live_pairs = np.flatnonzero(live)
     groups = {}
-    for n, component in enumerate(components):
-        if n in holding:
-            split = _split(component, dismissed)
+    for component, label in zip(
+        np.split(members, bounds),
+        member_labels[np.r_[0, bounds]],
+        strict=True,
+    ):
+        if int(label) in holding:
+            inside = live_pairs[labels[left[live_pairs]] == label]
+            split = _split([pairs.pair(i) for i in inside.tolist()], dismissed)
         else:
-            split = [frozenset(i for p in component for i in p[:2])]
-        for members in split:
-            groups[_group_id(plan, members)] = members
+            split = [frozenset(_id(pairs.ids[p]) for p in component.tolist())]
+        for group in split:
+            groups[_group_id(plan, group)] = group
     return groups
 
 
 def report(
-    team_id: uuid.UUID, tier: str | None = None, threshold: str | float | None = None
+    team_id: uuid.UUID,
+    tier: str | None = None,
+    threshold: str | float | None = None,
+    *,
+    in_request: bool = False,
 ) -> dict[str, frozenset[str]]:
     """Every duplicate group of the team in one tier: group id -> member image ids.
 
-    Kept in Redis for REPORT_CACHE_SECONDS under a fingerprint of everything it depends on, so
-    that paging through a large team's groups computes them once."""
+    The newest report of a tier and threshold is kept in Redis for REPORT_CACHE_SECONDS with a
+    fingerprint of everything it depends on, so that paging through a large team's groups
+    computes them once; a report whose fingerprint no longer matches is made again.
+
+    `in_request`: a `similar` report of more than DUPLICATE_REPORT_INLINE_IMAGES ready images
+    that is out of date is left to a worker (one job per fingerprint). Meanwhile the kept one
+    is answered if there is one, less the groups dismissed since (an image deleted since drops
+    out of its group, and resolving checks each group against the images as they are now),
+    else Unavailable says to ask again shortly."""
     plan = _plan(tier, threshold)
-    key = _cache_key(team_id, plan)
-    try:
-        cached = redis_connection.client.get(key)
-    except redis.RedisError:
-        cached = None
-    if cached is not None:
-        return {g: frozenset(m) for g, m in json.loads(cached).items()}
+    key, fingerprint, ready = _report_state(team_id, plan)
+    kept = _kept(key)
+    if kept is not None and kept[0] == fingerprint:
+        return kept[1]
+    inline_limit = current_app.config["DUPLICATE_REPORT_INLINE_IMAGES"]
+    if in_request and plan.tier == "similar" and ready > inline_limit:
+        queued = queue.enqueue_duplicate_report(
+            team_id, plan.tier, plan.threshold_text, f"{key}:{fingerprint}"
+        )
+        if kept is not None:
+            return _without_dismissed(team_id, kept[1])
+        if not queued:
+            raise Unavailable("the duplicate report cannot be prepared now: no queue to prepare it")
+        raise Unavailable(
+            f"the similar report of {ready:,} images is being prepared; ask again shortly",
+            retry_after=REPORT_RETRY_SECONDS,
+        )
     groups = _groups(team_id, plan, _all_pairs(team_id, plan))
     try:
-        encoded = json.dumps({g: sorted(m) for g, m in groups.items()})
+        encoded = json.dumps(
+            {"fingerprint": fingerprint, "groups": {g: sorted(m) for g, m in groups.items()}}
+        )
         redis_connection.client.set(key, encoded, ex=REPORT_CACHE_SECONDS)
     except redis.RedisError as exc:
         log.warning("could not keep the duplicate report in Redis: %s", exc)
     return groups
 
 
-def _cache_key(team_id: uuid.UUID, plan: _Plan) -> str:
-    """A key that changes whenever the report could: an image becomes ready, is processed
-    again or deleted, a vector or an index build is added, a pair is dismissed."""
+def _kept(key: str) -> tuple[str, dict[str, frozenset[str]]] | None:
+    """The report kept in Redis under `key` with its fingerprint, if any (and Redis answers)."""
+    try:
+        cached = redis_connection.client.get(key)
+    except redis.RedisError:
+        return None
+    if cached is None:
+        return None
+    kept = json.loads(cached)
+    return kept["fingerprint"], {g: frozenset(m) for g, m in kept["groups"].items()}
+
+
+def _without_dismissed(
+    team_id: uuid.UUID, groups: dict[str, frozenset[str]]
+) -> dict[str, frozenset[str]]:
+    """An earlier report less its groups that hold a pair dismissed since it was made (a
+    report never holds one when it is made), so that "not duplicates" sticks at once."""
+    group_of = {member: group_id for group_id, members in groups.items() for member in members}
+    dropped = {
+        group_of[a]
+        for a, b in _dismissed(team_id)
+        if a in group_of and group_of[a] == group_of.get(b)
+    }
+    return {group_id: members for group_id, members in groups.items() if group_id not in dropped}
+
+
+def _report_state(team_id: uuid.UUID, plan: _Plan) -> tuple[str, str, int]:
+    """Where the team's report of this tier and threshold is kept; a fingerprint that changes
+    whenever the report could (an image becomes ready, is processed again or deleted, a vector
+    or an index build is added, a pair is dismissed); and how many ready images there are."""
     ready = db.session.execute(
         select(func.count(), func.max(Image.processed_at)).where(
             Image.team_id == team_id, Image.status == "ready"
@@ -523,7 +741,8 @@ def _cache_key(team_id: uuid.UUID, plan: _Plan) -> str:
     parts = [ready[0], ready[1], decisions[0], decisions[1], vectors, builds, plan.embedder]
     fingerprint = hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
     prefix = current_app.config["QUEUE_NAME"]
-    return f"likeness:{prefix}:duplicates:{team_id}:{plan.tier}:{plan.threshold_text}:{fingerprint}"
+    key = f"likeness:{prefix}:duplicates:{team_id}:{plan.tier}:{plan.threshold_text}"
+    return key, fingerprint, ready[0]
 
 
 def list_groups(
@@ -539,7 +758,7 @@ def list_groups(
     plan = _plan(tier, threshold)
     if cursor is not None and not _GROUP_ID.match(cursor):
         raise Invalid("cursor is not one this API returned")
-    groups = report(team_id, plan.tier, plan.threshold)
+    groups = report(team_id, plan.tier, plan.threshold, in_request=True)
     ids = sorted(g for g in groups if cursor is None or g > cursor)
     page = _with_images(team_id, plan, groups, ids[:limit])
     return page, (ids[limit - 1] if len(ids) > limit else None)
