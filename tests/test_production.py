@@ -4,6 +4,7 @@ from trusted proxies, security headers, and Redis over TLS (`rediss://`)."""
 from __future__ import annotations
 
 import datetime
+import gc
 import ipaddress
 import json
 import os
@@ -54,6 +55,17 @@ def test_gunicorn_settings_come_from_the_environment(monkeypatch):
     )
     assert set_["workers"] == 5 and set_["timeout"] == 90
     assert set_["bind"] == "127.0.0.1:8123" and set_["forwarded_allow_ips"] == "10.0.0.1"
+
+
+def test_a_web_worker_freezes_what_it_loaded_out_of_the_collectors_way(monkeypatch):
+    settings = gunicorn_settings(monkeypatch)
+    assert gc.get_freeze_count() == 0
+    try:
+        settings["post_worker_init"](None)
+        # What the worker has loaded is no longer walked by every full collection.
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
 
 
 def test_the_procfiles_web_line_runs_gunicorn_with_its_config(app, app_env, tmp_path):

@@ -46,11 +46,11 @@ def _authenticate():
     raw = _presented_key()
     if raw is None:
         raise ApiError(401, "send an API key in the X-API-Key header or as a Bearer token")
-    key = keys.authenticate_key(raw)
-    if key is None:
+    found = keys.authenticate(raw)
+    if found is None:
         raise ApiError(401, "the API key is malformed, unknown, revoked or expired")
+    key, g.api_creator_role = found
     g.api_key = key
-    g.api_creator_role = keys.role_of_creator(key)
     g.api_scopes = keys.effective_scopes(key, g.api_creator_role)
     keys.touch(key, client_ip())
     set_request_team(key.team_id)

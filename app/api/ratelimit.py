@@ -71,9 +71,10 @@ def _setting(name: str):
     return lambda: current_app.config[name]
 
 
-def _unless(routes: set[tuple[str, str]], setting: str):
-    # An empty setting turns that limit off.
-    return lambda: not current_app.config[setting] or _route() not in routes
+def _turned_off(setting: str):
+    # An empty setting turns that limit off; which routes a limit covers is decided where it
+    # is entered (`enforce_rate_limits`).
+    return lambda: not current_app.config[setting]
 
 
 class ApiRateLimits:
@@ -106,12 +107,12 @@ class ApiRateLimits:
             limiter.shared_limit(
                 _setting("API_RATE_LIMIT_UPLOADS"),
                 scope="uploads",
-                exempt_when=_unless(UPLOAD_ROUTES, "API_RATE_LIMIT_UPLOADS"),
+                exempt_when=_turned_off("API_RATE_LIMIT_UPLOADS"),
             ),
             limiter.shared_limit(
                 _setting("API_RATE_LIMIT_SEARCHES"),
                 scope="searches",
-                exempt_when=_unless(SEARCH_ROUTES, "API_RATE_LIMIT_SEARCHES"),
+                exempt_when=_turned_off("API_RATE_LIMIT_SEARCHES"),
             ),
         )
         app.extensions[EXTENSION] = _State(limiter, limits)
@@ -128,13 +129,17 @@ def enforce_rate_limits() -> None:
         return
     general, uploads, searches = state.limits
     # flask-limiter checks (and counts) a limit on entering it, and files it under the line that
-    # enters it: one line per limit, so that concurrent requests never swap them.
+    # enters it: one line per limit, so that concurrent requests never swap them. A limit that
+    # does not cover the request is not entered at all (entering one costs a stack walk).
     with general:
         pass
-    with uploads:
-        pass
-    with searches:
-        pass
+    route = _route()
+    if route in UPLOAD_ROUTES:
+        with uploads:
+            pass
+    if route in SEARCH_ROUTES:
+        with searches:
+            pass
 
 
 def rate_limited(exc: RateLimitExceeded):

@@ -123,6 +123,14 @@ def _new_key(
 
 def authenticate_key(raw: str | None) -> ApiKey | None:
     """The live key this text names, or None: malformed, unknown, wrong, revoked or expired."""
+    found = authenticate(raw)
+    return found[0] if found is not None else None
+
+
+def authenticate(raw: str | None) -> tuple[ApiKey, str | None] | None:
+    """`authenticate_key` with the role its creator holds in its team today, read in the same
+    statement: None for a key made on the command line (it has no creator), "" for a creator
+    who has left the team."""
     if not raw or len(raw) > MAX_KEY_LENGTH:
         return None
     match = _KEY_RE.fullmatch(raw)
@@ -130,31 +138,30 @@ def authenticate_key(raw: str | None) -> ApiKey | None:
         return None
     prefix, secret = match.groups()
     with unscoped():
-        key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
-    if key is None or not hmac.compare_digest(key.secret_hash, _hash_secret(secret)):
+        row = db.session.execute(
+            select(ApiKey, Membership.role)
+            .outerjoin(
+                Membership,
+                and_(
+                    Membership.team_id == ApiKey.team_id,
+                    Membership.user_id == ApiKey.created_by_id,
+                ),
+            )
+            .where(ApiKey.prefix == prefix)
+        ).first()
+    if row is None:
+        return None
+    key, role = row
+    if not hmac.compare_digest(key.secret_hash, _hash_secret(secret)):
         return None
     now = utcnow()
     if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
         return None
-    return key
-
-
-def role_of_creator(key: ApiKey) -> str | None:
-    """The role the key's creator holds in its team today: None for a key made on the command
-    line (it has no creator), "" for a creator who has left the team."""
-    if key.created_by_id is None:
-        return None
-    with unscoped():
-        role = db.session.scalar(
-            select(Membership.role).where(
-                Membership.team_id == key.team_id, Membership.user_id == key.created_by_id
-            )
-        )
-    return role or ""
+    return key, (None if key.created_by_id is None else role or "")
 
 
 def effective_scopes(key: ApiKey, role: str | None) -> set[str]:
-    """The key's scopes, cut down to what its creator's role (`role_of_creator`) allows today.
+    """The key's scopes, cut down to what its creator's role (from `authenticate`) allows today.
 
     A key made by someone later demoted loses what the new role lacks; keys made by the
     system (CLI) have no creator and keep their scopes.
