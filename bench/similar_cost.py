@@ -8,9 +8,10 @@ key, team scope, index, delta, rows, JSON), on the seeded team `bench/seed.py` m
     TEST_REDIS_URL=redis://127.0.0.1:6379/9 \\
         .venv/bin/python bench/similar_cost.py --postgres postgresql://postgres@127.0.0.1/db
 
-The database named is dropped and created. Prints per-request CPU (ms, median of rounds)
-and wall time of each endpoint and the ratio healthz/similar, which estimates the load
-test's throughput ratio; `--profile FILE` writes a cProfile of the /similar requests.
+The database named must exist (`createdb db`); its tables are dropped and created. Prints
+per-request CPU (ms, median of rounds) and wall time of each endpoint and the ratio
+healthz/similar, which estimates the load test's throughput ratio; `--profile FILE` writes a
+cProfile of the /similar requests.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def per_request(call, items: list[str], rounds: int) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--postgres", help="PostgreSQL URL (dropped and created); else SQLite")
+    parser.add_argument(
+        "--postgres", help="an existing PostgreSQL database (tables dropped, created); else SQLite"
+    )
     parser.add_argument("--redis", default=os.environ.get("TEST_REDIS_URL"))
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=100, help="per round and endpoint")
@@ -58,7 +61,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from app.extensions import db
-    from bench._app import make_app
+    from bench._app import LIFTED_RATE_LIMITS, make_app
     from bench.seed import seed
     from config import normalise_database_url
 
@@ -70,16 +73,7 @@ def main() -> int:
 
         redis = RedisServer(tempfile.mkdtemp(prefix="lk-bench-redis-", dir="/tmp"))
         redis_url = redis.start()
-    # Limits far above what this sends: the limiter runs (its cost is measured), refusing none.
-    settings = {
-        name: "1000000 per minute"
-        for name in (
-            "API_RATE_LIMIT",
-            "API_RATE_LIMIT_ANONYMOUS",
-            "API_RATE_LIMIT_UPLOADS",
-            "API_RATE_LIMIT_SEARCHES",
-        )
-    }
+    settings = dict(LIFTED_RATE_LIMITS)
     if args.postgres:
         settings["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(args.postgres)
     try:
