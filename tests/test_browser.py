@@ -133,10 +133,7 @@ def test_first_run_setup_then_live_status_badges(live_server, page, upload, run_
 
 
 def test_wrong_password_then_login_and_logout(live_server, page, runner):
-    runner.invoke(args=["teams", "create", "Team"])
-    runner.invoke(
-        args=["users", "create", "ann@example.com", "--team", "team", "--password", PASSWORD]
-    )
+    make_team(runner, ("ann@example.com", "member"))
     page.goto(live_server + "/")
     expect(page).to_have_url(f"{live_server}/login?next=/")
     page.get_by_label("Email").fill("ann@example.com")
@@ -183,6 +180,18 @@ def another_page(browser):
         context.close()
 
 
+def make_team(runner, *people, name="Team"):
+    """The team `name` with each (email, role) of `people` signed up with PASSWORD."""
+    result = runner.invoke(args=["teams", "create", name])
+    assert result.exit_code == 0, result.output
+    slug = name.lower().replace(" ", "-")
+    for email, role in people:
+        result = runner.invoke(
+            args=["users", "create", email, "--team", slug, "--role", role, "--password", PASSWORD]
+        )
+        assert result.exit_code == 0, result.output
+
+
 def sign_in(page, live_server, email, password=PASSWORD):
     page.goto(live_server + "/login")
     page.get_by_label("Email").fill(email)
@@ -202,21 +211,8 @@ def join(page, link, password):
 def test_admin_manages_keys_and_members_in_settings(
     live_server, page, runner, client, another_page
 ):
-    runner.invoke(args=["teams", "create", "Team"])
+    make_team(runner, ("boss@example.com", "admin"))
     runner.invoke(args=["teams", "create", "Other Team"])
-    runner.invoke(
-        args=[
-            "users",
-            "create",
-            "boss@example.com",
-            "--team",
-            "team",
-            "--role",
-            "admin",
-            "--password",
-            PASSWORD,
-        ]
-    )
     runner.invoke(
         args=["members", "add", "boss@example.com", "--team", "other-team", "--role", "viewer"]
     )
@@ -275,11 +271,7 @@ def test_admin_manages_keys_and_members_in_settings(
 def two_teams_with_admins(runner, app, upload):
     """Alpha (with an image only it should ever see) and Beta, each with its admin."""
     for name in ("Alpha", "Beta"):
-        runner.invoke(args=["teams", "create", name])
-        runner.invoke(
-            args=["users", "create", f"boss@{name.lower()}.test", "--team", name.lower()]
-            + ["--role", "admin", "--password", PASSWORD]
-        )
+        make_team(runner, (f"boss@{name.lower()}.test", "admin"), name=name)
     from app.extensions import db
     from app.models import Team
     from app.services import accounts, keys

@@ -13,10 +13,10 @@ from playwright.sync_api import expect  # noqa: E402  (after test_browser's skip
 
 from tests import samples
 from tests.test_browser import (  # noqa: F401  (fixtures)
-    PASSWORD,
     browser,
     config_overrides,
     live_server,
+    make_team,
     page,
     served,
     sign_in,
@@ -48,25 +48,6 @@ def csp_violations(page):
         ),
     )
     return found
-
-
-def make_team(runner, *people):
-    runner.invoke(args=["teams", "create", "Team"])
-    for email, role in people:
-        result = runner.invoke(
-            args=[
-                "users",
-                "create",
-                email,
-                "--team",
-                "team",
-                "--role",
-                role,
-                "--password",
-                PASSWORD,
-            ]
-        )
-        assert result.exit_code == 0, result.output
 
 
 def drop_files(page, selector, files):

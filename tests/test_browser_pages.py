@@ -13,10 +13,10 @@ from playwright.sync_api import expect
 from config import BASE_DIR
 from tests import samples
 from tests.test_browser import (
-    PASSWORD,
     browser,
     htmx_settled,
     live_server,
+    make_team,
     page,
     served,
     sign_in,
@@ -38,20 +38,7 @@ def config_overrides():
 @pytest.fixture
 def team_admin(runner, app):
     """A team with an admin, and an API key of the team to upload with."""
-    runner.invoke(args=["teams", "create", "Team"])
-    runner.invoke(
-        args=[
-            "users",
-            "create",
-            "boss@example.com",
-            "--team",
-            "team",
-            "--role",
-            "admin",
-            "--password",
-            PASSWORD,
-        ]
-    )
+    make_team(runner, ("boss@example.com", "admin"))
     from app.extensions import db
     from app.models import Team
     from app.services import keys
@@ -167,6 +154,28 @@ def test_resolve_a_duplicates_group(live_server, page, team_admin, upload, run_j
     group.get_by_role("button", name="Keep ticked, delete the rest").click()
     expect(page.get_by_role("status")).to_contain_text("Kept 1, deleted 1.")
     expect(page.locator(".dup-group")).to_have_count(0)
+
+
+@pytest.mark.parametrize(
+    "config_overrides",
+    [{"WTF_CSRF_ENABLED": True, **ALLOW_LOCAL, "DUPLICATE_REPORT_INLINE_IMAGES": 1}],
+)
+def test_a_large_teams_similar_report_appears_once_a_worker_made_it(
+    live_server, page, team_admin, upload, run_jobs, config_overrides
+):
+    original = samples.jpeg(1)
+    upload(
+        team_admin,
+        [(original, "photo.jpg"), (samples.resized_copy(original), "small copy.jpg")],
+    )
+    run_jobs()
+    sign_in(page, live_server, "boss@example.com")
+    page.goto(live_server + "/duplicates?tier=similar")
+    expect(page.get_by_role("status")).to_contain_text("Preparing this team's similar report")
+    expect(page.locator(".dup-group")).to_have_count(0)
+    run_jobs()  # the worker makes the report; the page asks again every 5 s by itself
+    expect(page.locator(".dup-group")).to_have_count(1, timeout=12_000)
+    expect(page.get_by_text("Preparing this team's similar report")).to_have_count(0)
 
 
 def test_search_by_a_dropped_file(live_server, page, team_admin, upload, run_jobs):
