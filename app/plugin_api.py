@@ -22,7 +22,7 @@ import importlib.util
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar, Literal
 
@@ -58,6 +58,24 @@ def validate_key(key: str) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """One object a `StorageBackend.list_objects` found: its key, and when it was last written
+    (seconds since the epoch)."""
+
+    key: str
+    modified: float
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return `prefix` if it is "" or a well-formed key followed by "/", else raise ValueError."""
+    if prefix != "" and not (
+        isinstance(prefix, str) and prefix.endswith("/") and _KEY_RE.fullmatch(prefix[:-1])
+    ):
+        raise ValueError(f"invalid storage key prefix: {prefix!r}")
+    return prefix
+
+
 class StorageBackend(ABC):
     """Where originals, renditions and index files live.
 
@@ -81,6 +99,11 @@ class StorageBackend(ABC):
       seconds, or sooner where the backend can tell its writer is gone, and returns how many it
       removed; it never touches a stored object. A worker calls it once a day. The default
       has nothing to remove.
+    - `list_objects(prefix)` yields a `StoredObject` (key, last-modified time) for every object
+      whose key starts with `prefix` ("" for all, else a valid key followed by "/", checked by
+      `validate_prefix`), never a temporary file or an unfinished upload. Optional:
+      the default raises NotImplementedError, and the daily sweep of objects no row names
+      (left by a writer killed between its save and its commit) then skips the store.
     Every method validates its key with `validate_key` and raises ValueError for a bad one.
     A store that cannot be reached (after the backend's own retries) raises
     `StorageUnavailable`.
@@ -116,6 +139,9 @@ class StorageBackend(ABC):
 
     def remove_abandoned(self, older_than: float) -> int:
         return 0
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        raise NotImplementedError(f"the {self.name} storage cannot list its objects")
 
 
 class Embedder(ABC):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
@@ -200,6 +201,34 @@ class StorageContract:
         assert _read(storage, "a/one") == b"one"
         assert _read(storage, "a/b/two") == b"two"
         assert self.stored_names(storage) == before
+
+    def _listed(self, storage, prefix: str) -> dict[str, float] | None:
+        try:
+            return {found.key: found.modified for found in storage.list_objects(prefix)}
+        except NotImplementedError:
+            return None  # optional: the store is left out of the daily orphan sweep
+
+    def test_list_objects_names_every_stored_object_under_a_prefix(self, storage):
+        began = time.time()
+        for key in ("a/one", "a/b/two", "ab/three", "c"):
+            storage.save(key, io.BytesIO(key.encode()), "text/plain")
+        storage.check()  # a probe is no object
+        listed = self._listed(storage, "")
+        if listed is None:
+            pytest.skip("this store does not list its objects (optional)")
+        assert sorted(listed) == ["a/b/two", "a/one", "ab/three", "c"]
+        # The store's clock is another machine's: a minute either way.
+        assert all(began - 60 <= modified <= time.time() + 60 for modified in listed.values())
+        assert sorted(self._listed(storage, "a/")) == ["a/b/two", "a/one"]
+        assert sorted(self._listed(storage, "a/b/")) == ["a/b/two"]
+        assert self._listed(storage, "nothing/") == {}
+        storage.delete("a/one")
+        assert sorted(self._listed(storage, "a/")) == ["a/b/two"]
+
+    @pytest.mark.parametrize("prefix", ["a", "/a/", "../", "a//", "a/../b/"])
+    def test_list_objects_refuses_a_malformed_prefix(self, storage, prefix):
+        with pytest.raises((ValueError, NotImplementedError)):
+            list(storage.list_objects(prefix))
 
     def test_presign_upload_is_a_form_post_that_stores_the_bytes(self, storage):
         upload = storage.presign_upload("uploads/t1/new.png", "image/png", 1000, 300)

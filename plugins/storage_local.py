@@ -10,10 +10,17 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
-from app.plugin_api import ObjectNotFound, StorageBackend, StorageUnavailable, validate_key
+from app.plugin_api import (
+    ObjectNotFound,
+    StorageBackend,
+    StorageUnavailable,
+    StoredObject,
+    validate_key,
+    validate_prefix,
+)
 
 # Temporary and probe files start with a dot: no valid key does, so they can never be
 # mistaken for (or collide with) a stored object. A temporary file's name says which process
@@ -42,6 +49,8 @@ class LocalStorage(StorageBackend):
       removes parent directories it leaves empty.
     - `url` and `presign_upload` are always None: the application streams local files itself
       and provides its own signed upload URL, whose handler stores the bytes with `save`.
+    - `list_objects` walks the files under the prefix's folder, leaving out temporary and probe
+      files (their names start with a dot, as no key does) and anything else no key names.
     - Paths come only from validated keys, and each resolved path is checked to lie inside the
       root (so a symlink planted under the root cannot lead outside it).
     """
@@ -154,6 +163,23 @@ class LocalStorage(StorageBackend):
                     removed += found
                     self._prune(directory)
         return removed
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every stored object under `prefix`, with its modification time."""
+        validate_prefix(prefix)
+        top = os.path.join(self.root, *prefix.split("/"))
+        for directory, folders, names in os.walk(top):
+            folders[:] = [f for f in folders if not f.startswith(".")]
+            for name in names:
+                path = os.path.join(directory, name)
+                key = os.path.relpath(path, self.root).replace(os.sep, "/")
+                try:
+                    validate_key(key)
+                    modified = os.stat(path, follow_symlinks=False).st_mtime
+                except (ValueError, FileNotFoundError):
+                    continue  # a temporary file, a stranger's file, or deleted meanwhile
+                if os.path.isfile(path) and not os.path.islink(path):
+                    yield StoredObject(key, modified)
 
     def check(self) -> None:
         """Write, read back and delete a probe file; raise StorageUnavailable on failure."""

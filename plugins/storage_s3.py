@@ -14,7 +14,14 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.plugin_api import ObjectNotFound, StorageBackend, StorageUnavailable, validate_key
+from app.plugin_api import (
+    ObjectNotFound,
+    StorageBackend,
+    StorageUnavailable,
+    StoredObject,
+    validate_key,
+    validate_prefix,
+)
 
 # S3 signature version 4 caps presigned URLs at seven days.
 MAX_EXPIRES_IN = 7 * 24 * 3600
@@ -25,6 +32,14 @@ _MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _is_key(key: str) -> bool:
+    try:
+        validate_key(key)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_expires_in(expires_in: int) -> int:
@@ -53,6 +68,7 @@ class S3Storage(StorageBackend):
     - `remove_abandoned` aborts the multipart uploads under the prefix begun before the cutoff:
       a writer killed mid-upload leaves its parts stored (and billed) but no object. (A bucket
       lifecycle rule, AbortIncompleteMultipartUpload, does the same on AWS.)
+    - `list_objects` lists the bucket under the prefix (ListObjectsV2, a page at a time).
     - `check` is a HEAD on the bucket. (`exists` cannot tell a missing bucket from a missing
       object, since S3 answers a HEAD with a bare 404; `check` and every other method can.)
     - Connection failures, timeouts, throttling and 5xx answers that outlast the retries, as
@@ -226,6 +242,17 @@ class S3Storage(StorageBackend):
                         continue
                     removed += 1
         return removed
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every stored object under `prefix`, with its LastModified time."""
+        validate_prefix(prefix)
+        with self._unavailable("list", prefix or None):
+            pages = self.client.get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(self.prefix) :]
+                    if _is_key(key):  # not something else kept in the bucket
+                        yield StoredObject(key, item["LastModified"].timestamp())
 
     def check(self) -> None:
         """HEAD the bucket; raise StorageUnavailable if it cannot be reached or used."""

@@ -21,13 +21,17 @@ from app import create_app
 from app.extensions import db, redis_connection
 from app.models import Embedding, Image
 from app.queue import get_queue, process_job_id
+from app.runtime import storage
 from app.services import indexing, reconcile
 from app.tenancy import unscoped
 from config import BASE_DIR
 from tests import samples
 from tests.conftest import make_config, process_group_members, wait_until
-from tests.invariants import check_invariants
+from tests.invariants import check_invariants, stored_keys
 from tests.killed_writers import killed, writers_mid_save
+from tests.s3server import s3_config
+
+pytest_plugins = ["tests.s3server"]  # the moto_endpoint and s3_bucket fixtures
 
 
 def samples_file(seed):
@@ -154,8 +158,69 @@ def test_once_a_day_the_sweep_removes_what_a_killed_upload_left(app, runner, ins
         check_invariants(app, [team_a])
 
 
+def test_the_daily_sweep_removes_objects_no_row_names(app, runner, instance_path, team_a, upload):
+    live = upload(team_a, [(samples.jpeg(1), "kept.jpg")]).json["items"][0]
+    team = f"teams/{team_a.team.id}"
+    orphans = [  # as writers killed between their save and their commit leave them
+        f"{team}/images/{uuid.uuid4()}/original",  # an upload
+        f"{team}/images/{uuid.uuid4()}/thumbnail.webp",
+        f"{team}/indexes/color/v7/index.ann",  # an index build
+        f"{team}/uploads/{uuid.uuid4()}/original",  # a direct upload whose row went
+    ]
+    kept = [
+        f"teams/{uuid.uuid4()}/images/{uuid.uuid4()}/original",  # another deployment's team
+        f"{team}/notes/readme.txt",  # a layout the application does not write
+        f"{team}/images/not-an-id/original",
+    ]
+    fresh = f"{team}/images/{uuid.uuid4()}/original"  # its row may still be on its way
+    root = instance_path / "storage"
+    with app.app_context():
+        for key in orphans + kept + [fresh]:
+            storage().save(key, io.BytesIO(b"bytes"), "application/octet-stream")
+        two_days_ago = time.time() - 2 * 24 * 3600
+        for path in root.rglob("*"):
+            if path.is_file() and path.relative_to(root).as_posix() != fresh:
+                os.utime(path, (two_days_ago, two_days_ago))
+        before = stored_keys(app)
+
+        assert reconcile.remove_abandoned_writes() == len(orphans)
+
+        assert stored_keys(app) == before - set(orphans)
+        assert reconcile.remove_abandoned_writes() == 0  # once a day
+    # The kept image still has every file, and the emptied folders are gone.
+    assert not (root / team / "uploads").exists() and not (root / team / "indexes").exists()
+    for key in kept + [fresh]:
+        with app.app_context():
+            storage().delete(key)
+    check_invariants(app, [team_a])
+    assert live["id"] in {p.name for p in (root / team / "images").iterdir()}
+
+
+def test_the_orphan_sweep_lists_an_s3_bucket(app, app_env, team_a, moto_endpoint, s3_bucket):
+    on_s3 = create_app(
+        make_config(app_env, STORAGE_BACKEND="s3", **s3_config(moto_endpoint, s3_bucket))
+    )
+    client = on_s3.test_client()
+    live = client.post(
+        "/api/v1/images",
+        data={"file": (samples_file(2), "kept.jpg")},
+        headers=team_a.headers(),
+        content_type="multipart/form-data",
+    ).json["items"][0]
+    orphan = f"teams/{team_a.team.id}/images/{uuid.uuid4()}/original"
+    with on_s3.app_context():
+        storage().save(orphan, io.BytesIO(b"bytes"), "image/jpeg")
+        # moto dates every object now: an age of "any" lets the sweep judge them all.
+        assert reconcile.remove_orphaned_objects(older_than=-60) == 1
+        assert not storage().exists(orphan)
+        prefix = f"teams/{team_a.team.id}/images/{live['id']}/"
+        left = sorted(found.key for found in storage().list_objects(prefix))
+    assert left == [f"{prefix}original", f"{prefix}thumbnail.webp"]  # the image keeps its files
+    check_invariants(on_s3, [team_a])
+
+
 def test_a_store_that_fails_the_daily_sweep_is_swept_at_the_next(app, app_env, caplog):
-    from tests.s3server import FailingStore, s3_config
+    from tests.s3server import FailingStore
 
     with FailingStore("503") as store:
         failing = create_app(

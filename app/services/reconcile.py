@@ -5,12 +5,14 @@ a lost job leaves the image waiting. The sweep finds such images and queues them
 deterministic job id as the upload did, so an image whose job is still alive is left alone and
 nothing runs twice. Index builds are asked for again the same way: the requests live in Redis,
 so a pair whose index lacks embeddings gets a check at every sweep. Once a day a sweep also
-asks the storage to remove what writers killed mid-save left behind.
+removes from the storage what killed writers left: unfinished writes, and objects whose row
+never came (or went, and the delete of its files broke off).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -23,7 +25,16 @@ from sqlalchemy import exists, or_, select
 from app import queue
 from app.errors import Conflict
 from app.extensions import db, redis_connection
-from app.models import Embedding, Image, ImportBatch, ImportItem, utcnow
+from app.models import (
+    DirectUpload,
+    Embedding,
+    Image,
+    ImportBatch,
+    ImportItem,
+    IndexBuild,
+    Team,
+    utcnow,
+)
 from app.plugin_api import StorageUnavailable
 from app.runtime import plugins, storage
 from app.services import audit, indexing, uploads
@@ -90,33 +101,121 @@ def reconcile(older_than: timedelta) -> int:
     removed = uploads.remove_expired()
     if removed:
         log.info("reconcile removed %d direct uploads never completed", removed)
-    remove_abandoned_writes()
     for batch_id, position in stale_import_items(older_than):
         if not _still_queued(queue.import_job_id(batch_id, position)) and (
             queue.enqueue_import_item(batch_id, position)
         ):
             log.info("reconcile queued item %d of import %s again", position, batch_id)
             queued += 1
+    remove_abandoned_writes()
     return queued
 
 
 def remove_abandoned_writes() -> int:
-    """Once a day (whichever worker's sweep comes first): the storage's leftovers of writers
-    that died mid-save, such as a web process killed during an upload; returns how many."""
+    """Once a day (whichever worker's sweep comes first): what writers that died left in the
+    storage, such as a web process killed during an upload: unfinished writes
+    (`remove_abandoned`) and objects no row names (`remove_orphaned_objects`); returns how
+    many were removed."""
     gate = f"likeness:{current_app.config['QUEUE_NAME']}:storage-swept"
     if not redis_connection.client.set(
         gate, utcnow().isoformat(), nx=True, ex=ABANDONED_SWEEP_SECONDS
     ):
         return 0
     try:
-        removed = storage().remove_abandoned(ABANDONED_SWEEP_SECONDS)
+        unfinished = storage().remove_abandoned(ABANDONED_SWEEP_SECONDS)
+        orphaned = remove_orphaned_objects(ABANDONED_SWEEP_SECONDS)
     except StorageUnavailable as exc:
         redis_connection.client.delete(gate)  # the next sweep tries again
         log.warning("the storage could not be swept for abandoned writes: %s", exc)
         return 0
+    except BaseException:
+        redis_connection.client.delete(gate)
+        raise
+    if unfinished:
+        log.info("reconcile removed %d writes that killed writers left unfinished", unfinished)
+    return unfinished + orphaned
+
+
+# Listed objects are looked up in the database this many at a time.
+_ORPHAN_BATCH = 1000
+
+
+def remove_orphaned_objects(older_than: float) -> int:
+    """Delete the stored objects that no row names, written more than `older_than` seconds
+    ago; returns how many.
+
+    A writer killed between its save and its commit (an upload, an index build), or a delete
+    killed between its commit and the files, leaves objects that no row names. Only the layouts
+    the application writes are judged: `teams/<team>/images/<image>/...` (kept while the
+    image's row exists), `teams/<team>/indexes/...` (while a build's row lists it) and
+    `teams/<team>/uploads/<upload>/...` (while the direct upload's row exists); and only under
+    a team of this database, so that a bucket shared with another deployment, or a team being
+    imported (its row is not committed yet), loses nothing. An object written in the last
+    `older_than` seconds is not judged: its row may still be on its way. A store that cannot
+    list its objects is skipped.
+    """
+    cutoff = time.time() - older_than
+    with unscoped():
+        teams = {str(team_id) for team_id in db.session.scalars(select(Team.id))}
+        # Read before listing: a build published meanwhile lists only objects too new to judge.
+        index_keys = {
+            k for keys in db.session.scalars(select(IndexBuild.storage_keys)) for k in keys
+        }
+    removed = 0
+    batch: list[tuple[str, str, uuid.UUID | None]] = []
+    try:
+        for found in storage().list_objects("teams/"):
+            owner = _owner(found.key, teams) if found.modified < cutoff else None
+            if owner is not None:
+                batch.append((found.key, *owner))
+            if len(batch) >= _ORPHAN_BATCH:
+                removed += _remove_orphans(batch, index_keys)
+                batch = []
+    except NotImplementedError as exc:
+        log.info("the storage is not swept for orphaned objects: %s", exc)
+    removed += _remove_orphans(batch, index_keys)
     if removed:
-        log.info("reconcile removed %d objects that killed writers left unfinished", removed)
+        log.info("reconcile removed %d stored objects that no row names", removed)
     return removed
+
+
+def _owner(key: str, teams: set[str]) -> tuple[str, uuid.UUID | None] | None:
+    """What kind of row would name `key` ("image", "upload" with its id; "index"), or None
+    for a key the sweep does not judge."""
+    parts = key.split("/")
+    if len(parts) < 4 or parts[0] != "teams" or parts[1] not in teams:
+        return None
+    if parts[2] == "indexes":
+        return "index", None
+    if parts[2] in ("images", "uploads") and len(parts) >= 5:
+        try:
+            row_id = uuid.UUID(parts[3])
+        except ValueError:
+            return None
+        if str(row_id) == parts[3]:
+            return parts[2][:-1], row_id
+    return None
+
+
+def _remove_orphans(batch: list[tuple[str, str, uuid.UUID | None]], index_keys: set[str]) -> int:
+    wanted = {"image": set(), "upload": set()}
+    for _, kind, row_id in batch:
+        if row_id is not None:
+            wanted[kind].add(row_id)
+    with unscoped():
+        alive = set(db.session.scalars(select(Image.id).where(Image.id.in_(wanted["image"]))))
+        alive.update(
+            db.session.scalars(select(DirectUpload.id).where(DirectUpload.id.in_(wanted["upload"])))
+        )
+    orphans = [
+        key
+        for key, kind, row_id in batch
+        if (key not in index_keys if kind == "index" else row_id not in alive)
+    ]
+    for key in orphans:
+        storage().delete(key)
+        log.info("removed %s: no row names it", key)
+    return len(orphans)
 
 
 def outdated_images(limit: int) -> list[uuid.UUID]:
