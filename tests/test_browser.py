@@ -9,10 +9,15 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
+from config import BASE_DIR
 from tests import samples
 from tests.conftest import wait_until
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+# Every browser test's screenshots, kept after the run (CI's artifacts; the README's pictures).
+SCREENSHOTS = os.environ.get(
+    "LIKENESS_SCREENSHOTS", os.path.join(BASE_DIR, "test-artifacts", "screenshots")
+)
 PASSWORD = "correct horse battery"
 
 pytestmark = pytest.mark.browser

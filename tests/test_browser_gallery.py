@@ -7,12 +7,14 @@ from __future__ import annotations
 import base64
 import os
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect  # noqa: E402  (after test_browser's skip)
 
 from tests import samples
 from tests.test_browser import (  # noqa: F401  (fixtures)
+    SCREENSHOTS,
     browser,
     config_overrides,
     live_server,
@@ -26,11 +28,10 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def artifacts(tmp_path_factory):
-    """Screenshots kept after the run (the path is printed)."""
-    folder = tmp_path_factory.getbasetemp() / "artifacts" / "gallery"
+def artifacts():
+    """Where screenshots are kept after the run, with the other browser tests' ones."""
+    folder = Path(SCREENSHOTS)
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"\nscreenshots in {folder}")
     return folder
 
 

@@ -10,9 +10,9 @@ import os
 import pytest
 from playwright.sync_api import expect
 
-from config import BASE_DIR
 from tests import samples
 from tests.test_browser import (
+    SCREENSHOTS,
     browser,
     htmx_settled,
     live_server,
@@ -24,10 +24,6 @@ from tests.test_browser import (
 from tests.test_imports import ALLOW_LOCAL, origin
 
 pytestmark = pytest.mark.browser
-
-SCREENSHOTS = os.environ.get(
-    "LIKENESS_SCREENSHOTS", os.path.join(BASE_DIR, "test-artifacts", "screenshots")
-)
 
 
 @pytest.fixture
