@@ -7,7 +7,6 @@ reconcile sweep enqueues whatever stayed pending.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import time
 import uuid
@@ -205,16 +204,19 @@ def request_index_check(team_id: uuid.UUID, embedder: str) -> bool:
 REPORT_JOB_TIMEOUT_SECONDS = 3600
 
 
-def enqueue_duplicate_report(team_id: uuid.UUID, tier: str, threshold: str, state: str) -> bool:
-    """Queue the making of one duplicate report, once per `state` of the team it reflects, behind
-    uploads on the imports queue. A failed one is forgotten after a minute, so that asking
+def enqueue_duplicate_report(team_id: uuid.UUID, tier: str, threshold: str) -> bool:
+    """Queue the making of one duplicate report, behind uploads on the imports queue: one job
+    per team and tier at a time, whatever thresholds it asks for meanwhile, so that no team can
+    fill the queue that every team's imports share with reports of minutes each. The job makes
+    the report of the team as it is when the job runs; a report out of date by then is asked
+    for again by the next request. A failed one is forgotten after a minute, so that asking
     again queues it again."""
     return _enqueue_once(
         "app.jobs.duplicate_report",
         str(team_id),
         tier,
         threshold,
-        job_id=f"duplicate-report-{hashlib.sha256(state.encode()).hexdigest()[:32]}",
+        job_id=f"duplicate-report-{team_id}-{tier}",
         queue=get_import_queue(),
         job_timeout=REPORT_JOB_TIMEOUT_SECONDS,
         result_ttl=0,

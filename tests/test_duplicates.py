@@ -220,6 +220,51 @@ class TestALargeTeamsSimilarReport:
         run_jobs()
         assert self.ask(client, team_a).json["groups"] == []
 
+    def test_a_team_has_one_report_in_making_whatever_thresholds_it_asks_for(
+        self, app, client, team_a, team_b, add, run_jobs
+    ):
+        add(team_a, *[(samples.jpeg(seed), f"{seed}.jpg") for seed in (6, 7, 8, 9)])
+        add(team_b, *[(samples.jpeg(seed), f"{seed}.jpg") for seed in (6, 7, 8, 9)])
+        for threshold in ("0.1", "0.2", "0.3", "0.4", "0.5"):
+            response = client.get(
+                "/api/v1/duplicates",
+                query_string={"tier": "similar", "threshold": threshold},
+                headers=team_a.headers(),
+            )
+            assert response.status_code == 503
+        # Each job takes minutes at scale, on the queue every team's imports share: one a team.
+        assert len(self.waiting_reports(app)) == 1
+        assert self.ask(client, team_b).status_code == 503  # another team is not held up
+        assert len(self.waiting_reports(app)) == 2
+        run_jobs()
+        assert self.ask(client, team_b).status_code == 200
+        assert self.ask(client, team_a).status_code == 503  # its turn comes now
+        run_jobs()
+        assert self.ask(client, team_a).status_code == 200
+
+    def test_the_review_pages_report_is_kept_until_the_team_changes(
+        self, app, client, team_a, add, run_jobs
+    ):
+        add(team_a, *[(samples.jpeg(seed), f"{seed}.jpg") for seed in (6, 7, 8, 9)])
+        for query in ({"tier": "similar"}, {"tier": "similar", "threshold": 0.4}):
+            response = client.get(
+                "/api/v1/duplicates", query_string=query, headers=team_a.headers()
+            )
+            assert response.status_code == 503
+            run_jobs()
+        with app.app_context():
+            kept = {
+                key.decode().rsplit(":", 1)[-1]: redis_connection.client.ttl(key)
+                for key in redis_connection.client.scan_iter(
+                    f"likeness:*:duplicates:{team_a.id}:similar:*"
+                )
+            }
+        default = f"{duplicates.SIMILAR_DISTANCE['color']:g}"
+        assert set(kept) == {default, "0.4"}
+        # The tier's own threshold (the review page's) for a day; any other for ten minutes.
+        assert duplicates.REPORT_CACHE_SECONDS < kept[default] <= 24 * 3600
+        assert 0 < kept["0.4"] <= duplicates.REPORT_CACHE_SECONDS
+
     def test_the_command_line_makes_it_at_once(self, app, runner, team_a, add):
         original = samples.jpeg(6)
         add(

@@ -74,6 +74,9 @@ SIMILAR_MAX_DISTANCE = 1.0  # cos 0.5
 
 MAX_LIMIT = 100
 REPORT_CACHE_SECONDS = 600
+# A large team's similar report at the tier's own threshold (the review page's) takes a worker
+# minutes: it is kept until the team changes, or a day, not made again after ten idle minutes.
+LARGE_REPORT_KEEP_SECONDS = 24 * 3600
 REPORT_RETRY_SECONDS = 5  # what a request told "being prepared" is asked to wait
 _GROUP_ID = re.compile(
     r"^(exact|near|similar)-([0-9]+(?:\.[0-9]+)?)-([0-9a-f]{32})-([0-9a-f]{16})$"
@@ -648,12 +651,13 @@ def report(
 ) -> dict[str, frozenset[str]]:
     """Every duplicate group of the team in one tier: group id -> member image ids.
 
-    The newest report of a tier and threshold is kept in Redis for REPORT_CACHE_SECONDS with a
+    The newest report of a tier and threshold is kept in Redis for REPORT_CACHE_SECONDS (a
+    large team's similar report at the tier's own threshold: LARGE_REPORT_KEEP_SECONDS) with a
     fingerprint of everything it depends on, so that paging through a large team's groups
     computes them once; a report whose fingerprint no longer matches is made again.
 
     `in_request`: a `similar` report of more than DUPLICATE_REPORT_INLINE_IMAGES ready images
-    that is out of date is left to a worker (one job per fingerprint). Meanwhile the kept one
+    that is out of date is left to a worker (one job per team at a time). Meanwhile the kept one
     is answered if there is one, less the groups dismissed since (an image deleted since drops
     out of its group, and resolving checks each group against the images as they are now),
     else Unavailable says to ask again shortly."""
@@ -664,9 +668,7 @@ def report(
         return kept[1]
     inline_limit = current_app.config["DUPLICATE_REPORT_INLINE_IMAGES"]
     if in_request and plan.tier == "similar" and ready > inline_limit:
-        queued = queue.enqueue_duplicate_report(
-            team_id, plan.tier, plan.threshold_text, f"{key}:{fingerprint}"
-        )
+        queued = queue.enqueue_duplicate_report(team_id, plan.tier, plan.threshold_text)
         if kept is not None:
             return _without_dismissed(team_id, kept[1])
         if not queued:
@@ -676,11 +678,13 @@ def report(
             retry_after=REPORT_RETRY_SECONDS,
         )
     groups = _groups(team_id, plan, _all_pairs(team_id, plan))
+    large = plan.tier == "similar" and ready > inline_limit and plan == _plan(plan.tier, None)
     try:
         encoded = json.dumps(
             {"fingerprint": fingerprint, "groups": {g: sorted(m) for g, m in groups.items()}}
         )
-        redis_connection.client.set(key, encoded, ex=REPORT_CACHE_SECONDS)
+        keep = LARGE_REPORT_KEEP_SECONDS if large else REPORT_CACHE_SECONDS
+        redis_connection.client.set(key, encoded, ex=keep)
     except redis.RedisError as exc:
         log.warning("could not keep the duplicate report in Redis: %s", exc)
     return groups
