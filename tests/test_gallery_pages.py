@@ -12,7 +12,7 @@ from werkzeug.http import parse_options_header
 
 from app.extensions import db
 from app.models import Image, Label
-from app.services import collections
+from app.services import collections, duplicates
 from app.services.audit import Actor
 from tests import samples
 
@@ -363,6 +363,37 @@ def test_more_like_this_and_near_duplicates(admin, upload, team_a, run_jobs):
     assert "copy.jpg" in similar and "% alike" in similar and "original.jpg" not in similar
     duplicates = admin.client.get(f"/images/{ids[0]}/duplicates").data.decode()
     assert "copy.jpg" in duplicates and "apart" in duplicates and "unrelated.jpg" not in duplicates
+
+
+def test_the_image_pages_near_duplicates_are_the_review_pages_near_tier(
+    admin, upload, team_a, run_jobs, monkeypatch
+):
+    original = samples.jpeg(7, (800, 600))
+    brighter = samples.photo(7, (800, 600)).point(lambda v: min(255, int(v * 1.2)))
+    ids = [
+        upload(team_a, [(data, name)]).json["items"][0]["id"]
+        for data, name in [
+            (original, "original.jpg"),
+            (samples.encode(brighter, "JPEG", quality=85), "brighter.jpg"),
+        ]
+    ]
+    run_jobs()
+
+    def seen_on_the_image_page() -> int | None:
+        page = admin.client.get(f"/images/{ids[0]}/duplicates").data.decode()
+        found = re.search(r"(\d+) bits? apart", page)
+        return int(found.group(1)) if found else None
+
+    def grouped_by_the_review() -> bool:
+        answer = admin.client.get("/duplicates?tier=near", headers={"HX-Request": "true"})
+        return "brighter.jpg" in answer.data.decode()
+
+    bits = seen_on_the_image_page()
+    assert bits is not None and 0 < bits <= duplicates.NEAR_BITS, bits
+    assert grouped_by_the_review()
+    monkeypatch.setattr(duplicates, "NEAR_BITS", bits - 1)  # a stricter deployment
+    assert seen_on_the_image_page() is None
+    assert not grouped_by_the_review()
 
 
 def test_downloads_of_the_original_and_a_compressed_copy(admin, upload, team_a):

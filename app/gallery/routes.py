@@ -17,7 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from app.errors import Conflict, Invalid, ServiceError
 from app.gallery import bp
 from app.models import IMAGE_STATUSES, Image
-from app.services import accounts, collections, reconcile, renditions
+from app.services import accounts, collections, duplicates, reconcile, renditions
 from app.services import images as image_service
 from app.services.ingest import Incoming, ingest
 from app.services.search import similar_images
@@ -33,8 +33,6 @@ from app.views import (
 
 PAGE_SIZE = 60
 SIMILAR_COUNT = 12
-# phash is 64 bits; a resized or recompressed copy differs in a handful, another photo in ~32.
-NEAR_DUPLICATE_BITS = 10
 NEAR_DUPLICATE_COUNT = 20
 PICKER_SIZE = 200
 EDITORS = ("admin", "member")
@@ -245,11 +243,12 @@ def list_similar(image_id: str):
 
 @bp.get("/images/<image_id>/duplicates")
 def list_near_duplicates(image_id: str):
-    """Images whose perceptual hash is within a few bits of this one's."""
+    """Images whose perceptual hash is within a few bits of this one's: as many as the near
+    tier of the duplicates review counts, so the two pages never disagree."""
     image = get_owned(Image, image_id)
     try:
         found = similar_images(image, NEAR_DUPLICATE_COUNT, "phash").matches
-        matches = [m for m in found if m.distance <= NEAR_DUPLICATE_BITS]
+        matches = [m for m in found if m.distance <= duplicates.NEAR_BITS]
         refusal = None
     except (Conflict, Invalid) as exc:
         matches, refusal = [], exc.message
