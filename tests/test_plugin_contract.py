@@ -244,6 +244,18 @@ def test_s3_remove_abandoned_aborts_a_killed_writers_multipart_upload(moto_endpo
         assert storage.open("t/images/kept/original").read() == b"kept"
 
 
+def test_local_list_objects_leaves_out_half_written_files_and_links_out(tmp_path):
+    storage = STORAGE["local"](plugin_config(tmp_path))
+    storage.save("t/images/a/original", io.BytesIO(b"a"), "image/jpeg")
+    folder = tmp_path / "root" / "t" / "images" / "a"
+    (folder / ".tmp-1234@host.abcd").write_bytes(b"half")  # a writer still at work
+    (tmp_path / "secret").write_bytes(b"outside")
+    (folder / "link").symlink_to(tmp_path / "secret")
+    (tmp_path / "root" / "t" / "Not a key!").write_bytes(b"put there by hand")
+
+    assert [found.key for found in storage.list_objects("")] == ["t/images/a/original"]
+
+
 def test_local_check_fails_on_unusable_root(tmp_path):
     (tmp_path / "root").write_bytes(b"a file, not a directory")
     storage = STORAGE["local"](plugin_config(tmp_path))
