@@ -168,7 +168,9 @@ class LocalStorage(StorageBackend):
         """Every stored object under `prefix`, with its modification time."""
         validate_prefix(prefix)
         top = os.path.join(self.root, *prefix.split("/"))
-        for directory, folders, names in os.walk(top):
+        if os.path.commonpath([self.root, os.path.realpath(top)]) != self.root:
+            return  # a link planted under the root: nothing of ours is out there
+        for directory, folders, names in os.walk(top):  # links inside are not followed
             folders[:] = [f for f in folders if not f.startswith(".")]
             for name in names:
                 path = os.path.join(directory, name)

@@ -254,6 +254,10 @@ def test_local_list_objects_leaves_out_half_written_files_and_links_out(tmp_path
     (tmp_path / "root" / "t" / "Not a key!").write_bytes(b"put there by hand")
 
     assert [found.key for found in storage.list_objects("")] == ["t/images/a/original"]
+    (tmp_path / "elsewhere" / "x").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "x" / "file").write_bytes(b"outside")
+    (tmp_path / "root" / "u").symlink_to(tmp_path / "elsewhere")
+    assert list(storage.list_objects("u/")) == []
 
 
 def test_local_check_fails_on_unusable_root(tmp_path):
