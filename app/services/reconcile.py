@@ -125,12 +125,11 @@ def remove_abandoned_writes() -> int:
         unfinished = storage().remove_abandoned(ABANDONED_SWEEP_SECONDS)
         orphaned = remove_orphaned_objects(ABANDONED_SWEEP_SECONDS)
     except StorageUnavailable as exc:
-        redis_connection.client.delete(gate)  # the next sweep tries again
+        redis_connection.client.delete(gate)  # an outage passes: the next sweep tries again
         log.warning("the storage could not be swept for abandoned writes: %s", exc)
         return 0
-    except BaseException:
-        redis_connection.client.delete(gate)
-        raise
+    # Any other failure (a sweep over its job's timeout, say) is tried again the next day, not
+    # at every sweep.
     if unfinished:
         log.info("reconcile removed %d writes that killed writers left unfinished", unfinished)
     return unfinished + orphaned
