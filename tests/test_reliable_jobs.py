@@ -219,6 +219,22 @@ def test_the_orphan_sweep_lists_an_s3_bucket(app, app_env, team_a, moto_endpoint
     check_invariants(on_s3, [team_a])
 
 
+def test_a_sweep_that_breaks_otherwise_waits_a_day(app, monkeypatch):
+    with app.app_context():
+        broken = RuntimeError("a sweep past its job's timeout")
+        monkeypatch.setattr(type(storage()), "remove_abandoned", lambda self, older: _raise(broken))
+        with pytest.raises(RuntimeError):
+            reconcile.remove_abandoned_writes()
+        # Not at every sweep, each as long as the one that broke: tomorrow.
+        gate = f"likeness:{app.config['QUEUE_NAME']}:storage-swept"
+        assert redis_connection.client.ttl(gate) > 23 * 3600
+        assert reconcile.remove_abandoned_writes() == 0
+
+
+def _raise(exc):
+    raise exc
+
+
 def test_a_store_that_fails_the_daily_sweep_is_swept_at_the_next(app, app_env, caplog):
     from tests.s3server import FailingStore
 
