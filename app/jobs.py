@@ -43,6 +43,12 @@ def duplicate_report(team_id: str, tier: str, threshold: str) -> int:
     return len(duplicates.report(uuid.UUID(team_id), tier, threshold))
 
 
+def sweep_storage() -> int:
+    """The daily sweep of the storage for what killed writers left; returns how much it
+    removed."""
+    return reconcile_service.sweep_storage()
+
+
 def build_index(team_id: str, embedder: str) -> int | None:
     """Build and publish a new index version for one (team, embedder); returns the version."""
     build = indexing.build_index(uuid.UUID(team_id), embedder)

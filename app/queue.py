@@ -225,6 +225,23 @@ def enqueue_duplicate_report(team_id: uuid.UUID, tier: str, threshold: str) -> b
     )
 
 
+# Walking a large store (millions of objects, a page of a thousand at a time) takes minutes.
+STORAGE_SWEEP_TIMEOUT_SECONDS = 3 * 3600
+
+
+def enqueue_storage_sweep() -> bool:
+    """Queue the daily sweep of the storage (app/services/reconcile.py), behind uploads on the
+    imports queue."""
+    return _enqueue_once(
+        "app.jobs.sweep_storage",
+        job_id="storage-sweep",
+        queue=get_import_queue(),
+        job_timeout=STORAGE_SWEEP_TIMEOUT_SECONDS,
+        result_ttl=0,
+        description="sweep the storage for what killed writers left",
+    )
+
+
 def schedule_reconcile() -> bool:
     """Make sure one reconcile sweep is scheduled for the next interval (an idempotent call)."""
     interval = max(1, current_app.config["RECONCILE_INTERVAL_SECONDS"])

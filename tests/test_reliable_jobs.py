@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from app import create_app
 from app.extensions import db, redis_connection
 from app.models import Embedding, Image
-from app.queue import get_queue, process_job_id
+from app.queue import get_import_queue, get_queue, process_job_id
 from app.runtime import storage
 from app.services import indexing, reconcile
 from app.tenancy import unscoped
@@ -133,7 +133,14 @@ def test_the_periodic_sweep_requeues_stuck_images_and_schedules_the_next(
     assert image_status(app, image["id"]) == "ready"
 
 
-def test_once_a_day_the_sweep_removes_what_a_killed_upload_left(app, runner, instance_path, team_a):
+def storage_sweeps(app) -> list:
+    with app.app_context():
+        return [job for job in get_import_queue().jobs if job.func_name == "app.jobs.sweep_storage"]
+
+
+def test_once_a_day_the_sweep_removes_what_a_killed_upload_left(
+    app, runner, run_jobs, instance_path, team_a
+):
     root = instance_path / "storage"
     images = root / "teams" / str(team_a.team.id) / "images"
     keys = [f"teams/{team_a.team.id}/images/{uuid.uuid4()}/original" for _ in range(2)]
@@ -142,17 +149,22 @@ def test_once_a_day_the_sweep_removes_what_a_killed_upload_left(app, runner, ins
         killed(first)  # as gunicorn kills a web worker past its timeout, mid-upload
 
         runner.invoke(args=["reconcile"])
+        # Walking a large store takes minutes: a job of its own, behind uploads.
+        assert len(storage_sweeps(app)) == 1
+        assert len(list(images.glob("*/.tmp-*"))) == 2
+        run_jobs()
 
         assert [p.name for p in images.iterdir()] == [keys[1].split("/")[-2]]
         killed(second)
         runner.invoke(args=["reconcile"])
-        assert len(list(images.glob("*/.tmp-*"))) == 1  # walking the store waits a day
+        assert storage_sweeps(app) == []  # walking the store waits a day
         with app.app_context():
             gate = f"likeness:{app.config['QUEUE_NAME']}:storage-swept"
             assert 23 * 3600 < redis_connection.client.ttl(gate) <= 24 * 3600
             redis_connection.client.delete(gate)  # the day has passed
 
         runner.invoke(args=["reconcile"])
+        run_jobs()
 
         assert not images.exists()
         check_invariants(app, [team_a])
@@ -183,10 +195,10 @@ def test_the_daily_sweep_removes_objects_no_row_names(app, runner, instance_path
                 os.utime(path, (two_days_ago, two_days_ago))
         before = stored_keys(app)
 
-        assert reconcile.remove_abandoned_writes() == len(orphans)
+        assert reconcile.sweep_storage() == len(orphans)
 
         assert stored_keys(app) == before - set(orphans)
-        assert reconcile.remove_abandoned_writes() == 0  # once a day
+        assert reconcile.sweep_storage() == 0
     # The kept image still has every file, and the emptied folders are gone.
     assert not (root / team / "uploads").exists() and not (root / team / "indexes").exists()
     for key in kept + [fresh]:
@@ -221,14 +233,15 @@ def test_the_orphan_sweep_lists_an_s3_bucket(app, app_env, team_a, moto_endpoint
 
 def test_a_sweep_that_breaks_otherwise_waits_a_day(app, monkeypatch):
     with app.app_context():
+        assert reconcile.request_storage_sweep()
         broken = RuntimeError("a sweep past its job's timeout")
         monkeypatch.setattr(type(storage()), "remove_abandoned", lambda self, older: _raise(broken))
         with pytest.raises(RuntimeError):
-            reconcile.remove_abandoned_writes()
+            reconcile.sweep_storage()
         # Not at every sweep, each as long as the one that broke: tomorrow.
         gate = f"likeness:{app.config['QUEUE_NAME']}:storage-swept"
         assert redis_connection.client.ttl(gate) > 23 * 3600
-        assert reconcile.remove_abandoned_writes() == 0
+        assert not reconcile.request_storage_sweep()
 
 
 def _raise(exc):
@@ -245,11 +258,11 @@ def test_a_store_that_fails_the_daily_sweep_is_swept_at_the_next(app, app_env, c
             )
         )
         with failing.app_context():
-            assert reconcile.remove_abandoned_writes() == 0  # no exception: the sweep goes on
-            gate = f"likeness:{failing.config['QUEUE_NAME']}:storage-swept"
-            assert not redis_connection.client.exists(gate)
-            assert reconcile.remove_abandoned_writes() == 0
-        # Each sweep asked for the unfinished uploads: the failure did not count as the day's.
+            assert reconcile.request_storage_sweep()
+            assert reconcile.sweep_storage() == 0  # no exception: the job ends
+            # The failure does not count as the day's sweep: the next reconcile asks again.
+            assert reconcile.request_storage_sweep()
+            assert reconcile.sweep_storage() == 0
         assert [method for method, _ in store.requests] == ["GET", "GET"]
     assert "could not be swept for abandoned writes" in caplog.text
 

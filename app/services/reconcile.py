@@ -5,17 +5,19 @@ a lost job leaves the image waiting. The sweep finds such images and queues them
 deterministic job id as the upload did, so an image whose job is still alive is left alone and
 nothing runs twice. Index builds are asked for again the same way: the requests live in Redis,
 so a pair whose index lacks embeddings gets a check at every sweep. Once a day a sweep also
-removes from the storage what killed writers left: unfinished writes, and objects whose row
-never came (or went, and the delete of its files broke off).
+queues the storage sweep, which removes what killed writers left: unfinished writes, and
+objects whose row never came (or went, and the delete of its files broke off).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from datetime import timedelta
 
+import redis
 from flask import current_app
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -107,32 +109,51 @@ def reconcile(older_than: timedelta) -> int:
         ):
             log.info("reconcile queued item %d of import %s again", position, batch_id)
             queued += 1
-    remove_abandoned_writes()
+    request_storage_sweep()
     return queued
 
 
-def remove_abandoned_writes() -> int:
-    """Once a day (whichever worker's sweep comes first): what writers that died left in the
-    storage, such as a web process killed during an upload: unfinished writes
-    (`remove_abandoned`) and objects no row names (`remove_orphaned_objects`); returns how
-    many were removed."""
-    gate = f"likeness:{current_app.config['QUEUE_NAME']}:storage-swept"
-    if not redis_connection.client.set(
-        gate, utcnow().isoformat(), nx=True, ex=ABANDONED_SWEEP_SECONDS
-    ):
-        return 0
+def request_storage_sweep() -> bool:
+    """Once a day, whichever worker's sweep comes first: queue the storage sweep
+    (`sweep_storage`) as a job of its own, behind uploads, since walking a large store takes
+    minutes. True if this call queued it."""
+    gate = _storage_sweep_gate()
+    try:
+        if not redis_connection.client.set(
+            gate, utcnow().isoformat(), nx=True, ex=ABANDONED_SWEEP_SECONDS
+        ):
+            return False
+    except redis.RedisError as exc:
+        log.warning("could not ask for the storage sweep: %s", exc)
+        return False
+    if not queue.enqueue_storage_sweep():
+        with contextlib.suppress(redis.RedisError):
+            redis_connection.client.delete(gate)  # the next sweep asks again
+        return False
+    return True
+
+
+def sweep_storage() -> int:
+    """What writers that died left in the storage, such as a web process killed during an
+    upload: unfinished writes (`remove_abandoned`) and objects no row names
+    (`remove_orphaned_objects`); returns how many were removed. The daily job."""
     try:
         unfinished = storage().remove_abandoned(ABANDONED_SWEEP_SECONDS)
         orphaned = remove_orphaned_objects(ABANDONED_SWEEP_SECONDS)
     except StorageUnavailable as exc:
-        redis_connection.client.delete(gate)  # an outage passes: the next sweep tries again
+        # An outage passes: the next sweep asks again. Any other failure (a sweep past its
+        # job's timeout, say) waits for the next day, not for every sweep.
+        with contextlib.suppress(redis.RedisError):
+            redis_connection.client.delete(_storage_sweep_gate())
         log.warning("the storage could not be swept for abandoned writes: %s", exc)
         return 0
-    # Any other failure (a sweep over its job's timeout, say) is tried again the next day, not
-    # at every sweep.
     if unfinished:
         log.info("reconcile removed %d writes that killed writers left unfinished", unfinished)
     return unfinished + orphaned
+
+
+def _storage_sweep_gate() -> str:
+    return f"likeness:{current_app.config['QUEUE_NAME']}:storage-swept"
 
 
 # Listed objects are looked up in the database this many at a time.
