@@ -27,6 +27,7 @@ from plugins.embed_color import ColorEmbedder
 from plugins.index_annoy import AnnoyIndex
 from tests import samples
 from tests.conftest import wait_until
+from tests.invariants import check_invariants
 
 
 def upload_ids(upload, team, count, seed=0):
@@ -331,3 +332,40 @@ def test_search_answers_from_the_old_index_until_the_new_version_is_published(
             db.session.scalars(select(Embedding.version).where(Embedding.embedder == "color"))
         )
     assert versions == {"2"}  # the old vectors went with the old index
+
+
+def test_two_builds_racing_for_one_version_leave_the_winners_files_whole(
+    app, client, team_a, upload, run_jobs, monkeypatch
+):
+    """The build lock keeps builds of a pair apart; should it fail (a lease lost to a Redis
+    blip, say), two builds take the same version number and the database publishes one. The
+    loser's clean-up must not touch the winner's files, nor its files mix with them."""
+    ids = upload_ids(upload, team_a, 5)
+    run_jobs()
+    real_storage = runtime.storage
+    raced = []
+
+    class RacingStorage:
+        """The first save of a build runs a whole other build before going on."""
+
+        def __getattr__(self, name):
+            return getattr(real_storage(), name)
+
+        def save(self, key, fileobj, content_type):
+            real_storage().save(key, fileobj, content_type)
+            if not raced:
+                raced.append(None)  # the other build saves through here too
+                raced[0] = indexing._build(team_a.id, "color")
+
+    monkeypatch.setattr(indexing, "storage", RacingStorage)
+    with app.app_context():
+        before = indexing.current_build(team_a.id, "color").version
+        assert indexing._build(team_a.id, "color") is None  # the version was taken meanwhile
+        (winner,) = raced
+        published = indexing.current_build(team_a.id, "color")
+        assert published.id == winner.id and published.version == before + 1
+        for key in published.storage_keys:
+            assert real_storage().exists(key), key
+    monkeypatch.undo()
+    assert similar(client, team_a, ids[0])[0] == before + 1
+    check_invariants(app, [team_a])

@@ -10,6 +10,7 @@ from rq import Queue
 from app.extensions import db
 from app.models import Embedding, IndexBuild, Team, utcnow
 from app.queue import get_queue, request_index_build
+from app.runtime import storage
 from app.services import keys
 from app.services.audit import Actor
 from app.services.indexing import build_index, prune_builds
@@ -151,15 +152,16 @@ def test_a_request_during_a_running_build_schedules_the_next_one(app, team_a, pi
 
 def test_old_index_versions_are_pruned_after_the_grace_period(app, team_a, instance_path):
     with app.app_context():
-        build_index(team_a.id, "color")
+        first = build_index(team_a.id, "color")
+        first_keys = list(first.storage_keys)
         second = build_index(team_a.id, "color")
         assert prune_builds(team_a.id, "color") == 0  # the successor is too young
         second.built_at = utcnow().replace(year=2000)
         db.session.commit()
         assert prune_builds(team_a.id, "color") == 1
         versions = [b.version for b in db.session.query(IndexBuild)]
+        assert first_keys and not any(storage().exists(key) for key in first_keys)
+        assert second.storage_keys and all(storage().exists(key) for key in second.storage_keys)
     assert versions == [2]
-    old = instance_path / "storage" / "teams" / str(team_a.id) / "indexes" / "color" / "v1"
-    assert not old.exists() or not any(p.is_file() for p in old.rglob("*"))
-    new = instance_path / "storage" / "teams" / str(team_a.id) / "indexes" / "color" / "v2"
-    assert any(p.is_file() for p in new.rglob("*"))
+    folders = instance_path / "storage" / "teams" / str(team_a.id) / "indexes" / "color"
+    assert [p.name.split("-")[0] for p in folders.iterdir()] == ["v2"]  # emptied folders go

@@ -310,7 +310,9 @@ def _build(team_id: uuid.UUID, embedder: str) -> IndexBuild | None:
         )
         or 0
     ) + 1
-    prefix = f"teams/{team_id}/indexes/{embedder}/v{version}"
+    # A folder of this attempt's own: should two builds race for one version (the lock lost),
+    # the loser's clean-up deletes its files only, and neither's files mix with the other's.
+    prefix = f"teams/{team_id}/indexes/{embedder}/v{version}-{uuid.uuid4().hex[:12]}"
     keys: list[str] = []
     try:
         with tempfile.TemporaryDirectory(prefix="likeness-index-") as directory:
