@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -12,6 +13,7 @@ from sqlalchemy import update
 from app.extensions import db
 from app.models import DirectUpload, utcnow
 from tests import samples
+from tests.invariants import check_invariants
 
 
 def begin(client, team, data, content_type="image/jpeg", **extra):
@@ -190,3 +192,51 @@ def test_another_teams_upload_cannot_be_completed(client, team_a, team_b):
     send(client, upload["upload"], data)
     assert complete(client, team_b, upload["image_id"]).status_code == 404
     assert complete(client, team_a, upload["image_id"]).status_code == 201
+
+
+def test_two_completions_at_once_keep_the_image_whole(app, client, team_a, monkeypatch):
+    """A client that retries a slow completion sends a second one while the first runs. Both
+    store the same image id's files; whichever loses the race must not delete what the
+    winner published."""
+    from app.services import ingest
+
+    data = samples.jpeg(2)
+    body = begin(client, team_a, data).json
+    assert send(client, body["upload"], data).status_code == 204
+    real_storage = ingest.storage
+    retried = []
+
+    class RetryingClient:
+        """The first save of the first completion lets a second completion run to its end."""
+
+        def __getattr__(self, name):
+            return getattr(real_storage(), name)
+
+        def save(self, key, fileobj, content_type):
+            real_storage().save(key, fileobj, content_type)
+            if not retried:
+                retried.append(None)
+                # Another request, as from another web process: a thread of its own.
+                other = threading.Thread(
+                    target=lambda: retried.__setitem__(
+                        0, complete(app.test_client(), team_a, body["image_id"])
+                    )
+                )
+                other.start()
+                other.join(60)
+
+    monkeypatch.setattr(ingest, "storage", RetryingClient)
+    first = complete(client, team_a, body["image_id"])
+    monkeypatch.undo()
+
+    assert retried[0].status_code == 201, retried[0].json
+    # The one that lost finds the image the other made: the same answer as any re-upload.
+    assert first.status_code == 200, first.json
+    assert first.json["id"] == body["image_id"] and first.json["existing"] is True
+    fetched = client.get(f"/api/v1/images/{body['image_id']}/file", headers=team_a.headers())
+    assert fetched.status_code == 200 and fetched.data == data
+    thumbnail = client.get(
+        f"/api/v1/images/{body['image_id']}/file?variant=thumbnail", headers=team_a.headers()
+    )
+    assert thumbnail.status_code == 200
+    check_invariants(app, [team_a])

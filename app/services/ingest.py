@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from app import queue
@@ -32,6 +33,7 @@ from app.runtime import delete_objects, storage
 from app.services import audit, collections, images
 from app.services.audit import Actor
 from app.services.transaction import after_commit, unit_of_work
+from app.tenancy import unscoped
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -47,6 +49,7 @@ __all__ = [
     "validate",
 ]
 
+log = logging.getLogger(__name__)
 
 THUMBNAIL_CONTENT_TYPE = "image/webp"
 _SPOOL_BYTES = 8 * 1024 * 1024
@@ -185,9 +188,36 @@ def _store_once(
                     image_id = result.image.id
                     after_commit(lambda image_id=image_id: queue.enqueue_process_image(image_id))
     except BaseException:
-        delete_objects(written, of="a failed upload")
+        delete_objects(_unpublished(work, written), of="a failed upload")
         raise
     return results
+
+
+def _unpublished(work: _Work, written: list[str]) -> list[str]:
+    """The keys of `written` that no committed image names.
+
+    Only an image id the caller chose (a direct upload's) can be another request's too: two
+    completions of one upload at once, a client retrying, store the same image's files under
+    the same keys, and the one that loses the race must not delete what the winner published.
+    Random ids are this attempt's alone. When the database cannot tell (it is what failed),
+    everything written goes, as it would without a winner.
+    """
+    chosen = tuple(f"teams/{work.team_id}/images/{f.image_id}/" for f in work.files if f.image_id)
+    shared = [key for key in written if key.startswith(chosen)] if chosen else []
+    if not shared:
+        return written
+    try:
+        with unscoped():
+            named = db.session.execute(
+                select(Image.storage_key, Image.thumbnail_key).where(
+                    or_(Image.storage_key.in_(shared), Image.thumbnail_key.in_(shared))
+                )
+            ).all()
+    except Exception:
+        log.exception("could not tell whether a concurrent upload published %s", shared)
+        return written
+    published = {key for row in named for key in row}
+    return [key for key in written if key not in published]
 
 
 def _store_all(work: _Work, written: list[str]) -> list[IngestResult]:
