@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import DirectUpload, Image, IndexBuild
+from app.services import reconcile
 from app.tenancy import unscoped
 
 TEMPORARY_PREFIXES = (".tmp-", ".probe-")
@@ -126,3 +127,24 @@ def check_invariants(app, teams: Iterable, client=None) -> None:
             for path in (f"/api/v1/images/{row.id}", f"/api/v1/images/{row.id}/similar"):
                 response = client.get(path, headers=team.headers())
                 assert response.status_code == 404, (path, response.status_code)
+
+
+def remove_killed_builds_files(app) -> list[str]:
+    """Run the daily sweep's orphan pass at once, after a worker was killed mid-build, and
+    return what it removed, which must be index files that no build names and nothing else.
+
+    Each build saves into a folder of its own attempt, so one killed between its files and its
+    row leaves files no build names (the next build uses another folder); the daily storage
+    sweep removes them. Scenarios that kill a worker run it here rather than wait a day.
+    """
+    _, builds, _ = _rows(app)
+    published = {key for build in builds for key in build}
+    unpublished = sorted(
+        key
+        for key in stored_keys(app)
+        if key.split("/")[2:3] == ["indexes"] and key not in published
+    )
+    with app.app_context():
+        removed = reconcile.remove_orphaned_objects(older_than=0)
+    assert removed == len(unpublished), f"orphans other than a killed build's: {removed}"
+    return unpublished
