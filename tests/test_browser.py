@@ -223,6 +223,9 @@ def test_admin_manages_keys_and_members_in_settings(
     )
     sign_in(page, live_server, "boss@example.com")
     page.get_by_label("Current team").select_option(label="Team")
+    # The switch reloads the page; until then the old page (its select already showing "Team")
+    # would take the next click. The role shown is the new team's once it has loaded.
+    expect(page.locator(".who")).to_contain_text("· admin")
     expect(page.get_by_label("Current team").locator("option:checked")).to_have_text("Team")
 
     page.get_by_role("link", name="Settings").click()
