@@ -167,7 +167,7 @@ def _development_secret(instance_path: str) -> str:
 def _register_error_handlers(app: Flask) -> None:
     from app.api.errors import ApiError, error_response, http_error_response, wants_json
     from app.errors import ServiceError
-    from app.plugin_api import StorageUnavailable
+    from app.plugin_api import ObjectNotFound, StorageUnavailable
     from app.views import http_refusal, team_for_error_page
 
     def error_page(status: int, message: str | None):
@@ -207,6 +207,21 @@ def _register_error_handlers(app: Flask) -> None:
         if wants_json():
             return error_response(503, message, headers={"Retry-After": "30"})
         return error_page(503, message)
+
+    @app.errorhandler(ObjectNotFound)
+    def object_missing(exc: ObjectNotFound):
+        # A row names an object the store does not hold: lost or deleted behind the app's back.
+        # Not the client's doing and not a moment's outage: the operator must hear of it, the
+        # client gets a plain answer rather than a 500.
+        key = exc.args[0] if exc.args else "?"
+        app.logger.error("stored object missing: %s (%s %s)", key, request.method, request.path)
+        message = (
+            "the stored file is missing; the team's administrator can delete the image "
+            "and upload it again"
+        )
+        if wants_json():
+            return error_response(404, message)
+        return error_page(404, message[0].upper() + message[1:])
 
     @app.errorhandler(DBAPIError)
     def database_error(exc: DBAPIError):

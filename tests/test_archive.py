@@ -442,5 +442,6 @@ def test_export_stops_on_a_missing_object_and_leaves_no_file(app, runner, team_a
         image = db.session.get(Image, uuid.UUID(answer.json["items"][0]["id"]))
         storage().delete(image.storage_key)
     result = runner.invoke(args=["export", "--team", "team-a", "--to", tmp_path / "a.tar"])
-    assert result.exit_code != 0
+    assert result.exit_code == 1
+    assert f"stored object {image.storage_key} is missing" in result.output
     assert not list(tmp_path.glob("*.tar")) and not list(tmp_path.glob(".likeness-export-*"))

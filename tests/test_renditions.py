@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import uuid
 
 import pytest
@@ -128,6 +129,36 @@ def test_a_stored_file_of_another_type_is_a_download(app, client, team_a, image)
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert response.headers["Content-Disposition"].startswith("attachment")
     assert response.headers["Content-Security-Policy"] == "sandbox"
+
+
+def test_a_file_missing_from_storage_is_a_clear_404_and_the_log_names_it(
+    app, client, team_a, image, person, instance_path, caplog
+):
+    """A row whose object was lost (deleted behind the app's back, a restore that missed it):
+    the client gets a plain answer, not a 500, and the operator's log says which object."""
+    originals = [p for p in (instance_path / "storage").rglob("original*") if image["id"] in str(p)]
+    thumbnails = [p for p in (instance_path / "storage").rglob("thumb*") if image["id"] in str(p)]
+    assert len(originals) == 1 and len(thumbnails) == 1
+    originals[0].unlink()
+    thumbnails[0].unlink()
+    viewer = person(team_a, "viewer")
+    with caplog.at_level(logging.ERROR):
+        answers = [
+            get(client, team_a, image["id"], "variant=original"),
+            get(client, team_a, image["id"], "variant=thumbnail"),
+            get(client, team_a, image["id"], "format=png&width=160"),  # made from the original
+        ]
+        page = viewer.client.get(f"/images/{image['id']}/thumbnail")
+    for answer in answers:
+        assert answer.status_code == 404, answer.data
+        assert answer.json["error"]["code"] == "not_found"
+        assert "stored file is missing" in answer.json["error"]["message"]
+    assert page.status_code == 404 and b"stored file is missing" in page.data
+    missing = [r.getMessage() for r in caplog.records if "stored object missing" in r.getMessage()]
+    original_key = str(originals[0].relative_to(instance_path / "storage"))
+    assert len(missing) == 4 and original_key in missing[0]
+    # What is still stored is served as before.
+    assert get(client, team_a, image["id"], "variant=preview").status_code == 200
 
 
 # --- bounds on what a web process makes ----------------------------------------------------

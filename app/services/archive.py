@@ -45,6 +45,7 @@ from app import queue
 from app.errors import Conflict, Invalid, NotFound, ServiceError
 from app.extensions import db
 from app.models import Collection, DuplicateDecision, Image, Label, Tag, Team, utcnow
+from app.plugin_api import ObjectNotFound
 from app.runtime import delete_objects, storage
 from app.services import accounts, audit, collections, images, ingest
 from app.services.audit import Actor
@@ -181,7 +182,13 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def _add_object(tar: tarfile.TarFile, name: str, key: str, size: int) -> None:
     # The size goes in the header before the bytes: a stored object that is not the size its
     # row says would make a corrupt archive, so it stops the export instead.
-    with storage().open(key) as stored, tempfile.SpooledTemporaryFile(_SPOOL_BYTES) as copy:
+    try:
+        stored = storage().open(key)
+    except ObjectNotFound:
+        raise Invalid(
+            f"stored object {key} is missing: restore it, or delete its image, and export again"
+        ) from None
+    with stored, tempfile.SpooledTemporaryFile(_SPOOL_BYTES) as copy:
         shutil.copyfileobj(stored, copy, _COPY_CHUNK)
         if copy.tell() != size:
             raise Invalid(f"stored object {key} is {copy.tell()} bytes, its row says {size}")
