@@ -1,4 +1,5 @@
-"""Processes killed in the middle of a storage save, as a web process or worker can be."""
+"""Writers stopped in the middle of a storage save: killed, as a web process or worker can be,
+or overtaken by a concurrent operation that finishes first."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from config import BASE_DIR
 
@@ -57,3 +59,23 @@ def killed(writer: subprocess.Popen) -> int:
 def temporaries(directory: Path) -> set[str]:
     """The names of the local backend's temporary files in `directory`."""
     return {p.name for p in directory.glob(".tmp-*")} if directory.is_dir() else set()
+
+
+def overtaken_on_first_save(real_storage: Callable[[], Any], overtake: Callable[[], Any]):
+    """A stand-in for a module's `storage()` whose first save, once written, runs `overtake()`
+    to its end before returning: a concurrent operation (another request, another build) that
+    finishes while the first is still on its way. Every other call goes to the real store.
+    Returns the stand-in and a list that holds what `overtake` returned once it has run."""
+    outcome: list[Any] = []
+
+    class Overtaken:
+        def __getattr__(self, name):
+            return getattr(real_storage(), name)
+
+        def save(self, key, fileobj, content_type):
+            real_storage().save(key, fileobj, content_type)
+            if not outcome:
+                outcome.append(None)  # the overtaking operation saves through here too
+                outcome[0] = overtake()
+
+    return Overtaken, outcome

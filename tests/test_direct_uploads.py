@@ -14,6 +14,7 @@ from app.extensions import db
 from app.models import DirectUpload, utcnow
 from tests import samples
 from tests.invariants import check_invariants
+from tests.killed_writers import overtaken_on_first_save
 
 
 def begin(client, team, data, content_type="image/jpeg", **extra):
@@ -203,29 +204,19 @@ def test_two_completions_at_once_keep_the_image_whole(app, client, team_a, monke
     data = samples.jpeg(2)
     body = begin(client, team_a, data).json
     assert send(client, body["upload"], data).status_code == 204
-    real_storage = ingest.storage
-    retried = []
 
-    class RetryingClient:
-        """The first save of the first completion lets a second completion run to its end."""
+    def retry_from_another_process():
+        # Another request, as from another web process: a thread of its own.
+        answer = []
+        other = threading.Thread(
+            target=lambda: answer.append(complete(app.test_client(), team_a, body["image_id"]))
+        )
+        other.start()
+        other.join(60)
+        return answer[0]
 
-        def __getattr__(self, name):
-            return getattr(real_storage(), name)
-
-        def save(self, key, fileobj, content_type):
-            real_storage().save(key, fileobj, content_type)
-            if not retried:
-                retried.append(None)
-                # Another request, as from another web process: a thread of its own.
-                other = threading.Thread(
-                    target=lambda: retried.__setitem__(
-                        0, complete(app.test_client(), team_a, body["image_id"])
-                    )
-                )
-                other.start()
-                other.join(60)
-
-    monkeypatch.setattr(ingest, "storage", RetryingClient)
+    retrying_client, retried = overtaken_on_first_save(ingest.storage, retry_from_another_process)
+    monkeypatch.setattr(ingest, "storage", retrying_client)
     first = complete(client, team_a, body["image_id"])
     monkeypatch.undo()
 

@@ -28,6 +28,7 @@ from plugins.index_annoy import AnnoyIndex
 from tests import samples
 from tests.conftest import wait_until
 from tests.invariants import check_invariants
+from tests.killed_writers import overtaken_on_first_save
 
 
 def upload_ids(upload, team, count, seed=0):
@@ -343,21 +344,10 @@ def test_two_builds_racing_for_one_version_leave_the_winners_files_whole(
     ids = upload_ids(upload, team_a, 5)
     run_jobs()
     real_storage = runtime.storage
-    raced = []
-
-    class RacingStorage:
-        """The first save of a build runs a whole other build before going on."""
-
-        def __getattr__(self, name):
-            return getattr(real_storage(), name)
-
-        def save(self, key, fileobj, content_type):
-            real_storage().save(key, fileobj, content_type)
-            if not raced:
-                raced.append(None)  # the other build saves through here too
-                raced[0] = indexing._build(team_a.id, "color")
-
-    monkeypatch.setattr(indexing, "storage", RacingStorage)
+    racing_storage, raced = overtaken_on_first_save(
+        real_storage, lambda: indexing._build(team_a.id, "color")
+    )
+    monkeypatch.setattr(indexing, "storage", racing_storage)
     with app.app_context():
         before = indexing.current_build(team_a.id, "color").version
         assert indexing._build(team_a.id, "color") is None  # the version was taken meanwhile
