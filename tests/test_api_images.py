@@ -67,7 +67,7 @@ def test_same_bytes_in_another_team_is_a_new_image(client, team_a, team_b, uploa
         (b"%PDF-1.4 not an image at all", "doc.pdf", 415, "unsupported_media_type"),
         (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "logo.svg", 415, "unsupported_media_type"),
         (b"hello", "fake.jpg", 415, "unsupported_media_type"),
-        (b"", "empty.png", 400, "bad_request"),
+        (b"", "empty.png", 422, "invalid_image"),
         (samples.jpeg(5)[:3000], "truncated.jpg", 422, "invalid_image"),
     ],
 )

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageFile, features
 
-from app.errors import Invalid, ServiceError
+from app.errors import ServiceError
 from app.extensions import db
 from app.imaging.validate import InvalidImage, TooLarge, UnsupportedMediaType
 from app.models import Image
@@ -217,8 +217,8 @@ def test_avif_is_accepted_when_pillow_can_decode_it(client, team_a):
     assert item["content_type"] == "image/avif"
 
 
-def test_a_zero_byte_file_is_400_with_a_clear_message(client, team_a):
-    assert_refused(post(client, team_a, b"", "empty.jpg"), 400, "bad_request", "empty")
+def test_a_zero_byte_file_is_no_image_with_a_clear_message(client, team_a):
+    assert_refused(post(client, team_a, b"", "empty.jpg"), 422, "invalid_image", "empty")
 
 
 # --- decompression bombs -------------------------------------------------------------------
@@ -463,7 +463,7 @@ def test_a_filename_with_bidi_overrides_is_shown_cleaned_through_the_api(client,
 REFUSED = [
     (samples.padded(samples.jpeg(10), MB + 1), 413),
     (samples.svg(), 415),
-    (b"", 400),
+    (b"", 422),
     (samples.png_header(100_000, 100_000), 422),
     (_cut(BIG_JPEG, 0.5), 422),
     (samples.animation("GIF", 101), 422),
@@ -499,7 +499,7 @@ def test_a_refused_upload_leaves_no_row_object_or_temporary_file(
     [
         (samples.padded(samples.jpeg(12), MB + 1), TooLarge),
         (samples.psd(), UnsupportedMediaType),
-        (b"", Invalid),
+        (b"", InvalidImage),
         (samples.gif_header(65_535, 65_535), InvalidImage),
         (_cut(PNG, 0.5), InvalidImage),
         (samples.animation("WEBP", 101), InvalidImage),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import uuid
 
 import pytest
@@ -245,11 +246,18 @@ def test_hostile_queries_are_never_an_error(app, client, team_a, q):
 
 
 @pytest.mark.parametrize("q", ["", " ", "\t\n"])
-def test_an_empty_query_is_a_400(client, team_a, q):
+def test_an_empty_query_is_a_400_as_the_document_says(client, team_a, q):
+    document = client.get("/api/v1/openapi.json").json
     for path in ("/api/v1/search", "/api/v1/images"):
         response = client.get(path, query_string={"q": q}, headers=team_a.headers())
         assert response.status_code == 400
         assert response.json["error"]["code"] == "bad_request"
+        assert "q must not be empty or only spaces" in response.json["error"]["message"]
+        (q_parameter,) = [
+            p for p in document["paths"][path]["get"]["parameters"] if p["name"] == "q"
+        ]
+        assert not re.search(q_parameter["schema"]["pattern"], q)
+        assert re.search(q_parameter["schema"]["pattern"], f"{q}cat")
 
 
 def test_search_needs_q_and_refuses_unknown_parameters(client, team_a):

@@ -428,11 +428,16 @@ def image_document(image, urls: ImageUrlTemplates) -> dict[str, Any]:
     }
 
 
+# A text query is refused when it is empty or only spaces (the document says so: `pattern`);
+# one of punctuation only is taken, and matches nothing.
+HAS_A_WORD = validate.Regexp(r"\s*\S", error="q must not be empty or only spaces")
+
+
 class ImageListArgs(ListArgs):
     status = fields.String(validate=validate.OneOf(IMAGE_STATUSES))
     tag = fields.String(validate=validate.Length(max=200))
     q = fields.String(
-        validate=validate.Length(max=1000),
+        validate=[validate.Length(max=1000), HAS_A_WORD],
         metadata={"description": "Words over filename, tags, labels and collection name."},
     )
     collection_id = fields.UUID(metadata={"description": "Only the images of this collection."})
@@ -638,7 +643,7 @@ class SearchByImageQuery(ma.Schema):
 class TextSearchArgs(ImageListArgs):
     q = fields.String(
         required=True,
-        validate=validate.Length(min=1, max=1000),
+        validate=[validate.Length(min=1, max=1000), HAS_A_WORD],
         metadata={"description": "Words over filename, tags, labels and collection."},
     )
 

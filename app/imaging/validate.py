@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError, features
 
-from app.errors import Invalid, InvalidImage, ServiceError, TooLarge, UnsupportedMediaType
+from app.errors import InvalidImage, ServiceError, TooLarge, UnsupportedMediaType
 from app.imaging.metadata import ORIENTATION, dominant_colors, exif_metadata, read_exif
 from app.imaging.render import encode_webp, make_rendition
 
@@ -136,7 +136,7 @@ def measure(stream: BinaryIO, max_bytes: int) -> tuple[str, int]:
         digest.update(chunk)
     stream.seek(0)
     if size == 0:
-        raise Invalid("the file is empty (0 bytes); send the image's contents")
+        raise InvalidImage("the file is empty (0 bytes): no image; send the image's contents")
     return digest.hexdigest(), size
 
 
