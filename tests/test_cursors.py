@@ -26,6 +26,10 @@ IMAGE_CURSORS = {
     "not-a-number": opaque(f'[NaN, "{uuid.uuid4()}"]'),
     "long": opaque(json.dumps([WHEN + " " * 5000, str(uuid.uuid4())])),
     "not-base64": "%%%",
+    # Times that parse, but have no UTC time: the calendar ends on either side.
+    "year-1-east-of-utc": opaque(json.dumps(["0001-01-01T00:00:00+01:00", str(uuid.uuid4())])),
+    "year-9999-west-of-utc": opaque(json.dumps(["9999-12-31T23:59:59-01:00", str(uuid.uuid4())])),
+    "nul-in-time": opaque(json.dumps([WHEN + "\x00", str(uuid.uuid4())])),
 }
 AUDIT_CURSORS = {
     "30-digits": opaque("1" * 30),
@@ -72,3 +76,18 @@ def test_cursors_given_out_still_work(client, team_a, upload):
         f"/api/v1/audit?limit=1&cursor={events['next_cursor']}", headers=team_a.headers()
     )
     assert more.status_code == 200 and more.json["items"][0]["id"] < events["items"][0]["id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "cursor"),
+    [
+        ("/api/v1/members", opaque(json.dumps(["a\x00@example.com", str(uuid.uuid4())]))),
+        ("/api/v1/keys", opaque(json.dumps(["9999-12-31T23:59:59-01:00", str(uuid.uuid4())]))),
+        ("/api/v1/imports", opaque(json.dumps(["0001-01-01T00:00:00+01:00", str(uuid.uuid4())]))),
+    ],
+    ids=["members-nul-in-email", "keys-year-9999", "imports-year-1"],
+)
+def test_a_tampered_cursor_of_the_other_lists_is_400(client, team_a, path, cursor):
+    response = client.get(f"{path}?cursor={cursor}", headers=team_a.headers())
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["code"] == "bad_request"

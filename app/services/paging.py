@@ -7,7 +7,7 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from app.errors import Invalid
 from app.strict_json import loads_strict
@@ -30,7 +30,10 @@ def decode(cursor: str, count: int, max_length: int = MAX_CURSOR_LENGTH) -> list
     except (ValueError, binascii.Error):
         raise refused from None
     if not (
-        isinstance(parts, list) and len(parts) == count and all(isinstance(p, str) for p in parts)
+        isinstance(parts, list)
+        and len(parts) == count
+        # No sort key holds a NUL, and PostgreSQL refuses one in any text it is asked about.
+        and all(isinstance(p, str) and "\x00" not in p for p in parts)
     ):
         raise refused
     return parts
@@ -44,12 +47,13 @@ def decode_time_and_id(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The (created_at, id) position of a list sorted newest first."""
     at, row_id = decode(cursor, 2)
     try:
-        position = datetime.fromisoformat(at), uuid.UUID(row_id)
-    except ValueError:
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            raise ValueError("no time zone")
+        # In UTC, as stored: a moment at the very ends of the calendar has no UTC time.
+        return moment.astimezone(UTC), uuid.UUID(row_id)
+    except (ValueError, OverflowError):
         raise Invalid("cursor is not one this API returned") from None
-    if position[0].tzinfo is None:
-        raise Invalid("cursor is not one this API returned")
-    return position
 
 
 def decode_text_and_id(cursor: str, max_text: int = 400) -> tuple[str, uuid.UUID]:
