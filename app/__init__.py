@@ -24,6 +24,7 @@ from app.logs import configure_logging
 from app.plugins import load_plugins
 from app.runtime import IndexCache, State
 from app.strict_json import StrictJSONProvider
+from app.strict_params import StrictRequest
 from config import BASE_DIR, Config
 
 
@@ -35,6 +36,7 @@ def create_app(config_class: type[Config] = Config) -> Flask:
         static_folder=os.path.join(BASE_DIR, "static"),
     )
     app.json = StrictJSONProvider(app)  # request.get_json anywhere parses strictly
+    app.request_class = StrictRequest  # query strings and forms: no NUL
     # `images//similar` is an id left empty: a 404, not a redirect to `images/similar`, which
     # Werkzeug would answer itself, in HTML (see _register_error_handlers).
     app.url_map.merge_slashes = False

@@ -235,13 +235,16 @@ def test_hostile_queries_are_never_an_error(app, client, team_a, q):
             assert response.status_code == 400, (q, response.json)
             assert "1000" in str(response.json["error"]["message"])
             continue
+        if "\x00" in q:  # no field takes a NUL (app/strict_params.py)
+            assert response.status_code == 400, (q, response.json)
+            assert "'q' holds a NUL" in response.json["error"]["message"]
+            continue
         assert response.status_code == 200, (q, response.json)
         names = {item["filename"] for item in response.json["items"]}
         assert names <= {"cat.jpg", "dog.jpg"}
     # Operators are only separators: these mean their words.
     assert found(client, team_a, "NEAR(cat dog)") == []
     assert found(client, team_a, "-cat") == ["cat.jpg"]
-    assert found(client, team_a, "cat\x00") == ["cat.jpg"]
     assert found(client, team_a, "東京") == ["cat.jpg", "dog.jpg"]
 
 
