@@ -243,6 +243,7 @@ def test_csv_filenames_are_normalised_like_an_uploads(app, client, team_a, origi
         (b"link\nhttp://example.com/a.jpg\n", "url"),
         (b"url\n\xff\xfe\n", "UTF-8"),
         (b"url\nfile:///etc/passwd\n", "http"),
+        (b"url,tags\nhttp://example.com/a.jpg,sun\nhttp://example.com/b\x00.jpg,\n", "NUL"),
     ],
 )
 def test_bad_csv_is_refused(client, team_a, content, message):

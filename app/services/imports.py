@@ -62,6 +62,9 @@ def parse_csv(data: bytes) -> list[ItemRequest]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise Invalid("the CSV must be UTF-8 text") from None
+    if "\x00" in text:  # as in any field of a form (app/strict_params.py)
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise Invalid(f"the CSV holds a NUL character (line {line}); no field accepts one")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames or "url" not in [f.strip().lower() for f in reader.fieldnames]:
         raise Invalid("the CSV needs a header row with a 'url' column")
