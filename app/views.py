@@ -141,6 +141,14 @@ def team_for_error_page() -> None:
         choose_team()
 
 
+def whole_number(raw: str) -> int | None:
+    """A form or query field read as a whole number, or None if it is not one. ASCII digits
+    only: `str.isdigit` also takes "²", which `int` refuses, and "٣", which it reads as 3; and
+    at most nine, since `int` refuses thousands of them."""
+    raw = raw.strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
+
+
 def user_agent() -> str | None:
     return request.headers.get("User-Agent")
 

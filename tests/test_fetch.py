@@ -529,6 +529,29 @@ def test_a_content_length_above_the_cap_is_refused_before_reading(server):
     _refused("too_large", server.url("/huge"), _policy(max_bytes=1000))
 
 
+@pytest.mark.parametrize(
+    ("length", "refused"),
+    # "²" is a digit to str.isdigit, not to int(); 5,000 digits are more than int() reads.
+    [("\u00b2", None), ("9" * 5000, "too_large")],
+    ids=["superscript-two", "5000-digits"],
+)
+def test_a_content_length_that_is_no_number_is_no_crash(server, length, refused):
+    def announce(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Length", length)
+        handler.end_headers()
+        handler.wfile.write(PNG)
+        handler.close_connection = True  # the body ends where the connection does
+
+    server.routes["/odd"] = announce
+    if refused:
+        _refused(refused, server.url("/odd"), _policy(max_bytes=1000))
+        return
+    with fetch(server.url("/odd"), _policy(), resolve=no_dns) as fetched:
+        assert fetched.body.read() == PNG
+
+
 def test_a_server_that_does_not_answer_times_out(server):
     server.routes["/slow"] = lambda handler: handler.server.release.wait(10)
     started = time.monotonic()

@@ -242,10 +242,15 @@ def test_settings_page_creates_shows_once_revokes_and_rotates(app, client, team_
     new_id = str(key_row(app, new_full.split("_")[1]).id)
     admin.client.post(f"/settings/keys/{new_id}/revoke")
     assert client.get("/api/v1/team", headers={"X-API-Key": new_full}).status_code == 401
-    bad = admin.client.post(
-        "/settings/keys", data={"name": "x", "scopes": "full", "expires_in_days": "soon"}
-    )
-    assert bad.status_code == 422 and b"whole number" in bad.data
+    # "²" and "٣" are digits to str.isdigit; int() refuses the first, reads the second as 3,
+    # and refuses thousands of digits.
+    for days in ("soon", "\u00b2", "\u0663", "9" * 5000):
+        bad = admin.client.post(
+            "/settings/keys", data={"name": "x", "scopes": "full", "expires_in_days": days}
+        )
+        assert bad.status_code == 422 and b"whole number" in bad.data, days
+    with app.app_context():
+        assert db.session.query(ApiKey).filter_by(name="x").count() == 0
 
 
 def test_cli_lists_and_revokes_keys(app, runner, client, team_a):

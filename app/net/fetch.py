@@ -464,8 +464,13 @@ def _pool(
 
 def _read_body(response: urllib3.BaseHTTPResponse, policy: FetchPolicy, url: str) -> Fetched:
     too_large = FetchError(f"the file is larger than {policy.max_bytes} bytes", reason="too_large")
-    length = response.headers.get("Content-Length", "")
-    if length.strip().isdigit() and int(length) > policy.max_bytes:
+    length = response.headers.get("Content-Length", "").strip()
+    # ASCII digits only, and few: int() refuses "²" and numbers of thousands of digits.
+    if (
+        length.isascii()
+        and length.isdigit()
+        and (len(length) > 18 or int(length) > policy.max_bytes)
+    ):
         raise too_large
     # Handed to the caller, who closes it; closed here only on failure.
     body = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115

@@ -14,6 +14,7 @@ from app.views import (
     role_required,
     use_session,
     user_agent,
+    whole_number,
 )
 
 AUDIT_PAGE_SIZE = 50
@@ -158,7 +159,7 @@ def list_keys():
 def create_key():
     days = request.form.get("expires_in_days", "").strip()
     try:
-        if days and not days.isdigit():
+        if days and whole_number(days) is None:
             raise ValidationFailed("expiry is a whole number of days")
         key, full = keys.create_key(
             _team(),
@@ -166,7 +167,7 @@ def create_key():
             keys.parse_scopes(request.form.get("scopes", "read-only")),
             created_by=current_user,
             creator_role=g.membership.role,
-            expires_in_days=int(days) if days else None,
+            expires_in_days=whole_number(days) if days else None,
             actor=current_actor(),
         )
     except ServiceError as exc:
