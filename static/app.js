@@ -159,6 +159,50 @@
     }
   }
 
+  // ---- A refusal htmx does not swap (400, 403, 404, 5xx: see htmx-config in base.html) would
+  // vanish without a word: its message goes to the flashes, until the next request.
+  function refusalText(xhr) {
+    var type = xhr.getResponseHeader("Content-Type") || "";
+    try {
+      if (type.indexOf("json") >= 0) return JSON.parse(xhr.responseText).error.message;
+      var page = new DOMParser().parseFromString(xhr.responseText, "text/html");
+      var told = page.querySelector(".error-page h1");
+      var said = page.querySelector(".error-page p:not(.code)");
+      if (told) return told.textContent + (said ? ": " + said.textContent.trim() : "");
+      // A fragment that carries its own refusal (a form's error line).
+      var alert = page.querySelector("[role=alert]");
+      if (alert) return alert.textContent.trim();
+    } catch (e) { /* an answer of another shape: the plain words below */ }
+    return "";
+  }
+
+  function showRefusal(text) {
+    var flashes = document.getElementById("flashes");
+    if (!flashes) return;
+    clearRefusal();
+    var note = document.createElement("p");
+    note.className = "flash error refusal";
+    note.setAttribute("role", "alert");
+    note.textContent = text;
+    flashes.appendChild(note);
+  }
+
+  function clearRefusal() {
+    document.querySelectorAll("#flashes .refusal").forEach(function (note) { note.remove(); });
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    showRefusal(refusalText(xhr) || "That didn't work (" + xhr.status + "). Reload the page and try again.");
+  });
+  document.addEventListener("htmx:sendError", function () {
+    showRefusal("Likeness cannot be reached just now. Check the connection and try again.");
+  });
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    // Not for the pollers: a refusal stays until the person does something.
+    if (!event.detail.elt.matches("[hx-trigger*='every']")) clearRefusal();
+  });
+
   document.addEventListener("DOMContentLoaded", setUpDropzone);
   document.addEventListener("htmx:afterSettle", dropRepeatedTiles);
   document.addEventListener("htmx:afterSettle", refreshWhenSettled);

@@ -146,6 +146,13 @@ def test_resolve_a_duplicates_group(live_server, page, team_admin, upload, run_j
     for img in group.locator("img").all():
         expect(img).to_have_js_property("complete", True)
     _screenshot(page, "duplicates.png")
+    # Nothing ticked to keep: the refusal (a 400, which the page does not swap in) is shown.
+    group.get_by_label("Keep photo.jpg").uncheck()
+    page.once("dialog", lambda dialog: dialog.accept())
+    group.get_by_role("button", name="Keep ticked, delete the rest").click()
+    expect(page.get_by_role("alert")).to_contain_text("keep at least one image")
+    expect(group).to_have_count(1)
+    group.get_by_label("Keep photo.jpg").check()
     page.once("dialog", lambda dialog: dialog.accept())
     group.get_by_role("button", name="Keep ticked, delete the rest").click()
     expect(page.get_by_role("status")).to_contain_text("Kept 1, deleted 1.")
