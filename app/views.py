@@ -153,10 +153,19 @@ def user_agent() -> str | None:
     return request.headers.get("User-Agent")
 
 
+def is_fragment_request() -> bool:
+    # A history restore (the back button, on a miss of htmx's cache) asks as htmx does, and
+    # wants the whole page.
+    return bool(request.headers.get("HX-Request")) and not request.headers.get(
+        "HX-History-Restore-Request"
+    )
+
+
 def fragment_or_page(fragment: str, page: str, status: int = 200, **context):
     """The partial for htmx, the whole page otherwise (one URL serves both)."""
-    template = fragment if request.headers.get("HX-Request") else page
-    return render_template(template, **context), status, {"Vary": "HX-Request"}
+    template = fragment if is_fragment_request() else page
+    headers = {"Vary": "HX-Request, HX-History-Restore-Request"}
+    return render_template(template, **context), status, headers
 
 
 def send_variant(image: Image, variant: str, *, as_attachment: bool = False):

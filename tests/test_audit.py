@@ -93,6 +93,13 @@ def test_settings_shows_the_audit_trail_to_admins(team_a, person, upload):
         "/settings/audit?action=key", headers={"HX-Request": "true"}
     ).get_data(as_text=True)
     assert "<html" not in filtered and "image.upload" not in filtered and "key.create" in filtered
+    # Back to the filtered address, on a miss of htmx's history cache: the whole page.
+    restored = admin.client.get(
+        "/settings/audit?action=key",
+        headers={"HX-Request": "true", "HX-History-Restore-Request": "true"},
+    )
+    assert "<html" in restored.get_data(as_text=True)
+    assert "HX-History-Restore-Request" in restored.headers["Vary"]
 
 
 def test_every_api_request_is_in_the_access_log_with_its_key_prefix(client, team_a, caplog):
