@@ -511,7 +511,14 @@ def test_a_read_only_key_cannot_resolve(client, team_a, pair):
         {"tier": "near", "threshold": "99"},
         {"tier": "similar", "threshold": "nan"},
         {"tier": "exact", "threshold": "3"},
+        {"tier": "near", "threshold": "+5"},
+        {"tier": "near", "threshold": " 5"},
+        {"tier": "near", "threshold": "\u0669"},  # an Arabic-Indic 9, which int() reads
+        {"tier": "near", "threshold": "5.0"},
+        {"tier": "similar", "threshold": "1e-1"},
+        {"tier": "similar", "threshold": "-0"},
         {"limit": "0"},
+        {"limit": "201"},
         {"cursor": "garbage"},
         {"colour": "red"},
     ],
@@ -519,6 +526,23 @@ def test_a_read_only_key_cannot_resolve(client, team_a, pair):
 def test_bad_listing_parameters_are_400(client, team_a, params):
     response = client.get("/api/v1/duplicates", query_string=params, headers=team_a.headers())
     assert response.status_code == 400, response.json
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "200"},
+        {"limit": "1"},
+        {"tier": "near", "threshold": "12"},
+        {"tier": "similar", "threshold": "0.05"},
+        {"tier": "similar", "threshold": ".05"},
+        {"tier": "similar", "threshold": "1"},
+    ],
+)
+def test_listing_parameters_in_range_are_taken(client, team_a, params):
+    """As every list of the API: limit 1-200; thresholds written plainly."""
+    response = client.get("/api/v1/duplicates", query_string=params, headers=team_a.headers())
+    assert response.status_code == 200, response.json
 
 
 # --- the grouping rule ---------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from marshmallow import fields, validate
 from werkzeug.datastructures import FileStorage
 
 from app.models import IMAGE_STATUSES
-from app.services.duplicates import MAX_LIMIT as DUPLICATES_MAX_LIMIT
 from app.services.duplicates import TIERS as DUPLICATE_TIERS
 from app.services.renditions import FORMATS, WIDTHS
 from app.services.search import MAX_K
@@ -655,7 +654,8 @@ class DuplicateArgs(ma.Schema):
         validate=validate.Length(max=20),
         metadata={"description": "near: a number of bits (0-16); similar: a distance (0-1)."},
     )
-    limit = QueryInteger(low=1, high=DUPLICATES_MAX_LIMIT, load_default=20)
+    # Pages like every list of the API: `limit` 1-200, 50 by default.
+    limit = QueryInteger(low=1, high=MAX_LIMIT, load_default=50)
     cursor = fields.String()
 
 

@@ -72,7 +72,7 @@ SIMILAR_DISTANCE = {"cnn": 0.375, "color": 0.025}
 SIMILAR_FALLBACK_DISTANCE = 0.1  # a third-party embedder, until its benchmark says better
 SIMILAR_MAX_DISTANCE = 1.0  # cos 0.5
 
-MAX_LIMIT = 100
+MAX_LIMIT = 200  # groups a page, as every list of the API pages its items
 REPORT_CACHE_SECONDS = 600
 # A large team's similar report at the tier's own threshold (the review page's) takes a worker
 # minutes: it is kept until the team changes, or a day, not made again after ten idle minutes.
@@ -152,7 +152,14 @@ def _plan(tier: str | None, threshold: str | float | None) -> _Plan:
     return _Plan("similar", distance, embedder)
 
 
+# Written as every other number of a query: ASCII digits, no sign, no exponent, no spaces
+# (int() and float() would also take "+5", " 5", "1e-1" and "٩").
+_NUMBER_TEXT = {int: re.compile(r"[0-9]+"), float: re.compile(r"[0-9]+(\.[0-9]+)?|\.[0-9]+")}
+
+
 def _number(value, kind):
+    if isinstance(value, str) and not _NUMBER_TEXT[kind].fullmatch(value):
+        raise Invalid("threshold must be a number, in plain digits")
     try:
         number = kind(value)
     except (TypeError, ValueError):
