@@ -152,7 +152,9 @@ def move_images():
             raise ValidationFailed("Choose a collection.")
         change = collections.remove_images if removing else collections.add_images
         info = change(target, image_ids, actor=current_actor())
-        count = len(image_ids)
+        # The images that went in or out, not those ticked: some may already have been where
+        # they were asked to be.
+        count = info.changed
         message = (
             f"{count} image{'s' if count != 1 else ''} "
             f"{'taken out of' if removing else 'now in'} “{info.collection.name}” "

@@ -47,6 +47,14 @@ class CollectionInfo:
     image_count: int
 
 
+@dataclass(frozen=True)
+class CollectionChange(CollectionInfo):
+    """A collection after images were put in or taken out, and how many of them changed: an
+    image already where it was asked to be, or asked for twice, counts once or not at all."""
+
+    changed: int
+
+
 # --- names and descriptions -------------------------------------------------------------------
 
 
@@ -363,10 +371,15 @@ def _move(image_ids: list[uuid.UUID], collection_id: uuid.UUID | None) -> None:
     )
 
 
-def add_images(collection_id: object, image_ids: object, *, actor: Actor) -> CollectionInfo:
+def _changed(collection_id: uuid.UUID, changed: int) -> CollectionChange:
+    info = get_collection(collection_id)
+    return CollectionChange(info.collection, info.image_count, changed)
+
+
+def add_images(collection_id: object, image_ids: object, *, actor: Actor) -> CollectionChange:
     """Put the team's images in this collection, moving those that are in another (an image is
     in at most one); any id the team does not have is NotFound and changes nothing. Returns the
-    collection with its image count."""
+    collection with its image count and how many images came in."""
     requested = _requested_images(image_ids)
     try:
         with unit_of_work(outermost=True):
@@ -390,13 +403,14 @@ def add_images(collection_id: object, image_ids: object, *, actor: Actor) -> Col
     except IntegrityError:
         # Deleted between the read and the move (SQLite takes no lock for the read).
         raise NotFound("no such collection") from None
-    return get_collection(target)
+    return _changed(target, len(moving))
 
 
-def remove_images(collection_id: object, image_ids: object, *, actor: Actor) -> CollectionInfo:
+def remove_images(collection_id: object, image_ids: object, *, actor: Actor) -> CollectionChange:
     """Take the team's images out of this collection (into none). An image of the team that
     is not in it is left as it is, so asking twice is harmless; an id the team does not have
-    is NotFound and changes nothing. Returns the collection with its image count."""
+    is NotFound and changes nothing. Returns the collection with its image count and how many
+    images left it."""
     requested = _requested_images(image_ids)
     with unit_of_work():
         collection = get(collection_id)
@@ -410,4 +424,4 @@ def remove_images(collection_id: object, image_ids: object, *, actor: Actor) -> 
                 collection,
                 image_ids=[str(image) for image in leaving],
             )
-    return get_collection(collection.id)
+    return _changed(collection.id, len(leaving))
