@@ -26,15 +26,19 @@ from app.views import (
     choose_team,
     current_actor,
     http_refusal,
+    is_fragment_request,
     role_required,
     send_stored,
     send_variant,
+    whole_number,
 )
 
 PAGE_SIZE = 60
 SIMILAR_COUNT = 12
 NEAR_DUPLICATE_COUNT = 20
 PICKER_SIZE = 200
+# The most images one poll of /fresh places above the grid; more, and the page loads again.
+FRESH_LIMIT = 300
 EDITORS = ("admin", "member")
 # The gallery's filters as URL parameters (shareable), and the service's name for each.
 FILTERS = {
@@ -76,13 +80,6 @@ def filter_args() -> dict[str, str]:
 
 def service_filters(args: dict[str, str]) -> dict[str, str]:
     return {FILTERS[name]: value for name, value in args.items()}
-
-
-def is_fragment_request() -> bool:
-    # A history restore (back button) wants the whole page even though htmx asks.
-    return bool(request.headers.get("HX-Request")) and not request.headers.get(
-        "HX-History-Restore-Request"
-    )
 
 
 @bp.post("/teams/switch")
@@ -144,17 +141,26 @@ def list_fresh_images():
     """Images newer than `since` in the current filters, placed above the grid, and the poller
     again: polling every few seconds while any image in view is still being processed."""
     args = filter_args()
+    filters = service_filters(args)
+    # Without `since` the page showed no image: every image of the filters is new to it.
     since = request.args.get("since", "")
-    context = _results_context(args)
-    if since:
-        newest = image_service.decode_cursor(since)
-        context["images"] = [
-            image for image in context["images"] if (image.created_at, image.id) > newest
-        ]
-    else:
-        context["images"] = []
-    context["newest"] = context["newest"] or since
-    return render_template("gallery/_fresh.html", **context)
+    images, more = image_service.list_images(
+        FRESH_LIMIT, details=False, newer_than=since or None, **filters
+    )
+    if more:
+        # Placing the newest would move the poller past the others, never to be shown: htmx
+        # loads the whole page again instead.
+        return "", 200, {"HX-Refresh": "true"}
+    newest = image_service.encode_cursor(images[0]) if images else since
+    return render_template(
+        "gallery/_fresh.html",
+        images=images,
+        # The tiles go at the top of the grid: the grid's own "more" sentinel stays at its end.
+        next_cursor=None,
+        filter_args=args,
+        counts=image_service.count_images(**filters),
+        newest=newest,
+    )
 
 
 @bp.post("/upload")
@@ -212,7 +218,7 @@ def show_image(image_id: str):
         older=older,
         filter_args=args,
         collection=_collection_of(image),
-        collections=_collection_choices(),
+        collections=_collection_choices(image),
         formats=renditions.FORMATS,
         default_quality=renditions.DEFAULT_QUALITY,
     )
@@ -222,9 +228,14 @@ def _collection_of(image: Image):
     return collections.get(image.collection_id) if image.collection_id else None
 
 
-def _collection_choices():
+def _collection_choices(image: Image):
+    """The first collections by name, and the image's own: without it the picker would show
+    "None", and Move would take the image out."""
     page, _ = collections.list_collections(PICKER_SIZE)
-    return [info.collection for info in page]
+    choices = [info.collection for info in page]
+    if image.collection_id and all(c.id != image.collection_id for c in choices):
+        choices.append(collections.get(image.collection_id))  # after the first by name
+    return choices
 
 
 @bp.get("/images/<image_id>/similar")
@@ -272,7 +283,7 @@ def _edited(image: Image, changes: dict, fragment: str):
             image=image,
             error=error.message if error else None,
             collection=_collection_of(image),
-            collections=_collection_choices(),
+            collections=_collection_choices(image),
         )
         return body, status
     if error:
@@ -333,10 +344,9 @@ def download_copy(image_id: str):
     fmt = request.args.get("format", "webp")
     quality = None
     if fmt != "png":
-        raw = request.args.get("quality", "")
-        if not raw.isdigit() or not 1 <= int(raw) <= 95:
+        quality = whole_number(request.args.get("quality", ""))
+        if quality is None or not 1 <= quality <= 95:
             raise Invalid("quality is a whole number from 1 to 95")
-        quality = int(raw)
     rendition = renditions.derived(image, "original", fmt, quality, None)
     return send_stored(
         rendition.key, rendition.content_type, rendition.filename, as_attachment=True

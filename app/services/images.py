@@ -40,15 +40,18 @@ def list_images(
     collection_id: str | None = None,
     label: str | None = None,
     details: bool = True,
+    newer_than: str | None = None,
 ) -> tuple[list[Image], str | None]:
     """One page of the current team's images, newest first, and the cursor of the next page.
 
     `tag` keeps images with that tag; `text` keeps those whose filename, tags, labels (what an
     embedder such as cnn saw) and collection name have all its words, case aside, the last one
     as a prefix (`text_search`); `collection_id` keeps the images of that collection of the
-    team (any other id is NotFound); `label` keeps images an embedder gave that label (any
-    case). Filters combine. Without `details`, the images' tags, labels and uploaders are not
-    loaded (a grid of thumbnails shows none of them).
+    team (any other id is NotFound); `label` keeps images an embedder gave that label (by its
+    exact name, or in another case as far as the database's lower() folds it: SQLite folds
+    ASCII letters only). Filters combine. `newer_than`, a cursor, keeps only the images newer
+    than that position (what arrived since a page was shown). Without `details`, the images'
+    tags, labels and uploaders are not loaded (a grid of thumbnails shows none of them).
     """
     query = select(Image).order_by(Image.created_at.desc(), Image.id.desc())
     if details:
@@ -68,6 +71,14 @@ def list_images(
             or_(
                 Image.created_at < created_at,
                 and_(Image.created_at == created_at, Image.id < image_id),
+            )
+        )
+    if newer_than:
+        created_at, image_id = decode_cursor(newer_than)
+        query = query.where(
+            or_(
+                Image.created_at > created_at,
+                and_(Image.created_at == created_at, Image.id > image_id),
             )
         )
     rows = list(db.session.scalars(query.limit(limit + 1)))
@@ -95,7 +106,12 @@ def _filtered(
         query = query.where(Image.tags.any(Tag.name == normalise_tag(tag)))
     if label is not None:
         # Uncorrelated: the labelled ids are found once, not looked for again per image.
-        labelled = select(Label.image_id).where(func.lower(Label.name) == label.casefold())
+        # The exact name is what the picker offers, and matches whatever the letters; lower()
+        # on both sides (never casefold(), which turns 'ß' into 'ss') keeps typed names
+        # matching in another case where the database can fold them.
+        labelled = select(Label.image_id).where(
+            or_(Label.name == label, func.lower(Label.name) == label.lower())
+        )
         query = query.where(Image.id.in_(labelled))
     if text is not None:
         query = query.where(text_search.image_filter(text_search.words_of(text)))
