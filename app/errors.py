@@ -47,10 +47,6 @@ class Conflict(ServiceError):
     """The thing is not in a state that allows this (already done, the last admin, ...)."""
 
 
-class Expired(ServiceError):
-    """Its time is up: an upload URL or an upload never completed in time."""
-
-
 class TooLarge(ServiceError):
     """More bytes than the limit allows."""
 

@@ -21,7 +21,6 @@ from flask_login import current_user, login_user
 
 from app.errors import (
     Conflict,
-    Expired,
     Forbidden,
     Invalid,
     InvalidImage,
@@ -69,7 +68,6 @@ HTTP_REFUSALS: dict[type[ServiceError], tuple[int, str]] = {
     Forbidden: (403, "forbidden"),
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
-    Expired: (410, "expired"),
     TooLarge: (413, "too_large"),
     UnsupportedMediaType: (415, "unsupported_media_type"),
     ValidationFailed: (422, "validation_error"),

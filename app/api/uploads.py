@@ -51,7 +51,7 @@ def create_upload(body):
 @bp.doc(security=[])
 @bp.arguments(DirectUploadPartsSchema, location="multipart")
 @bp.response(204)
-@bp.errors(404, 409, 410, 413)
+@bp.errors(403, 404, 409, 413)
 def receive_upload(parts, token):
     """The signed, expiring upload URL of local storage; the token is the credential."""
     upload = uploads.from_token(token)
@@ -63,15 +63,13 @@ def receive_upload(parts, token):
 @bp.post("/uploads/<upload_id>/complete", tags=["uploads"])
 @scope_required("write")
 @bp.arguments(EmptySchema, required=False)
-@bp.response(201, ImageSchema)
-@bp.alt_response(
-    200, schema=ImageSchema, description="Known bytes: the image already here", success=True
+@bp.response(
+    201, ImageSchema, description='The image; bytes the team has already: that image, "existing"'
 )
-@bp.errors(404, 409, 410, 422)
+@bp.errors(404, 409, 422)
 def complete_upload(body, upload_id):
     """Check what was uploaded, exactly as an upload is checked, and make it an image; a refused
-    upload is removed."""
+    upload (an expired one too) is removed. Known bytes answer the image already here, with
+    `"existing": true`, as `POST /images` does."""
     result = uploads.complete(uploads.get(upload_id), actor=current_actor())
-    if result.existing:
-        return With(result.image, existing=True), 200
-    return result.image
+    return With(result.image, existing=True) if result.existing else result.image

@@ -20,7 +20,6 @@ from sqlalchemy import select
 
 from app.errors import (
     Conflict,
-    Expired,
     Forbidden,
     Invalid,
     NotFound,
@@ -114,7 +113,8 @@ def from_token(token: str) -> DirectUpload:
     if upload is None or upload.team_id != team_id or upload.completed_at is not None:
         raise Forbidden("this upload URL is not valid or has expired")
     if upload.expires_at <= utcnow():
-        raise Expired("this upload URL has expired; start a new upload")
+        # As an expired presigned URL of S3 answers.
+        raise Forbidden("this upload URL has expired; start a new upload")
     return upload
 
 
@@ -152,7 +152,7 @@ def complete(upload: DirectUpload, *, actor: Actor) -> IngestResult:
     key = upload.storage_key  # read now: a refused upload's row is gone by the `finally`
     try:
         if upload.expires_at <= utcnow():
-            raise Expired("this upload expired before it was completed; start a new one")
+            raise ValidationFailed("this upload expired before it was completed; start a new one")
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
             try:
                 with storage().open(key) as source:
