@@ -8,6 +8,7 @@ import json
 import pytest
 
 from app.services import keys
+from tests import samples
 
 
 def assert_envelope(response, status: int, code: str) -> dict:
@@ -54,6 +55,29 @@ def test_an_unknown_query_parameter_is_400_naming_it(client, team_a, path):
     response = client.get(path, query_string={"limti": "5"}, headers=team_a.headers())
     error = assert_envelope(response, 400, "bad_request")
     assert "limti" in error["message"] and "limti" in error["fields"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/team"),
+        ("delete", "/api/v1/images/{image}"),
+        ("get", "/api/v1/images/{image}"),
+        ("post", "/api/v1/imports"),
+    ],
+)
+def test_an_endpoint_without_a_query_refuses_any_query_parameter(
+    client, team_a, upload, method, path
+):
+    """Not a silent no-op: `?force=1` on a delete does nothing a client could count on."""
+    image = upload(team_a, [(samples.jpeg(1), "kept.jpg")]).json["items"][0]["id"]
+    url = path.format(image=image)
+    response = getattr(client, method)(f"{url}?force=1", headers=team_a.headers())
+    error = assert_envelope(response, 400, "bad_request")
+    assert "force" in error["message"] and "force" in error["fields"]
+    assert client.get(f"/api/v1/images/{image}", headers=team_a.headers()).status_code == 200
+    # Without a key it is still the 401 first.
+    assert client.get("/api/v1/team?force=1").status_code == 401
 
 
 @pytest.mark.parametrize(

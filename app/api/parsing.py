@@ -6,6 +6,8 @@
   silently taken for an empty object.
 - Unknown fields are refused in every location (webargs ignores unknown query parameters by
   default): a misspelt `limti` or a `team_id` is a 400, not a silent no-op.
+  An endpoint that reads no query at all refuses any query parameter too
+  (`refuse_unread_query`): webargs looks only where a schema reads.
 - A field that takes one value may be sent once: `?limit=5&limit=500` is refused.
 - `multipart` is one location for a whole multipart body, file parts and text parts together,
   so that one schema describes (and documents) it.
@@ -18,7 +20,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 import marshmallow as ma
-from flask import Request
+from flask import Request, current_app, request
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 from webargs.multidictproxy import MultiDictProxy
@@ -120,3 +122,17 @@ def _whole_input_problem(messages: Any) -> str:
     if text == "Invalid input type.":
         return NOT_AN_OBJECT
     return text
+
+
+def refuse_unread_query() -> None:
+    """Refuse query parameters sent to an endpoint that declares none (`DELETE
+    /images/{id}?force=1` would otherwise do what it does without them, silently)."""
+    if not request.args or request.endpoint is None:
+        return
+    view = current_app.view_functions[request.endpoint]
+    declared = getattr(view, "_apidoc", {}).get("arguments", {}).get("parameters", [])
+    if any(parameter.get("in") == "query" for parameter in declared):
+        return  # its schema refuses what it does not know
+    names = sorted(request.args)
+    refusal = "this endpoint takes no query parameters"
+    raise ApiError(400, f"{', '.join(names)}: {refusal}", fields=dict.fromkeys(names, refusal))
