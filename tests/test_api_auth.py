@@ -42,6 +42,20 @@ def test_bearer_token_works(client, team_a):
     assert response.status_code == 200
 
 
+def test_two_different_keys_at_once_are_401_and_the_same_one_twice_works(client, team_a, team_b):
+    both = {"X-API-Key": team_a.key, "Authorization": f"Bearer {team_b.key}"}
+    response = client.get("/api/v1/images", headers=both)
+    assert (
+        response.status_code == 401
+        and "two different API keys" in response.json["error"]["message"]
+    )
+    same = {"X-API-Key": team_a.key, "Authorization": f"Bearer {team_a.key}"}
+    assert client.get("/api/v1/images", headers=same).status_code == 200
+    # An Authorization header of another scheme (a proxy's Basic) is not a key.
+    basic = {"X-API-Key": team_a.key, "Authorization": "Basic dXNlcjpwYXNz"}
+    assert client.get("/api/v1/images", headers=basic).status_code == 200
+
+
 def test_key_in_query_string_is_not_accepted(client, team_a):
     for name in ("api_key", "key", "X-API-Key"):
         response = client.get(f"/api/v1/images?{name}={team_a.key}")

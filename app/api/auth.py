@@ -21,12 +21,13 @@ PUBLIC_ENDPOINTS = {"api.receive_upload"}
 
 def _presented_key() -> str | None:
     # Only headers: a key in a query string ends up in proxy logs and browser history.
-    if key := request.headers.get("X-API-Key"):
-        return key.strip()
+    header = request.headers.get("X-API-Key", "").strip()
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return None
+    bearer = token.strip() if scheme.lower() == "bearer" else ""
+    if header and bearer and header != bearer:
+        # Which one was meant? Acting as either could act for the wrong team.
+        raise ApiError(401, "two different API keys were sent (X-API-Key and Bearer); send one")
+    return header or bearer or None
 
 
 @bp.before_request
