@@ -177,3 +177,31 @@ def test_operations_page_says_when_the_queue_cannot_be_reached(app, team_a, pers
     assert "phash" in body  # the indexes are still shown
     status = runner.invoke(args=["jobs", "status"])
     assert status.exit_code == 1 and "cannot be reached" in status.output
+
+
+def test_a_teams_failed_jobs_show_however_many_another_team_has(app, team_a, team_b, upload):
+    """The failed registry is shared by every team: a team's failures must not hide behind a
+    page of another team's, older or newer."""
+    (mine,) = [i["id"] for i in upload(team_a, [(samples.jpeg(1), "a.jpg")]).json["items"]]
+    (theirs,) = [i["id"] for i in upload(team_b, [(samples.jpeg(2), "b.jpg")]).json["items"]]
+    with app.app_context():
+        q = queue.get_queue()
+
+        def failed(job_id: str, image_id: str, age: int) -> None:
+            job = Job.create(
+                "app.jobs.process_image", args=(image_id,), id=job_id, connection=q.connection
+            )
+            job.origin = q.name
+            # Failures expire in the order they came: the newest last.
+            q.failed_job_registry.add(job, ttl=3600 + age, exc_string="RuntimeError: broken")
+
+        failed("mine-oldest", mine, 0)
+        for n in range(jobs_admin.LISTING_LIMIT + 50):
+            failed(f"theirs-{n}", theirs, 1 + n)
+        failed("mine-newest", mine, 1000)
+        assert {job.id for job in jobs_admin.failed_jobs(team_a.id)} == {
+            "mine-oldest",
+            "mine-newest",
+        }
+        assert len(jobs_admin.failed_jobs(team_b.id)) == jobs_admin.LISTING_LIMIT
+        assert jobs_admin.failed_jobs(team_b.id)[0].id == f"theirs-{jobs_admin.LISTING_LIMIT + 49}"

@@ -34,6 +34,8 @@ BATCH_JOBS = {"app.jobs.import_item", "app.jobs.import_items"}
 TEAM_JOBS = {"app.jobs.build_index", "app.jobs.check_index"}
 # How many failed or running jobs one listing reads from Redis at most.
 LISTING_LIMIT = 200
+# How far a team's listing reads into registries shared by every team (newest first).
+SCAN_LIMIT = 10_000
 
 
 @dataclass
@@ -179,16 +181,20 @@ def _jobs_in(registry_of, team_id: uuid.UUID | None) -> list[JobInfo]:
 
 
 def _read_jobs_in(registry_of, team_id: uuid.UUID | None) -> list[JobInfo]:
-    jobs, queue_name = [], {}
+    """The newest LISTING_LIMIT jobs of each queue's registry; of one team, when given, read
+    through the registry newest first until it has as many of that team's (the registries
+    hold every team's jobs: the first page alone could be all another team's)."""
+    infos = []
     for q in queues():
-        ids = registry_of(q).get_job_ids(0, LISTING_LIMIT - 1)
-        for job in Job.fetch_many(ids, connection=q.connection):
-            if job is not None:
-                jobs.append(job)
-                queue_name[job.id] = q.name
-    infos = _describe(jobs, queue_name)
-    if team_id is not None:
-        infos = [info for info in infos if info.team_id == team_id]
+        registry, found = registry_of(q), []
+        for start in range(0, SCAN_LIMIT, LISTING_LIMIT):
+            ids = registry.get_job_ids(start, start + LISTING_LIMIT - 1, desc=True)
+            jobs = [job for job in Job.fetch_many(ids, connection=q.connection) if job]
+            page = _describe(jobs, dict.fromkeys((job.id for job in jobs), q.name))
+            found += [i for i in page if team_id is None or i.team_id == team_id]
+            if team_id is None or len(found) >= LISTING_LIMIT or len(ids) < LISTING_LIMIT:
+                break
+        infos += found[:LISTING_LIMIT]
     return infos
 
 
