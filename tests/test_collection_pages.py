@@ -223,3 +223,19 @@ def test_a_collections_grid_scrolls_on_by_fragments(app, team_a, person, upload,
     assert rest.status_code == 200 and "<html" not in body and "HX-Request" in rest.headers["Vary"]
     assert body.count('class="tile"') == 1 and 'class="more"' not in body
     assert {first, second} == set(re.findall(r'id="image-([0-9a-f-]{36})"', page + body))
+
+
+def test_the_collections_page_pages_past_a_hundred(app, team_a, person):
+    from app.services import collections
+    from app.services.audit import SYSTEM
+
+    with app.app_context():
+        for n in range(101):
+            collections.create_collection(team_a.id, f"Album {n:03d}", actor=SYSTEM)
+    viewer = person(team_a, "viewer").client
+    first = viewer.get("/collections").get_data(as_text=True)
+    assert first.count("Album ") == 100 and "Album 099" in first and "Album 100" not in first
+    more = re.search(r'href="(/collections\?cursor=[^"]+)"', first).group(1)
+    rest = viewer.get(more.replace("&amp;", "&")).get_data(as_text=True)
+    assert "Album 100" in rest and "Album 099" not in rest and "More collections" not in rest
+    assert viewer.get("/collections?cursor=garbage").status_code == 400

@@ -12,8 +12,9 @@ from app.services import images as image_service
 from app.views import current_actor, fragment_or_page, http_status, role_required
 
 PAGE_SIZE = 60
-# The gallery's "move to" list and the collections page show this many; more is a rare team.
+# The gallery's "move to" list shows this many; more is a rare team.
 LISTED = 500
+COLLECTIONS_PAGE = 100  # the collections page, a page at a time by name
 
 
 @bp.context_processor
@@ -27,7 +28,11 @@ def _is_htmx() -> bool:
 
 
 def _list_page(status: int = 200, **context):
-    context.setdefault("infos", collections.list_collections(LISTED)[0])
+    if "infos" not in context:
+        cursor = request.args.get("cursor") or None
+        context["infos"], context["next_cursor"] = collections.list_collections(
+            COLLECTIONS_PAGE, cursor
+        )
     return fragment_or_page(
         "gallery/_collections.html", "gallery/collections.html", status, **context
     )
