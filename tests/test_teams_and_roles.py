@@ -100,12 +100,10 @@ def test_the_last_admin_cannot_be_demoted_or_removed(app, team_a, person):
     )
     # With a second admin, the first may step down.
     person(team_a, "admin")
-    assert (
-        admin.client.post(
-            f"/settings/members/{admin.user_id}/role", data={"role": "member"}
-        ).status_code
-        == 200
+    stepped_down = admin.client.post(
+        f"/settings/members/{admin.user_id}/role", data={"role": "member"}
     )
+    assert stepped_down.status_code == 302  # to their account page: the panel is not theirs
     assert role_of(app, team_a, admin.email) == "member"
 
 
@@ -282,3 +280,23 @@ def test_invite_password_checks_are_throttled_like_logins(app, team_a, team_b, p
     blocked = guesser.post(link, data={"password": PASSWORD})
     assert blocked.status_code == 429 and "Retry-After" in blocked.headers
     assert role_of(app, team_a, existing.email) is None
+
+
+def test_an_admin_who_steps_down_or_leaves_is_taken_off_the_members_panel(app, team_a, person):
+    """Not shown the admin's panel again, whose every button would now refuse."""
+    person(team_a, "admin")  # another admin: stepping down is allowed
+    admin = person(team_a, "admin")
+    down = admin.client.post(
+        f"/settings/members/{admin.user_id}/role",
+        data={"role": "member"},
+        headers={"HX-Request": "true"},
+    )
+    assert down.status_code == 204 and down.headers["HX-Redirect"] == "/settings/"
+    assert role_of(app, team_a, admin.email) == "member"
+    assert "You are now member in this team." in admin.client.get("/settings/").get_data(
+        as_text=True
+    )
+    leaver = person(team_a, "admin")
+    left = leaver.client.post(f"/settings/members/{leaver.user_id}/remove")
+    assert left.status_code == 302 and left.headers["Location"] == "/"
+    assert role_of(app, team_a, leaver.email) is None

@@ -103,11 +103,14 @@ def add_member():
 @role_required("admin")
 def change_role(user_id: str):
     try:
-        members.set_role(_team().id, user_id, request.form.get("role", ""), actor=current_actor())
+        role = request.form.get("role", "")
+        members.set_role(_team().id, user_id, role, actor=current_actor())
     except NotFound:
         raise
     except ServiceError as exc:
         return _members_page(http_status(exc), error=exc.message)
+    if user_id == str(current_user.id) and role != "admin":
+        return _leave_members_panel(f"You are now {role} in this team.")
     return _members_page()
 
 
@@ -120,7 +123,19 @@ def remove_member(user_id: str):
         raise
     except ServiceError as exc:
         return _members_page(http_status(exc), error=exc.message)
+    if user_id == str(current_user.id):
+        return _leave_members_panel("You left the team.", url_for("gallery.index"))
     return _members_page()
+
+
+def _leave_members_panel(message: str, target: str | None = None):
+    """After an admin changed their own role away from admin (or left): the panel is no longer
+    theirs to use, so the page goes elsewhere rather than show buttons that would refuse."""
+    flash(message, "info")
+    target = target or url_for("settings.account")
+    if request.headers.get("HX-Request"):
+        return "", 204, {"HX-Redirect": target}
+    return redirect(target)
 
 
 @bp.post("/invites/<invite_id>/revoke")
