@@ -20,7 +20,8 @@ class NulFreeMultiDict(ImmutableMultiDict):
     def __init__(self, mapping=None):
         super().__init__(mapping)
         for name, value in self.items(multi=True):
-            if "\x00" in name or (isinstance(value, str) and "\x00" in value):
+            # A multipart file part may come without a name (None).
+            if "\x00" in (name or "") or (isinstance(value, str) and "\x00" in value):
                 shown = name.replace("\x00", "\\x00")
                 raise BadRequest(f"field '{shown}' holds a NUL character; no field accepts one")
 

@@ -89,3 +89,20 @@ def test_page_forms_with_a_nul_change_nothing(app, team_a, person):
         assert db.session.query(AuditEvent).count() == events_before
         assert db.session.query(ImportBatch).count() == 0
         assert db.session.query(Collection).count() == 0
+
+
+def test_a_multipart_part_without_a_name_is_no_crash(client, team_a):
+    """A part with no name (as a fuzzer sent): refused as a field the endpoint does not know."""
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; filename="a.jpg"\r\n\r\n'.encode()
+        + samples.jpeg(1)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    response = client.post(
+        "/api/v1/images",
+        data=body,
+        headers={**team_a.headers(), "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["code"] == "bad_request"
