@@ -248,6 +248,22 @@ def test_hostile_queries_are_never_an_error(app, client, team_a, q):
     assert found(client, team_a, "東京") == ["cat.jpg", "dog.jpg"]
 
 
+@pytest.mark.parametrize("q", ["\u0085", "\u2028 \u3000", "\n\u0085"])
+def test_a_query_of_other_separators_only_finds_nothing_as_the_document_allows(
+    app, client, team_a, q
+):
+    """Spaces beyond ASCII are whitespace to Python, not to the document's pattern: such a
+    query is taken (as one of punctuation only) and matches nothing."""
+    add(app, team_a, [(1, "cat.jpg")])
+    pattern = client.get("/api/v1/openapi.json").json["paths"]["/api/v1/search"]["get"]
+    (q_schema,) = [p["schema"] for p in pattern["parameters"] if p["name"] == "q"]
+    assert re.search(q_schema["pattern"], q)
+    for path in ("/api/v1/search", "/api/v1/images"):
+        response = client.get(path, query_string={"q": q}, headers=team_a.headers())
+        assert response.status_code == 200, response.json
+        assert response.json["items"] == []
+
+
 @pytest.mark.parametrize("q", ["", " ", "\t\n"])
 def test_an_empty_query_is_a_400_as_the_document_says(client, team_a, q):
     document = client.get("/api/v1/openapi.json").json

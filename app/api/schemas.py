@@ -428,8 +428,11 @@ def image_document(image, urls: ImageUrlTemplates) -> dict[str, Any]:
 
 
 # A text query is refused when it is empty or only spaces (the document says so: `pattern`);
-# one of punctuation only is taken, and matches nothing.
-HAS_A_WORD = validate.Regexp(r"\s*\S", error="q must not be empty or only spaces")
+# one of punctuation only is taken, and matches nothing. The spaces are spelt out: `\s` means
+# more characters to Python (U+0085, U+2028...) than to the document's regular expressions.
+HAS_A_WORD = validate.Regexp(
+    r"[ \t\n\r\f\v]*[^ \t\n\r\f\v]", error="q must not be empty or only spaces"
+)
 
 
 class ImageListArgs(ListArgs):

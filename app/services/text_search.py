@@ -29,10 +29,11 @@ _fts = table(FTS_TABLE, column("rowid"), column("document"))
 
 def words_of(text: str) -> list[tuple[str, bool]]:
     """The query's words, each with whether it matches as a prefix; Invalid for a query with
-    nothing but spaces (a query of punctuation only has no words, and matches nothing)."""
-    text = " ".join(text.split())
-    if not text:
+    nothing but spaces, as the API's document says them (ASCII whitespace). A query of
+    punctuation or other separators only has no words, and matches nothing."""
+    if not text.strip(" \t\n\r\f\v"):
         raise Invalid("q must not be empty")
+    text = " ".join(text.split())
     found = _WORD.findall(unicodedata.normalize("NFC", text[:MAX_QUERY_CHARS]).lower())
     found = found[:MAX_WORDS]
     return [
