@@ -256,6 +256,37 @@ def jpeg_claiming(size: tuple[int, int]) -> bytes:
     return bytes(data)
 
 
+def progressive_jpeg_of_scans(scans: int, side: int = 1024) -> bytes:
+    """A valid grey progressive JPEG of `side` x `side` pixels (a multiple of 128) and one DC
+    scan followed by `scans - 1` AC scans of nothing but end-of-band runs: about 10 bytes a
+    scan, and each one a walk over every block for the decoder."""
+    import struct
+
+    def segment(marker: int, payload: bytes) -> bytes:
+        return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+    def entropy(bits: str) -> bytes:  # padded with ones, 0xFF stuffed
+        bits += "1" * (-len(bits) % 8)
+        out = bytearray()
+        for at in range(0, len(bits), 8):
+            out.append(int(bits[at : at + 8], 2))
+            if out[-1] == 0xFF:
+                out.append(0)
+        return bytes(out)
+
+    blocks = (side // 8) ** 2
+    assert side % 128 == 0, "whole runs of 2^14 blocks"
+    data = b"\xff\xd8" + segment(0xDB, b"\x00" + b"\x01" * 64)
+    data += segment(0xC2, struct.pack(">BHHB", 8, side, side, 1) + b"\x01\x11\x00")
+    # One DC code (category 0) and one AC code (EOB14: a run of 2^14 + 14 bits of blocks).
+    data += segment(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00")
+    data += segment(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\xe0")
+    data += segment(0xDA, b"\x01\x01\x00\x00\x00\x00") + entropy("0" * blocks)
+    ac = entropy(("0" + "0" * 14) * (blocks // 2**14))
+    data += (segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + ac) * (scans - 1)
+    return data + b"\xff\xd9"
+
+
 # A flat grey 4000x4000 JPEG in arithmetic coding (libjpeg-turbo's `cjpeg -arithmetic`, which
 # Pillow cannot write): 189 bytes for 16 M pixels, and valid.
 ARITHMETIC_JPEG_4000 = base64.b64decode(

@@ -258,6 +258,29 @@ def test_a_decompression_bomb_is_422_quickly_without_decoding(client, team_a, de
     assert elapsed < 1.0
 
 
+def test_a_jpeg_of_thousands_of_scans_is_422_without_decoding(client, team_a, decodes):
+    """Each scan walks every block again: 2,000 tiny scans over 100 M pixels, in a file of
+    600 KB, were 18 s of the upload's time and 40 s of a worker's (thousands more: minutes)."""
+    bomb = samples.progressive_jpeg_of_scans(2_000, side=9_984)
+    assert len(bomb) < 1_000_000
+    started = time.perf_counter()
+    response = post(client, team_a, bomb, "scans.jpg")
+    assert_refused(response, 422, "invalid_image", "more than 100 scans")
+    assert decodes == []
+    assert time.perf_counter() - started < 2.0
+
+
+def test_a_jpeg_of_as_many_scans_as_allowed_is_taken(client, team_a, run_jobs):
+    assert post(client, team_a, samples.progressive_jpeg_of_scans(101), "a.jpg").status_code == 422
+    item = post(client, team_a, samples.progressive_jpeg_of_scans(100), "b.jpg").json["items"][0]
+    run_jobs()
+    answer = client.get(f"/api/v1/images/{item['id']}", headers=team_a.headers())
+    assert answer.json["status"] == "ready" and answer.json["width"] == 1024
+    # What encoders make: baseline, progressive (10 scans), with EXIF and its thumbnail.
+    for data in (PROGRESSIVE, samples.camera_jpeg(), samples.jpeg(9)):
+        assert post(client, team_a, data, "ordinary.jpg").status_code == 201
+
+
 @pytest.mark.parametrize("config_overrides", [{"MAX_IMAGE_PIXELS": 10_000}])
 def test_the_pixel_limit_is_exact(client, team_a):
     assert post(client, team_a, samples.jpeg(4, (100, 100)), "a.jpg").status_code == 201

@@ -302,12 +302,18 @@ def _check_frames(frames: int, total_pixels: int, limits: Limits) -> None:
 
 
 def _check_data_can_hold(stream: BinaryIO, fmt: str, size: tuple[int, int]) -> None:
-    """Refuse a file too small to hold the pixels its header claims (see _MIN_BYTES_PER_PIXEL)."""
+    """Refuse a file too small to hold the pixels its header claims (see _MIN_BYTES_PER_PIXEL),
+    and a JPEG of more scans than any encoder makes (see MAX_JPEG_SCANS)."""
     position = stream.tell()
     file_size = stream.seek(0, io.SEEK_END)
     floor = _MIN_BYTES_PER_PIXEL.get(fmt, 0.0)
     if fmt == "JPEG" and _jpeg_frame_marker(stream) in _ARITHMETIC_SOF:
         floor = _MIN_BYTES_PER_PIXEL_ARITHMETIC_JPEG
+    if fmt == "JPEG" and (scans := _jpeg_scan_count(stream, MAX_JPEG_SCANS)) > MAX_JPEG_SCANS:
+        raise InvalidImage(
+            f"the JPEG has more than {MAX_JPEG_SCANS} scans ({scans} counted so far); encoders "
+            "make about 10: re-save it as a baseline or ordinary progressive JPEG"
+        )
     stream.seek(position)
     need = math.ceil(size[0] * size[1] * floor)
     if file_size < need:
@@ -337,6 +343,49 @@ def _jpeg_frame_marker(stream: BinaryIO) -> int | None:
             return None
         stream.seek(int.from_bytes(length, "big") - 2, io.SEEK_CUR)
     return None
+
+
+def _jpeg_scan_count(stream: BinaryIO, limit: int) -> int:
+    """How many scans (SOS segments) the first picture of a JPEG has, counted up to `limit` + 1.
+
+    Segments are walked by their lengths; a scan's entropy-coded data runs to the next marker,
+    a 0xFF followed by neither 0x00 (a stuffed 0xFF), a restart marker (0xD0-0xD7) nor fill."""
+    stream.seek(2)  # past SOI
+    scans, data = 0, b""
+    while scans <= limit:
+        head = stream.read(2)
+        while head[1:] == b"\xff":  # fill bytes may pad a marker
+            head = head[1:] + stream.read(1)
+        if len(head) < 2 or head[0] != 0xFF or head[1] == 0xD9:  # end, EOI, or not a marker
+            return scans
+        length = stream.read(2)
+        if len(length) < 2:
+            return scans
+        stream.seek(int.from_bytes(length, "big") - 2, io.SEEK_CUR)
+        if head[1] != 0xDA:
+            continue
+        scans += 1
+        while True:  # the scan's data, a chunk at a time, to the marker that ends it
+            data = stream.read(_CHUNK)
+            if not data:
+                return scans
+            found = _END_OF_SCAN.search(data)
+            if found:
+                stream.seek(found.start() - len(data), io.SEEK_CUR)
+                break
+            if data.endswith(b"\xff"):  # a marker may straddle two chunks
+                stream.seek(-1, io.SEEK_CUR)
+                if len(data) == 1:
+                    return scans
+    return scans
+
+
+# A marker after entropy-coded data: 0xFF, then a byte that is not 0x00, 0xD0-0xD7 or 0xFF.
+_END_OF_SCAN = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+# Each scan of a progressive JPEG walks the whole image again: a file of thousands of tiny
+# scans (a few hundred KB) kept a decoder busy for minutes. Encoders make about ten (libjpeg's
+# progressive script: 10; mozjpeg's optimised ones: under 20).
+MAX_JPEG_SCANS = 100
 
 
 def _decode_first_frame(image: PILImage.ImageFile.ImageFile, size: tuple[int, int]):
