@@ -161,6 +161,28 @@ def test_a_file_missing_from_storage_is_a_clear_404_and_the_log_names_it(
     assert get(client, team_a, image["id"], "variant=preview").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("size", "refused", "taken"),
+    [((20_000, 50), "webp", "jpeg"), ((70_000, 5), "jpeg", "png")],
+    ids=["wider-than-webp", "wider-than-jpeg"],
+)
+def test_a_version_longer_than_its_format_allows_is_400_with_a_way_out(
+    app, client, team_a, upload, run_jobs, size, refused, taken
+):
+    """libwebp takes at most 16,383 pixels a side and libjpeg 65,500: far fewer pixels than
+    RENDITION_MAX_PIXELS, but the encoder refused (a 500)."""
+    data = samples.encode(PILImage.new("RGB", size, "teal"), "PNG")
+    item = upload(team_a, [(data, "panorama.png")]).json["items"][0]
+    run_jobs()
+    response = get(client, team_a, item["id"], f"format={refused}")
+    assert response.status_code == 400, response.json
+    message = response.json["error"]["message"]
+    assert f"{size[0]}x{size[1]}" in message and "format=png" in message
+    made = get(client, team_a, item["id"], f"format={taken}")
+    assert made.status_code == 200
+    assert PILImage.open(io.BytesIO(made.data)).size == size
+
+
 # --- bounds on what a web process makes ----------------------------------------------------
 
 

@@ -87,20 +87,31 @@ def derived(
     rendition = Rendition(key, content_type, f"{stem}-{name}")
     if storage().exists(key):
         return rendition
-    _check_result_pixels(image, variant, width)
+    _check_result_size(image, variant, fmt, width)
     with _slot():
         if not storage().exists(key):  # made by another request while this one waited
             _make(image, variant, pil_format, quality, width, key, content_type)
     return rendition
 
 
-def _check_result_pixels(image: Image, variant: str, width: int | None) -> None:
-    """Refuse, before decoding anything, a result larger than RENDITION_MAX_PIXELS."""
+# The longest side each format's encoder takes (libwebp: 16383; libjpeg: 65500).
+MAX_SIDE = {"webp": 16_383, "jpeg": 65_500, "png": 2**31 - 1}
+
+
+def _check_result_size(image: Image, variant: str, fmt: str, width: int | None) -> None:
+    """Refuse, before decoding anything, a result larger than RENDITION_MAX_PIXELS, or longer
+    on a side than its format can be."""
     limit = current_app.config["RENDITION_MAX_PIXELS"]
     if variant != "original":
         return  # the thumbnail and preview are small by construction
     scale = min(1.0, width / image.width) if width else 1.0
-    pixels = round(image.width * scale) * round(image.height * scale)
+    result = round(image.width * scale), round(image.height * scale)
+    if max(result) > MAX_SIDE[fmt]:
+        raise Invalid(
+            f"a {fmt} version of this image would be {result[0]}x{result[1]} pixels; {fmt} "
+            f"takes at most {MAX_SIDE[fmt]:,} on a side: ask for format=png, or a smaller width"
+        )
+    pixels = result[0] * result[1]
     if pixels > limit:
         raise Invalid(
             f"a version of this image at {'width ' + str(width) if width else 'full size'} "
