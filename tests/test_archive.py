@@ -445,3 +445,84 @@ def test_export_stops_on_a_missing_object_and_leaves_no_file(app, runner, team_a
     assert result.exit_code == 1
     assert f"stored object {image.storage_key} is missing" in result.output
     assert not list(tmp_path.glob("*.tar")) and not list(tmp_path.glob(".likeness-export-*"))
+
+
+# --- ids in any spelling, times out of range, an unwritable destination ------------------------
+
+
+def test_two_images_with_one_id_are_refused(app, runner, tmp_path):
+    files = [(samples.jpeg(1), "a.jpg"), (samples.jpeg(2), "b.jpg"), (samples.jpeg(3), "c.jpg")]
+    manifest = manifest_for(files)
+    manifest["images"][2]["id"] = manifest["images"][0]["id"].upper()  # the same UUID
+    path = archive_of(tmp_path / "twice.tar", files, manifest)
+    result = refused(app, runner, path, "images[2] repeats the id of images[0]")
+    assert isinstance(result.exception, SystemExit)  # a message, not an IntegrityError
+
+
+def test_two_collections_with_one_id_are_refused(app, runner, tmp_path):
+    files = [(samples.jpeg(1), "a.jpg")]
+    shared = str(uuid.uuid4())
+    manifest = manifest_for(
+        files, collections=[{"id": shared, "name": "One"}, {"id": shared.upper(), "name": "Two"}]
+    )
+    path = archive_of(tmp_path / "twice.tar", files, manifest)
+    refused(app, runner, path, "collections[1] repeats the id of collections[0]")
+
+
+def test_ids_are_the_same_in_any_spelling_of_the_uuid(app, runner, tmp_path):
+    """A collection_id or not_duplicates id in capitals (or braces) is the same UUID as the
+    listed id, not an id that names nothing."""
+    files = [(samples.jpeg(1), "a.jpg"), (samples.jpeg(2), "b.jpg")]
+    collection = str(uuid.uuid4())
+    manifest = manifest_for(files, collections=[{"id": collection, "name": "Trip"}])
+    first, second = manifest["images"]
+    first["collection_id"] = collection.upper()
+    second["id"] = "{" + second["id"].upper() + "}"
+    manifest["not_duplicates"] = [[first["id"].upper(), second["id"].strip("{}").lower()]]
+    result = runner.invoke(
+        args=["import-archive", archive_of(tmp_path / "ok.tar", files, manifest)]
+    )
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        rows = {i.id: i for i in db.session.scalars(select(Image))}
+        assert rows[uuid.UUID(first["id"])].collection_id == uuid.UUID(collection)
+        assert uuid.UUID(second["id"]) in rows
+        (decision,) = db.session.scalars(select(DuplicateDecision)).all()
+        assert {decision.image_a_id, decision.image_b_id} == set(rows)
+
+
+def test_a_pair_of_one_image_in_two_spellings_is_refused(app, runner, tmp_path):
+    files = [(samples.jpeg(1), "a.jpg"), (samples.jpeg(2), "b.jpg")]
+    manifest = manifest_for(files)
+    image_id = manifest["images"][0]["id"]
+    manifest["not_duplicates"] = [[image_id, image_id.upper()]]
+    refused(app, runner, archive_of(tmp_path / "pair.tar", files, manifest), "not_duplicates[0]")
+
+
+@pytest.mark.parametrize(
+    ("where", "moment"),
+    [
+        ("images[0].created_at", "0001-01-01T00:00:00+05:00"),
+        ("images[0].created_at", "9999-12-31T23:00:00-05:00"),
+        ("collections[0].created_at", "0001-01-01T00:00:00+05:00"),
+        ("collections[0].updated_at", "9999-12-31T23:00:00-05:00"),
+    ],
+    ids=["image-too-early", "image-too-late", "collection-too-early", "collection-too-late"],
+)
+def test_a_time_with_no_utc_time_is_refused(app, runner, tmp_path, where, moment):
+    """The time parses, but moved to UTC it falls outside the years 1 to 9999."""
+    files = [(samples.jpeg(1), "a.jpg")]
+    manifest = manifest_for(files, collections=[{"id": str(uuid.uuid4()), "name": "C"}])
+    entry = manifest["images"][0] if where.startswith("images") else manifest["collections"][0]
+    entry[where.split(".")[1]] = moment
+    result = refused(app, runner, archive_of(tmp_path / "when.tar", files, manifest), where)
+    assert "ISO time" in result.output
+
+
+def test_export_to_a_folder_that_does_not_exist_fails_cleanly(runner, team_a, tmp_path):
+    target = tmp_path / "nonexistent" / "dir" / "x.tar"
+    result = runner.invoke(args=["export", "--team", "team-a", "--to", str(target)])
+    assert result.exit_code == 1, result.output
+    assert f"Error: cannot write {target}: No such file or directory" in result.output
+    assert not isinstance(result.exception, OSError)
+    assert not (tmp_path / "nonexistent").exists()  # no folder made, no partial file left

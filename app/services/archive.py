@@ -82,7 +82,10 @@ def export_team(team_id: uuid.UUID, path: str) -> ArchiveSummary:
     with team_scope(team_id):
         manifest, originals = _manifest(team)
         directory = os.path.dirname(os.path.abspath(path))
-        fd, partial = tempfile.mkstemp(dir=directory, prefix=".likeness-export-")
+        try:
+            fd, partial = tempfile.mkstemp(dir=directory, prefix=".likeness-export-")
+        except OSError as exc:  # a folder that is not there, or that we may not write in
+            raise Invalid(f"cannot write {path}: {exc.strerror or exc}") from None
         try:
             with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
                 _add_bytes(tar, MANIFEST, json.dumps(manifest, ensure_ascii=False).encode())
@@ -294,9 +297,14 @@ def _is_text(value: object, longest: int, shortest: int = 0) -> bool:
 def _is_moment(value: object) -> bool:
     if value is None:
         return True
+    if not isinstance(value, str):
+        return False
     try:
-        return isinstance(value, str) and datetime.fromisoformat(value).tzinfo is not None
-    except ValueError:
+        moment = datetime.fromisoformat(value)
+        # Moved to UTC too: a time such as 0001-01-01T00:00:00+05:00 parses, but its UTC time
+        # falls outside the years datetime can hold.
+        return moment.tzinfo is not None and moment.astimezone(UTC) is not None
+    except (ValueError, OverflowError):
         return False
 
 
@@ -305,7 +313,8 @@ def _is_count(value: object) -> bool:
 
 
 def _check_manifest(manifest: object) -> None:
-    """The manifest's shape, field by field; the first problem is the error."""
+    """The manifest's shape, field by field; the first problem is the error. Every id is
+    rewritten as `str(uuid.UUID)` spells it, so that the import compares ids, not spellings."""
     _require(isinstance(manifest, dict), "must be a JSON object")
     _require(manifest.get("format") == FORMAT, f"format must be {FORMAT!r}")
     version = manifest.get("version")
@@ -324,45 +333,60 @@ def _check_manifest(manifest: object) -> None:
     _require(isinstance(tags, list) and all(_is_text(t, 64, 1) for t in tags), "tags: bad list")
     found = manifest.get("collections")
     _require(isinstance(found, list), "collections must be a list")
+    collection_at: dict[str, int] = {}
     for n, c in enumerate(found):
         where = f"collections[{n}]"
         _require(isinstance(c, dict), f"{where} must be an object")
-        _require(_is_uuid(c.get("id")), f"{where}.id must be a UUID")
+        c["id"] = _canonical_id(c.get("id"), f"{where}.id must be a UUID")
+        _first_use(collection_at, c["id"], "collections", n)
         _require(_is_text(c.get("name"), 400, 1), f"{where}.name must be a text")
         _require(c.get("description") is None or _is_text(c["description"], 4000), where)
-        _require(_is_moment(c.get("created_at")) and _is_moment(c.get("updated_at")), where)
+        for field in ("created_at", "updated_at"):
+            _require(_is_moment(c.get(field)), f"{where}.{field} must be an ISO time")
     listed = manifest.get("images")
     _require(isinstance(listed, list), "images must be a list")
+    image_at: dict[str, int] = {}
     for n, image in enumerate(listed):
         _check_image(image, f"images[{n}]")
+        _first_use(image_at, image["id"], "images", n)
     pairs = manifest.get("not_duplicates", [])
     _require(isinstance(pairs, list), "not_duplicates must be a list")
     for n, pair in enumerate(pairs):
-        _require(
-            isinstance(pair, list) and len(pair) == 2 and all(_is_uuid(i) for i in pair),
-            f"not_duplicates[{n}] must be two image ids",
-        )
+        message = f"not_duplicates[{n}] must be two image ids"
+        _require(isinstance(pair, list) and len(pair) == 2, message)
+        pair[:] = [_canonical_id(i, message) for i in pair]
 
 
-def _is_uuid(value: object) -> bool:
+def _canonical_id(value: object, message: str) -> str:
+    """`value` as `str(uuid.UUID)` spells it, or Invalid with `message`. One UUID has many
+    spellings (capitals, braces, no hyphens) and the import compares and looks ids up as text:
+    two spellings of one id would pass as two ids and then collide in the database, and a
+    reference in capitals would name nothing."""
     try:
-        uuid.UUID(value)
-        return True
+        return str(uuid.UUID(value))
     except (TypeError, ValueError, AttributeError):
-        return False
+        raise Invalid(f"{MANIFEST}: {message}") from None
+
+
+def _first_use(first_at: dict[str, int], listed_id: str, kind: str, n: int) -> None:
+    """Note that `kind[n]` has `listed_id`; refuse it if an earlier entry has it already: two
+    rows of one id would collide in the database, and a reference could not tell them apart."""
+    if listed_id in first_at:
+        raise Invalid(f"{MANIFEST}: {kind}[{n}] repeats the id of {kind}[{first_at[listed_id]}]")
+    first_at[listed_id] = n
 
 
 def _check_image(image: object, where: str) -> None:
     _require(isinstance(image, dict), f"{where} must be an object")
-    _require(_is_uuid(image.get("id")), f"{where}.id must be a UUID")
+    image["id"] = _canonical_id(image.get("id"), f"{where}.id must be a UUID")
     _require(_is_text(image.get("filename"), 255, 1), f"{where}.filename must be a text")
     _require(_is_count(image.get("size_bytes")), f"{where}.size_bytes must be a count")
     sha = image.get("sha256")
     _require(isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha), f"{where}.sha256")
     _require(_is_text(image.get("original"), 80), f"{where}.original must be a text")
     _require(_is_moment(image.get("created_at")), f"{where}.created_at must be an ISO time")
-    collection = image.get("collection_id")
-    _require(collection is None or _is_uuid(collection), f"{where}.collection_id")
+    if image.get("collection_id") is not None:
+        image["collection_id"] = _canonical_id(image["collection_id"], f"{where}.collection_id")
     tags = image.get("tags", [])
     _require(isinstance(tags, list) and all(isinstance(t, str) for t in tags), f"{where}.tags")
     labels = image.get("labels", [])
