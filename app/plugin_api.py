@@ -235,7 +235,9 @@ class VectorIndex(ABC):
       `codec.check_vectors` do both). An index may be built empty.
     - `save(directory) -> [file names]`: writes the index into an existing directory and names
       every file written, so the application can copy them to storage.
-    - `load(directory)`: loads what `save` wrote, memory-mapped where the library allows.
+    - `load(directory)`: loads what `save` wrote, memory-mapped where the library allows. Its
+      files are open or read by the time it returns: the folder may be deleted afterwards
+      (a web process removes the copies of older builds).
     - `query(vector, k) -> [(id, distance)]`: at most k pairs, nearest first, distances in the
       metric's units (`distances` below); an id is never returned twice. A query of the wrong
       width raises ValueError (`codec.check_query`).

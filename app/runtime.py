@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from app.models import IndexBuild
 
 log = logging.getLogger(__name__)
+
+# The folder of one build's copy, as `IndexCache._fetch` names it: v<version>-<build id>.
+_VERSION_FOLDER = re.compile(r"v(\d+)-\w+")
 
 
 class IndexCache:
@@ -47,7 +51,9 @@ class IndexCache:
             index = plugins().new_index(build.embedder, current_app.config)
             index.load(self._fetch(build))
             self._loaded[key] = (build.id, index)
-            return index
+        # Outside the lock: this process's searches of other indexes need not wait on it.
+        self._remove_older(build)
+        return index
 
     def _fetch(self, build: IndexBuild) -> str:
         target = os.path.join(
@@ -75,6 +81,45 @@ class IndexCache:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         return target
+
+    def _remove_older(self, build: IndexBuild) -> None:
+        """Delete the copies of this pair's builds older than the one before `build`, logging
+        what fails: a search must not fail over a stale copy.
+
+        The one before stays: another web process sharing the folder may still be opening its
+        files (a process that has loaded an index keeps it, memory-mapped, once its files are
+        unlinked; one opening them would fail). Copies newer than `build` stay, another
+        process's, as do names of no version (`.partial-*`: a copy in progress).
+        """
+        parent = os.path.join(self.directory, str(build.team_id), build.embedder)
+        try:
+            versions = {
+                name: int(match[1])
+                for name in os.listdir(parent)
+                if (match := _VERSION_FOLDER.fullmatch(name))
+            }
+        except OSError:
+            log.exception("could not list the index copies in %s", parent)
+            return
+        previous = max((v for v in versions.values() if v < build.version), default=None)
+        for name, version in versions.items():
+            if previous is None or version >= previous:
+                continue
+            # Renamed away first: a removal cut short must not leave a version folder that
+            # `_fetch` takes for a whole copy; and of two processes removing it, one renames it
+            # and the other finds it gone.
+            doomed = os.path.join(parent, f".removing-{uuid.uuid4().hex[:12]}")
+            try:
+                os.rename(os.path.join(parent, name), doomed)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                log.exception("could not remove the index copy %s in %s", name, parent)
+                continue
+            try:
+                shutil.rmtree(doomed)
+            except OSError:
+                log.exception("could not remove the index copy %s (was %s)", doomed, name)
 
 
 @dataclass(frozen=True)
