@@ -109,6 +109,55 @@ def test_reconcile_ignores_images_younger_than_the_threshold(app, runner, team_a
     assert result.output.strip().splitlines()[-1] == "1 jobs queued again"
 
 
+def _failed_for_good(queue, job_id: str) -> None:
+    """What RQ leaves when a job's worker died on every attempt (killed for memory, say): the
+    job in the failed registry, its work never marked failed, since it never got that far."""
+    from rq.job import Job, JobStatus
+
+    job = Job.fetch(job_id, connection=queue.connection)
+    queue.remove(job)
+    job.set_status(JobStatus.FAILED)
+    queue.failed_job_registry.add(job, ttl=3600, exc_string="Work-horse terminated unexpectedly")
+
+
+def test_an_image_whose_worker_died_on_every_attempt_ends_in_error_not_queued_forever(
+    app, client, runner, team_a, upload, run_jobs
+):
+    image = upload(team_a, [(samples.jpeg(4), "poison.jpg")]).json["items"][0]
+    with app.app_context(), unscoped():
+        db.session.get(Image, uuid.UUID(image["id"])).status = "processing"
+        db.session.commit()
+        _failed_for_good(get_queue(), process_job_id(image["id"]))
+    result = runner.invoke(args=["reconcile", "--older-than", "0"])
+    assert result.output.strip().splitlines()[-1] == "0 jobs queued again"
+    answer = client.get(f"/api/v1/images/{image['id']}", headers=team_a.headers()).json
+    assert answer["status"] == "error" and answer["error"] == reconcile.GAVE_UP
+    with app.app_context():
+        assert get_queue().job_ids == []
+    # Once the cause is fixed, a person retries it as any image in error.
+    retried = client.post(f"/api/v1/images/{image['id']}/retry", headers=team_a.headers())
+    assert retried.status_code == 202
+    run_jobs()
+    assert image_status(app, image["id"]) == "ready"
+
+
+def test_an_import_item_whose_worker_died_on_every_attempt_ends_failed(app, client, runner, team_a):
+    from app.queue import import_job_id
+
+    batch = client.post(
+        "/api/v1/imports", json={"urls": ["https://example.com/a.jpg"]}, headers=team_a.headers()
+    ).json
+    with app.app_context():
+        _failed_for_good(get_import_queue(), import_job_id(batch["id"], 0))
+    result = runner.invoke(args=["reconcile", "--older-than", "0"])
+    assert result.output.strip().splitlines()[-1] == "0 jobs queued again"
+    state = client.get(f"/api/v1/imports/{batch['id']}", headers=team_a.headers()).json
+    assert (state["status"], state["failed"]) == ("done", 1)
+    assert state["items"][0]["error"] == reconcile.GAVE_UP
+    with app.app_context():
+        assert import_job_id(batch["id"], 0) not in get_import_queue().job_ids
+
+
 def test_every_worker_keeps_one_reconcile_sweep_scheduled(app, app_env, run_worker_process):
     run_worker_process()
     run_worker_process()

@@ -217,6 +217,21 @@ def _finish(
     item.finished_at = utcnow()
 
 
+def give_up(batch_id: uuid.UUID, position: int, message: str) -> None:
+    """Mark an item still `queued` as failed with `message`: its job ran out of attempts
+    without ending (the sweep found it failed)."""
+    with unscoped():
+        item = db.session.scalar(
+            select(ImportItem).where(
+                ImportItem.batch_id == batch_id,
+                ImportItem.position == position,
+                ImportItem.status == "queued",
+            )
+        )
+    if item is not None:
+        _fail(item, message)
+
+
 def _fail(item: ImportItem, message: str) -> None:
     with unit_of_work():
         _finish(item, "failed", error=message[:1000])

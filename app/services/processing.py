@@ -164,6 +164,20 @@ def _exists(image_id: uuid.UUID) -> bool:
     return db.session.scalar(select(Image.id).where(Image.id == image_id)) is not None
 
 
+def give_up(image_id: uuid.UUID, message: str) -> None:
+    """Mark an image still `pending` or `processing` as `error` with `message`: its job ran
+    out of attempts without ending (the sweep found it failed). An image that moved on
+    meanwhile (processed, retried, deleted) is left as it is."""
+    with unit_of_work():
+        marked = db.session.execute(
+            update(Image)
+            .where(Image.id == image_id, Image.status.in_(("pending", "processing")))
+            .values(status="error", error=message[:1000])
+        ).rowcount
+    if marked:
+        log.warning("image %s given up: %s", image_id, message)
+
+
 def _mark_error(image_id: uuid.UUID, message: str) -> str:
     """Record a failure on the image; "error", or "missing" if it was deleted meanwhile."""
     # One UPDATE: it matches no row, rather than failing, if the image is gone by now.

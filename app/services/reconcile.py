@@ -39,7 +39,7 @@ from app.models import (
 )
 from app.plugin_api import StorageUnavailable
 from app.runtime import plugins, storage
-from app.services import audit, indexing, uploads
+from app.services import audit, imports, indexing, processing, uploads
 from app.services.audit import Actor
 from app.services.transaction import after_commit, transactional
 from app.tenancy import unscoped
@@ -57,15 +57,32 @@ ABANDONED_SWEEP_SECONDS = 24 * 3600
 def _still_queued(job_id: str) -> bool:
     """True if the job is waiting or running. A finished, failed or stopped job is deleted, so
     that its id can be queued again."""
+    return _job_state(job_id) == "alive"
+
+
+def _job_state(job_id: str) -> str:
+    """"alive" (waiting or running), "failed" (its retries ran out) or "gone" (finished,
+    stopped, or lost with a Redis that restarted empty). A job that is not alive is deleted,
+    so that its id can be queued again."""
     connection = redis_connection.client
     try:
         job = Job.fetch(job_id, connection=connection)
     except NoSuchJobError:
-        return False
-    if job.get_status(refresh=True) in ALIVE:
-        return True
-    job.delete()  # failed, stopped or finished: its id must be free for a new run
-    return False
+        return "gone"
+    status = job.get_status(refresh=True)
+    if status in ALIVE:
+        return "alive"
+    job.delete()
+    return "failed" if status == JobStatus.FAILED else "gone"
+
+
+# Its job failed for good, yet the work is not marked failed: the job never got to its own
+# handler, on any attempt (the worker was killed, by the kernel for memory, or by a platform).
+# Queued again, it would do the same forever.
+GAVE_UP = (
+    "the worker stopped while working on it, on every attempt (out of memory or killed?); "
+    "retry once the cause is fixed"
+)
 
 
 def stale_images(older_than: timedelta) -> list[uuid.UUID]:
@@ -88,7 +105,11 @@ def reconcile(older_than: timedelta) -> int:
         StartedJobRegistry(queue=listened).cleanup()
     queued = 0
     for image_id in stale_images(older_than):
-        if _still_queued(queue.process_job_id(image_id)):
+        state = _job_state(queue.process_job_id(image_id))
+        if state == "alive":
+            continue
+        if state == "failed":
+            processing.give_up(image_id, GAVE_UP)
             continue
         if queue.enqueue_process_image(image_id):
             log.info("reconcile queued image %s again", image_id)
@@ -104,9 +125,10 @@ def reconcile(older_than: timedelta) -> int:
     if removed:
         log.info("reconcile removed %d direct uploads never completed", removed)
     for batch_id, position in stale_import_items(older_than):
-        if not _still_queued(queue.import_job_id(batch_id, position)) and (
-            queue.enqueue_import_item(batch_id, position)
-        ):
+        state = _job_state(queue.import_job_id(batch_id, position))
+        if state == "failed":
+            imports.give_up(batch_id, position, GAVE_UP)
+        elif state == "gone" and queue.enqueue_import_item(batch_id, position):
             log.info("reconcile queued item %d of import %s again", position, batch_id)
             queued += 1
     request_storage_sweep()
