@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import uuid
 
 import pytest
@@ -181,6 +182,35 @@ def test_a_version_longer_than_its_format_allows_is_400_with_a_way_out(
     made = get(client, team_a, item["id"], f"format={taken}")
     assert made.status_code == 200
     assert PILImage.open(io.BytesIO(made.data)).size == size
+
+
+def test_an_image_deleted_while_its_version_is_made_is_404_and_leaves_no_file(
+    app, client, team_a, image, instance_path, monkeypatch
+):
+    """The delete, from another request, commits while the version is being saved: it cannot
+    know of the new file, so the request that made it removes it."""
+    from app.services import renditions
+    from tests.killed_writers import overtaken_on_first_save
+
+    def delete_from_another_request():
+        answer = []
+        other = threading.Thread(
+            target=lambda: answer.append(
+                app.test_client().delete(f"/api/v1/images/{image['id']}", headers=team_a.headers())
+            )
+        )
+        other.start()
+        other.join(60)
+        return answer[0]
+
+    deleting, deleted = overtaken_on_first_save(renditions.storage, delete_from_another_request)
+    monkeypatch.setattr(renditions, "storage", deleting)
+    response = get(client, team_a, image["id"], "format=png&width=160")
+    monkeypatch.undo()
+    assert deleted[0].status_code == 204
+    assert response.status_code == 404 and response.json["error"]["code"] == "not_found"
+    left = [p for p in (instance_path / "storage").rglob("*") if p.is_file()]
+    assert [p for p in left if image["id"] in str(p)] == []
 
 
 # --- bounds on what a web process makes ----------------------------------------------------

@@ -145,16 +145,23 @@ def _make(
     del picture
     out.seek(0)
     storage().save(key, out, content_type)
+    evicted = _remember(image.id, key)
+    if evicted is None:  # deleted while the version was made: its delete could not know of it
+        delete_objects([key], of="a version of a deleted image")
+        raise NotFound("the image was deleted")
     # An orphan file is harmless: the row no longer names it.
-    delete_objects(_remember(image.id, key), of="an evicted rendition")
+    delete_objects(evicted, of="an evicted rendition")
 
 
-def _remember(image_id, key: str) -> list[str]:
+def _remember(image_id, key: str) -> list[str] | None:
     """Note the key on the image (under a row lock), so deleting the image deletes it too;
-    keep the newest RENDITIONS_PER_IMAGE and return the keys evicted."""
+    keep the newest RENDITIONS_PER_IMAGE and return the keys evicted. None if the image is
+    gone."""
     keep = current_app.config["RENDITIONS_PER_IMAGE"]
     with unit_of_work():
         row = db.session.scalar(select(Image).where(Image.id == image_id).with_for_update())
+        if row is None:
+            return None
         keys = [k for k in (row.meta or {}).get("renditions", []) if k != key] + [key]
         evicted, keys = keys[:-keep], keys[-keep:]
         row.meta = {**(row.meta or {}), "renditions": keys}
