@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -304,6 +305,26 @@ def test_cli_imports_a_csv_and_a_folder(app, runner, client, team_a, origin, tmp
     assert result.output.strip().splitlines()[-1] == "2 imported, 1 already present, 1 failed"
     listed = client.get("/api/v1/images?tag=from%20disk", headers=team_a.headers()).json["items"]
     assert sorted(i["filename"] for i in listed) == ["a.jpg", "b.jpg"]
+
+
+def test_cli_folder_import_skips_hidden_folders_pipes_and_folder_links(
+    app, runner, client, team_a, tmp_path
+):
+    folder = tmp_path / "photos"
+    (folder / ".thumbnails").mkdir(parents=True)
+    (folder / ".thumbnails" / "small.jpg").write_bytes(samples.jpeg(11))  # a viewer's
+    (folder / "a.jpg").write_bytes(samples.jpeg(12))
+    os.mkfifo(folder / "pipe.jpg")  # reading it would wait forever
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "linked.jpg").write_bytes(samples.jpeg(13))
+    (folder / "linked.jpg").symlink_to(elsewhere / "linked.jpg")  # picked by a link: taken
+    (folder / "loop").symlink_to(folder)  # a link to a folder: not followed
+    result = runner.invoke(args=["import", str(folder), "--team", team_a.team.slug])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == "2 imported, 0 already present, 0 failed"
+    listed = client.get("/api/v1/images", headers=team_a.headers()).json["items"]
+    assert sorted(i["filename"] for i in listed) == ["a.jpg", "linked.jpg"]
 
 
 @allow_local_origin

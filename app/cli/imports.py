@@ -40,13 +40,24 @@ def import_command(source, team_slug, tags, collection_ref):
         _import_csv(team, source, tag_names, collection_id)
 
 
+def _files_to_import(folder: str) -> list[str]:
+    """The folder's regular files, in its sub-folders too, but none hidden nor in a hidden
+    folder (`.thumbnails/`, `.git/`: a viewer's or a tool's, not the person's pictures). A
+    link to a file is followed (a folder of links is a way to pick pictures); a link to a
+    folder is not (it could lead round in circles), nor is a pipe or a device read."""
+    paths = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        paths += [
+            os.path.join(root, name)
+            for name in names
+            if not name.startswith(".") and os.path.isfile(os.path.join(root, name))
+        ]
+    return sorted(paths)
+
+
 def _import_folder(team, folder: str, tag_names: list[str], collection_id) -> None:
-    paths = sorted(
-        os.path.join(root, name)
-        for root, _dirs, names in os.walk(folder)
-        for name in names
-        if not name.startswith(".")
-    )
+    paths = _files_to_import(folder)
     created = existing = 0
     failures = []
     with team_scope(team.id), click.progressbar(paths, label="Importing") as bar:
