@@ -61,9 +61,9 @@ def _still_queued(job_id: str) -> bool:
 
 
 def _job_state(job_id: str) -> str:
-    """"alive" (waiting or running), "failed" (its retries ran out) or "gone" (finished,
-    stopped, or lost with a Redis that restarted empty). A job that is not alive is deleted,
-    so that its id can be queued again."""
+    """The job's state: `alive` (waiting or running), `failed` (its retries ran out) or
+    `gone` (finished, stopped, or lost with a Redis that restarted empty). A job that is not
+    alive is deleted, so that its id can be queued again."""
     connection = redis_connection.client
     try:
         job = Job.fetch(job_id, connection=connection)
