@@ -159,13 +159,19 @@ def test_wrong_password_then_login_and_logout(live_server, page, runner):
 
 @contextlib.contextmanager
 def htmx_settled(page):
-    """Wait, after the block, until the htmx swap it caused has settled."""
+    """Wait, after the block, until the htmx swap it caused has settled.
+
+    The page must have loaded first: htmx (a deferred script) attaches its handlers once the
+    document is ready, and a change made before then sends nothing, so nothing would settle.
+    The wait is bounded, a failure rather than a run that never ends."""
+    page.wait_for_load_state("load")
     page.evaluate(
-        """() => { window.__settled = new Promise(done =>
-             document.body.addEventListener("htmx:afterSettle", done, {once: true})) }"""
+        """() => { window.__settled = false;
+             document.body.addEventListener(
+               "htmx:afterSettle", () => { window.__settled = true }, {once: true}) }"""
     )
     yield
-    page.evaluate("() => window.__settled.then(() => true)")
+    page.wait_for_function("() => window.__settled === true", timeout=15_000)
 
 
 @pytest.fixture
