@@ -36,6 +36,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def parse_utc(text: str) -> datetime:
+    """The moment an ISO 8601 text with a time zone names, in UTC, as stored; ValueError when
+    it has no time zone, or names no UTC time (0001-01-01T00:00:00+05:00 parses, but its UTC
+    time falls before the years datetime can hold)."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} has no UTC time") from None
+
+
 class UTCDateTime(db.TypeDecorator):
     """Timezone-aware UTC datetimes on every database (SQLite stores naive ones)."""
 

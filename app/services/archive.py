@@ -44,7 +44,7 @@ from sqlalchemy import select
 from app import queue
 from app.errors import Conflict, Invalid, NotFound, ServiceError
 from app.extensions import db
-from app.models import Collection, DuplicateDecision, Image, Label, Tag, Team, utcnow
+from app.models import Collection, DuplicateDecision, Image, Label, Tag, Team, parse_utc, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import delete_objects, storage
 from app.services import accounts, audit, collections, images, ingest
@@ -300,12 +300,10 @@ def _is_moment(value: object) -> bool:
     if not isinstance(value, str):
         return False
     try:
-        moment = datetime.fromisoformat(value)
-        # Moved to UTC too: a time such as 0001-01-01T00:00:00+05:00 parses, but its UTC time
-        # falls outside the years datetime can hold.
-        return moment.tzinfo is not None and moment.astimezone(UTC) is not None
-    except (ValueError, OverflowError):
+        parse_utc(value)
+    except ValueError:
         return False
+    return True
 
 
 def _is_count(value: object) -> bool:
@@ -468,7 +466,7 @@ def _ids_taken(manifest) -> bool:
 
 
 def _moment(value: str | None) -> datetime:
-    return datetime.fromisoformat(value).astimezone(UTC) if value else utcnow()
+    return parse_utc(value) if value else utcnow()
 
 
 def _write_collections(team_id, listed, ids_kept) -> dict[str, uuid.UUID]:

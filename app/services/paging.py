@@ -7,9 +7,10 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from app.errors import Invalid
+from app.models import parse_utc
 from app.strict_json import loads_strict
 
 MAX_CURSOR_LENGTH = 2000  # what encode makes for our sort keys is far shorter
@@ -47,12 +48,8 @@ def decode_time_and_id(cursor: str) -> tuple[datetime, uuid.UUID]:
     """The (created_at, id) position of a list sorted newest first."""
     at, row_id = decode(cursor, 2)
     try:
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            raise ValueError("no time zone")
-        # In UTC, as stored: a moment at the very ends of the calendar has no UTC time.
-        return moment.astimezone(UTC), uuid.UUID(row_id)
-    except (ValueError, OverflowError):
+        return parse_utc(at), uuid.UUID(row_id)
+    except ValueError:
         raise Invalid("cursor is not one this API returned") from None
 
 
@@ -66,3 +63,4 @@ def decode_text_and_id(cursor: str, max_text: int = 400) -> tuple[str, uuid.UUID
     if len(text) > max_text:
         raise Invalid("cursor is not one this API returned")
     return position
+
