@@ -19,7 +19,7 @@ from app import create_app
 from app.extensions import db
 from app.models import Collection, DuplicateDecision, Image, Label, Tag, Team
 from app.runtime import storage
-from app.services import collections, keys
+from app.services import archive, collections, keys
 from app.services.audit import COMMAND_LINE as CLI
 from app.tenancy import team_scope
 from app.worker import LikenessWorker
@@ -526,3 +526,45 @@ def test_export_to_a_folder_that_does_not_exist_fails_cleanly(runner, team_a, tm
     assert f"Error: cannot write {target}: No such file or directory" in result.output
     assert not isinstance(result.exception, OSError)
     assert not (tmp_path / "nonexistent").exists()  # no folder made, no partial file left
+
+
+def test_an_image_deleted_while_the_export_runs_is_left_out(
+    app, client, runner, exported_team, other_deployment, tmp_path, monkeypatch
+):
+    """A team is in use while it is backed up: an image deleted part way leaves the archive
+    whole, without that image (nor the decision that named it), instead of failing it."""
+    with app.app_context():
+        doomed = db.session.scalar(select(Image).where(Image.filename == "photo-13.jpg"))
+        doomed_id, doomed_key = str(doomed.id), doomed.storage_key
+    real_storage = archive.storage
+    opened = []
+
+    class DeletedPartWay:
+        def __getattr__(self, name):
+            return getattr(real_storage(), name)
+
+        def open(self, key):
+            if not opened:  # the first original is being copied: someone deletes another
+                deleted = client.delete(
+                    f"/api/v1/images/{doomed_id}", headers=exported_team.headers()
+                )
+                assert deleted.status_code == 204
+            opened.append(key)
+            return real_storage().open(key)
+
+    monkeypatch.setattr(archive, "storage", DeletedPartWay)
+    path = tmp_path / "busy.tar"
+    exported = runner.invoke(args=["export", "--team", exported_team.team.slug, "--to", path])
+    assert exported.exit_code == 0, exported.output
+    assert "3 images, 2 collections" in exported.output
+    assert doomed_key in opened  # it was looked for, after its image was gone
+
+    imported = other_deployment.test_cli_runner().invoke(args=["import-archive", str(path)])
+    assert imported.exit_code == 0, imported.output
+    after = team_state(other_deployment, exported_team.team.slug)
+    assert sorted(i["filename"] for i in after["images"].values()) == [
+        "drawing.png",
+        "photo-11.jpg",
+        "photo-12.jpg",
+    ]
+    assert after["not_duplicates"] == set()  # the decision named the deleted image

@@ -3,13 +3,14 @@ to another deployment (`flask export`, `flask import-archive`).
 
 The archive is a tar file (uncompressed: originals are compressed already) of exactly:
 
-* `manifest.json`, first: `{"format": "likeness-team-archive", "version": 1, "exported_at",
+* `manifest.json`: `{"format": "likeness-team-archive", "version": 1, "exported_at",
   "team": {"name", "slug"}, "tags": [names], "collections": [{"id", "name", "description",
   "created_at", "updated_at"}], "images": [{"id", "filename", "content_type", "size_bytes",
   "width", "height", "sha256", "created_at", "collection_id", "tags": [names],
   "labels": [{"embedder", "name", "score"}], "metadata": {"exif", "colors", "custom"},
   "original": "originals/<sha256>"}], "not_duplicates": [[image id, image id]]}` (pairs
-  someone said are not duplicates; optional);
+  someone said are not duplicates; optional). An export writes it last, without the images
+  deleted while it ran; an import finds it anywhere in the archive;
 * `originals/<sha256>`, one regular file per image: its original bytes.
 
 Derived data is not in it: embeddings, indexes, previews and thumbnails are made again on import
@@ -75,7 +76,8 @@ class ArchiveSummary:
 
 
 def export_team(team_id: uuid.UUID, path: str) -> ArchiveSummary:
-    """Write the team's archive to `path` (replaced only once the archive is whole)."""
+    """Write the team's archive to `path` (replaced only once the archive is whole): the team
+    as it was when the export began, less the images deleted while it ran."""
     team = db.session.get(Team, team_id)
     if team is None:
         raise NotFound("no such team")
@@ -88,9 +90,14 @@ def export_team(team_id: uuid.UUID, path: str) -> ArchiveSummary:
             raise Invalid(f"cannot write {path}: {exc.strerror or exc}") from None
         try:
             with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
+                deleted = set()
+                for image_id, name, key, size in originals:
+                    if not _add_object(tar, image_id, name, key, size):
+                        deleted.add(image_id)
+                # Written last, so that it lists only the originals the archive holds (an
+                # import finds the manifest wherever it is).
+                manifest = _without_images(manifest, deleted)
                 _add_bytes(tar, MANIFEST, json.dumps(manifest, ensure_ascii=False).encode())
-                for name, key, size in originals:
-                    _add_object(tar, name, key, size)
             os.replace(partial, path)
         except BaseException:
             os.unlink(partial)
@@ -104,7 +111,8 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment else None
 
 
-def _manifest(team: Team) -> tuple[dict[str, Any], list[tuple[str, str, int]]]:
+def _manifest(team: Team) -> tuple[dict[str, Any], list[tuple[str, str, str, int]]]:
+    """The archive's manifest, and (image id, member name, storage key, size) of each original."""
     team_id = team.id
     collections_ = db.session.scalars(
         select(Collection).where(Collection.team_id == team_id).order_by(Collection.created_at)
@@ -117,7 +125,7 @@ def _manifest(team: Team) -> tuple[dict[str, Any], list[tuple[str, str, int]]]:
     entries = []
     for image in rows:
         name = f"originals/{image.sha256}"
-        originals.append((name, image.storage_key, image.size_bytes))
+        originals.append((str(image.id), name, image.storage_key, image.size_bytes))
         entries.append(
             {
                 "id": str(image.id),
@@ -182,12 +190,28 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
         tar.addfile(_member(name, len(data)), buffer)
 
 
-def _add_object(tar: tarfile.TarFile, name: str, key: str, size: int) -> None:
+def _without_images(manifest: dict[str, Any], image_ids: set[str]) -> dict[str, Any]:
+    if not image_ids:
+        return manifest
+    return {
+        **manifest,
+        "images": [entry for entry in manifest["images"] if entry["id"] not in image_ids],
+        "not_duplicates": [
+            pair for pair in manifest["not_duplicates"] if image_ids.isdisjoint(pair)
+        ],
+    }
+
+
+def _add_object(tar: tarfile.TarFile, image_id: str, name: str, key: str, size: int) -> bool:
+    """Copy an image's original into the archive; False when the image has been deleted since
+    the manifest was read (its object with it), so it is left out."""
     # The size goes in the header before the bytes: a stored object that is not the size its
     # row says would make a corrupt archive, so it stops the export instead.
     try:
         stored = storage().open(key)
     except ObjectNotFound:
+        if db.session.scalar(select(Image.id).where(Image.id == uuid.UUID(image_id))) is None:
+            return False
         raise Invalid(
             f"stored object {key} is missing: restore it, or delete its image, and export again"
         ) from None
@@ -197,6 +221,7 @@ def _add_object(tar: tarfile.TarFile, name: str, key: str, size: int) -> None:
             raise Invalid(f"stored object {key} is {copy.tell()} bytes, its row says {size}")
         copy.seek(0)
         tar.addfile(_member(name, size), copy)
+    return True
 
 
 # --- import -----------------------------------------------------------------------------------
