@@ -85,8 +85,10 @@ class StorageBackend(ABC):
     - `open(key)` returns a readable binary file object; raises `ObjectNotFound` if absent.
     - `delete(key)` removes the object; deleting a missing key is not an error.
     - `exists(key)` tells whether an object is stored under `key`.
-    - `url(key, expires_in)` returns a short-lived direct download URL, or None when the
-      backend has none and the application streams the bytes itself.
+    - `url(key, expires_in, content_disposition=None)` returns a short-lived direct download
+      URL, or None when the backend has none and the application streams the bytes itself.
+      Given a `content_disposition` (a Content-Disposition header value: the download's name,
+      and whether it is saved or shown), the URL answers with that header.
     - `presign_upload(key, content_type, max_bytes, expires_in)` returns a direct upload the
       client performs itself: `{"url": ..., "method": "POST", "fields": {...}}`, a multipart
       form POST to `url` that sends every field of `fields` first, then the bytes as the
@@ -127,7 +129,9 @@ class StorageBackend(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
-    def url(self, key: str, expires_in: int) -> str | None: ...
+    def url(
+        self, key: str, expires_in: int, content_disposition: str | None = None
+    ) -> str | None: ...
 
     @abstractmethod
     def presign_upload(

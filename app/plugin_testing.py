@@ -185,6 +185,16 @@ class StorageContract:
             with urllib.request.urlopen(url, timeout=30) as response:
                 assert response.read() == b"data"
 
+    def test_url_answers_with_the_content_disposition_asked(self, storage):
+        storage.save("k", io.BytesIO(b"data"), "text/plain")
+        disposition = "attachment; filename=Eclair.jpg; filename*=UTF-8''%C3%89clair.jpg"
+        url = storage.url("k", 60, disposition)
+        assert url is None or (isinstance(url, str) and url)
+        if url:  # the name and disposition of the download, as the application would send
+            with urllib.request.urlopen(url, timeout=30) as response:
+                assert response.headers["Content-Disposition"] == disposition
+                assert response.read() == b"data"
+
     def test_check_passes_and_leaves_nothing(self, storage):
         storage.save("k", io.BytesIO(b"data"), "text/plain")
         before = self.stored_names(storage)

@@ -4,7 +4,9 @@ is answered over HTTP, pages that are also fragments, and stored files sent back
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from functools import wraps
+from urllib.parse import quote
 
 from flask import (
     abort,
@@ -18,6 +20,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_user
+from werkzeug.datastructures import Headers
 
 from app.errors import (
     Conflict,
@@ -184,13 +187,15 @@ def send_stored(key: str, mimetype: str, download_name: str, *, as_attachment: b
 
     Stored bytes come from users: the response may not run script or be sniffed as another
     type, and anything not an accepted image type is a download, never a page."""
+    as_attachment = as_attachment or mimetype not in INLINE_TYPES
+    # The store's URL answers with the name and disposition this response would have had.
     if url := storage().url(key, 300):
         return redirect(url, 302)
     response = send_file(
         storage().open(key),
         mimetype=mimetype,
         download_name=download_name,
-        as_attachment=as_attachment or mimetype not in INLINE_TYPES,
+        as_attachment=as_attachment,
         etag=hashlib.sha256(key.encode()).hexdigest()[:32],
         max_age=3600,
         conditional=True,
@@ -198,3 +203,23 @@ def send_stored(key: str, mimetype: str, download_name: str, *, as_attachment: b
     response.cache_control.private = True
     response.headers["Content-Security-Policy"] = "sandbox"  # nosniff: as on every response
     return response
+
+
+def _content_disposition(download_name: str, as_attachment: bool) -> str:
+    """The Content-Disposition header `send_file` writes for this name (RFC 6266: an ASCII
+    `filename`, and `filename*` in UTF-8 when the name has more than ASCII)."""
+    try:
+        download_name.encode("ascii")
+        names = {"filename": download_name}
+    except UnicodeEncodeError:
+        simple = unicodedata.normalize("NFKD", download_name).encode("ascii", "ignore").decode()
+        names = {
+            "filename": simple,
+            "filename*": f"UTF-8''{quote(download_name, safe=_ATTR_CHARS)}",
+        }
+    headers = Headers()
+    headers.set("Content-Disposition", "attachment" if as_attachment else "inline", **names)
+    return headers["Content-Disposition"]
+
+
+_ATTR_CHARS = "!#$&+-.^_`|~"  # RFC 5987's attr-char, besides letters and digits

@@ -139,7 +139,7 @@ class LocalStorage(StorageBackend):
         """Whether an object is stored under `key`."""
         return os.path.isfile(self._path(key))
 
-    def url(self, key: str, expires_in: int) -> str | None:
+    def url(self, key: str, expires_in: int, content_disposition: str | None = None) -> str | None:
         """Always None: local files have no direct URL."""
         self._path(key)
         return None

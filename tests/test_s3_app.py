@@ -157,3 +157,27 @@ def test_a_store_failing_while_an_original_is_read_is_retried_not_an_error(
     with app.app_context(), unscoped():
         image = db.session.get(Image, uuid.UUID(image_id))
         assert image.status == "processing" and image.error is None  # RQ will try it again
+
+
+def test_downloads_from_s3_keep_their_name_and_disposition(person, upload, team_a):
+    """On S3 the bytes come from the store's URL: "Download original" still saves the file
+    under its own name (not "original", and not shown in the tab), as from local storage."""
+    admin = person(team_a, "admin")
+    original = samples.jpeg(1)
+    image_id = upload(team_a, [(original, "Été à la plage.jpg")]).json["items"][0]["id"]
+    downloads = {
+        f"/images/{image_id}/original": ("attachment", "%C3%89t%C3%A9%20%C3%A0%20la%20plage.jpg"),
+        f"/images/{image_id}/download?format=jpeg&quality=40": ("attachment", "plage"),
+        f"/api/v1/images/{image_id}/file": ("inline", "%C3%89t%C3%A9%20%C3%A0%20la%20plage.jpg"),
+    }
+    for path, (disposition, name) in downloads.items():
+        headers = team_a.headers() if path.startswith("/api/") else {}
+        response = admin.client.get(path, headers=headers)
+        assert response.status_code == 302, path
+        with urllib.request.urlopen(response.headers["Location"], timeout=10) as direct:
+            answered = direct.headers["Content-Disposition"]
+            body = direct.read()
+        assert answered.startswith(f"{disposition}; filename="), (path, answered)
+        assert "filename*=UTF-8''" in answered and name in answered, (path, answered)
+        if path.endswith("/original"):
+            assert body == original
