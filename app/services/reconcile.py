@@ -190,7 +190,7 @@ def remove_orphaned_objects(older_than: float) -> int:
     killed between its commit and the files, leaves objects that no row names. Only the layouts
     the application writes are judged: `teams/<team>/images/<image>/...` (kept while the
     image's row exists), `teams/<team>/indexes/...` (while a build's row lists it) and
-    `teams/<team>/uploads/<upload>/...` (while the direct upload's row exists); and only under
+    `teams/<team>/uploads/<upload>/...` (while the direct upload is open); and only under
     a team of this database, so that a bucket shared with another deployment, or a team being
     imported (its row is not committed yet), loses nothing. An object written in the last
     `older_than` seconds is not judged: its row may still be on its way. A store that cannot
@@ -244,15 +244,23 @@ def _remove_orphans(batch: list[tuple[str, str, uuid.UUID | None]], index_keys: 
     for _, kind, row_id in batch:
         if row_id is not None:
             wanted[kind].add(row_id)
+    # Apart by kind: a completed upload's image has the upload's id. Only an open upload keeps
+    # its object (a presigned POST sent again after completion writes it anew).
     with unscoped():
-        alive = set(db.session.scalars(select(Image.id).where(Image.id.in_(wanted["image"]))))
-        alive.update(
-            db.session.scalars(select(DirectUpload.id).where(DirectUpload.id.in_(wanted["upload"])))
-        )
+        alive = {
+            "image": set(db.session.scalars(select(Image.id).where(Image.id.in_(wanted["image"])))),
+            "upload": set(
+                db.session.scalars(
+                    select(DirectUpload.id).where(
+                        DirectUpload.id.in_(wanted["upload"]), DirectUpload.completed_at.is_(None)
+                    )
+                )
+            ),
+        }
     orphans = [
         key
         for key, kind, row_id in batch
-        if (key not in index_keys if kind == "index" else row_id not in alive)
+        if (key not in index_keys if kind == "index" else row_id not in alive[kind])
     ]
     for key in orphans:
         storage().delete(key)

@@ -145,11 +145,14 @@ def get(upload_id: str) -> DirectUpload:
 
 def complete(upload: DirectUpload, *, actor: Actor) -> IngestResult:
     """Validate what was uploaded exactly like an upload and ingest it (the image, its tags, its
-    upload event and the upload marked complete commit together); the object is removed
-    either way, and a refused upload's row too."""
+    upload event and the upload marked complete commit together); the object is removed once
+    completed or refused, and a refused upload's row too. A failure that is no refusal (the
+    store or the database down) keeps both, so the client can complete again; the reconcile
+    sweep removes them if it never does."""
     if upload.completed_at is not None:
         raise Conflict("this upload was already completed")
     key = upload.storage_key  # read now: a refused upload's row is gone by the `finally`
+    settled = False
     try:
         if upload.expires_at <= utcnow():
             raise ValidationFailed("this upload expired before it was completed; start a new one")
@@ -158,6 +161,9 @@ def complete(upload: DirectUpload, *, actor: Actor) -> IngestResult:
                 with storage().open(key) as source:
                     _copy_at_most(source, spool, upload.size_bytes)
             except ObjectNotFound:
+                row = _fresh(upload)
+                if row is not None and row.completed_at is not None:  # by a request retried
+                    raise Conflict("this upload was already completed") from None
                 raise ValidationFailed("nothing was uploaded for this upload yet") from None
             if spool.tell() != upload.size_bytes:
                 raise ValidationFailed(
@@ -175,12 +181,15 @@ def complete(upload: DirectUpload, *, actor: Actor) -> IngestResult:
                 collection_id=upload.collection_id,
                 before_commit=lambda _results: _mark_completed(upload),
             )
+        settled = True
         return result
     except ServiceError:
+        settled = True
         _discard(upload)
         raise
     finally:
-        delete_objects([key], of="a direct upload")
+        if settled:
+            delete_objects([key], of="a direct upload")
 
 
 def _mark_completed(upload: DirectUpload) -> None:
@@ -196,11 +205,19 @@ def _copy_at_most(source: BinaryIO, target: BinaryIO, limit: int) -> None:
         target.write(chunk)
 
 
+def _fresh(upload: DirectUpload) -> DirectUpload | None:
+    """The upload's row as the database has it now (another request may have completed it),
+    or None if it is gone."""
+    statement = select(DirectUpload).where(DirectUpload.id == upload.id)
+    return db.session.scalar(statement.execution_options(populate_existing=True))
+
+
 @transactional
 def _discard(upload: DirectUpload) -> None:
-    """A refused upload leaves no row behind (its object goes in `complete`'s finally)."""
-    row = db.session.get(DirectUpload, upload.id)
-    if row is not None:
+    """A refused upload leaves no row behind (its object goes in `complete`'s finally); one
+    that another request completed meanwhile stays completed."""
+    row = _fresh(upload)
+    if row is not None and row.completed_at is None:
         db.session.delete(row)
 
 
