@@ -56,7 +56,7 @@ def _refused(template: str, exc: ServiceError, **context):
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    if not accounts.has_users():
+    if not accounts.is_set_up():
         return redirect(url_for("auth.setup"))
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
@@ -87,7 +87,7 @@ def logout():
 
 @bp.route("/setup", methods=["GET", "POST"])
 def setup():
-    if accounts.has_users():
+    if accounts.is_set_up():
         abort(404)  # first run only
     if request.method == "POST":
         try:

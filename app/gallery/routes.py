@@ -52,7 +52,7 @@ FILTERS = {
 
 @bp.before_request
 def require_setup():
-    if not accounts.has_users():
+    if not accounts.is_set_up():
         return redirect(url_for("auth.setup"))
     return None
 

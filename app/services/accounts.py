@@ -22,6 +22,7 @@ from app.services.audit import Actor
 from app.services.transaction import transactional, unit_of_work
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
+MAX_EMAIL_LENGTH = 254  # the longest address there is (RFC 5321), and the column's length
 MIN_PASSWORD_LENGTH = 10
 # Verified against when the email is unknown, so both failures cost the same time.
 _DUMMY_HASH = generate_password_hash("likeness-timing-equaliser")
@@ -124,7 +125,7 @@ def team_summary(team_id: uuid.UUID) -> TeamSummary:
 def valid_email(email: str) -> str:
     """The normalised address, or a 422 if it is not one."""
     email = normalise_email(email)
-    if not _EMAIL_RE.match(email):
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL_RE.match(email):
         raise ValidationFailed("that is not an email address")
     return email
 
@@ -231,20 +232,32 @@ def sign_out(user: User, token: str | None, ip: str | None) -> None:
     audit.record_personal(Actor.for_user(user, ip), "auth.logout", user, user.email)
 
 
-@transactional
 def change_password(
-    user: User, current: str, new: str, *, actor: Actor, user_agent: str | None
+    user: User,
+    current: str,
+    new: str,
+    *,
+    actor: Actor,
+    user_agent: str | None,
+    limits: throttle.Limits,
 ) -> str:
-    """Set a new password after checking the current one; every login session ends, and the
-    token of a new one for this browser is returned."""
-    if not check_password_hash(user.password_hash, (current or "")[:1024]):
+    """Set a new password after checking the current one (throttled like a login: a borrowed
+    session is no place to guess it); every login session ends, and the token of a new one
+    for this browser is returned."""
+    refuse_if_throttled(user.email, actor.ip, limits)
+    if not password_matches(user, current):
+        with unit_of_work():
+            record_failed_check(user.email, user, actor.ip, limits, via="password_change")
         raise ValidationFailed("the current password is wrong")
     check_password_rules(new)
-    user.password_hash = hash_password(new)
-    user.password_changed_at = utcnow()
-    end_all_sessions(user.id)
-    audit.record_personal(actor, "auth.password_change", user, user.email)
-    return start_session(user, actor.ip, user_agent)
+    with unit_of_work():
+        user.password_hash = hash_password(new)
+        user.password_changed_at = utcnow()
+        end_all_sessions(user.id)
+        audit.record_personal(actor, "auth.password_change", user, user.email)
+        token = start_session(user, actor.ip, user_agent)
+    throttle.record_success(user.email, actor.ip, limits)
+    return token
 
 
 def _hash_token(token: str) -> str:
@@ -348,6 +361,12 @@ def create_account(email: str, password: str, team: Team, role: str) -> User:
 
 def has_users() -> bool:
     return db.session.scalar(select(func.count()).select_from(User)) > 0
+
+
+def is_set_up() -> bool:
+    """Whether the first run is over: someone has an account, or an operator made a team (on
+    the command line, before its first member accepts an invite); then /setup is closed."""
+    return has_users() or db.session.scalar(select(func.count()).select_from(Team)) > 0
 
 
 def memberships_of(user: User) -> list[Membership]:

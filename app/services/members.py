@@ -130,6 +130,8 @@ def set_role(
     membership = get_membership(team_id, user_id)
     if membership.role == "admin" and role != "admin" and _admin_count(team_id) <= 1:
         raise Conflict("the last admin of a team cannot be demoted; make someone else admin first")
+    if role != "admin":
+        _revoke_invites_by(team_id, membership.user_id)
     membership.role = role
     _record(actor, "member.role_change", membership, role=role)
     return membership
@@ -150,9 +152,26 @@ def remove_member(
             .where(ApiKey.created_by_id == membership.user_id, ApiKey.revoked_at.is_(None))
             .values(revoked_at=utcnow())
         )
+    _revoke_invites_by(team_id, membership.user_id)
     _record(actor, "member.remove", membership)
     db.session.delete(membership)
     return membership
+
+
+def _revoke_invites_by(team_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Someone no longer an admin of the team: the links they sent stop working, or they could
+    let themselves (or anyone) back in with the role they no longer hold."""
+    with team_scope(team_id):
+        db.session.execute(
+            update(Invite)
+            .where(
+                Invite.team_id == team_id,
+                Invite.created_by_id == user_id,
+                Invite.accepted_at.is_(None),
+                Invite.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow())
+        )
 
 
 def _hash_token(token: str) -> str:

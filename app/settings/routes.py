@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from flask import flash, g, redirect, render_template, request, session, url_for
+from flask import current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
 from app.errors import NotFound, ServiceError, ValidationFailed
-from app.services import accounts, audit, keys, members
+from app.services import accounts, audit, keys, members, throttle
 from app.settings import bp
 from app.views import (
     choose_team,
@@ -54,10 +54,12 @@ def change_password():
             request.form.get("new_password", ""),
             actor=current_actor(),
             user_agent=user_agent(),
+            limits=throttle.Limits.from_config(current_app.config),
         )
     except ServiceError as exc:
         flash(exc.message, "error")
-        return _account_page(http_status(exc))
+        page, status = _account_page(http_status(exc))
+        return page, status, {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
     # Every session of this account ended with the change; this browser has the new one.
     use_session(user, token, session.get("team_id"))
     flash("Password changed. Other sessions are signed out.", "info")
