@@ -6,10 +6,11 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.models import Invite, Membership, User, utcnow
+from app.services import members
 from tests import samples
 from tests.conftest import PASSWORD
 
@@ -132,6 +133,39 @@ def test_invite_link_joins_once_and_expires(app, team_a, person):
     expired = app.test_client().post(late_link, data={"password": "late password!"})
     assert expired.status_code == 404 and b"expired" in expired.data
     assert role_of(app, team_a, "late@example.com") is None
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new address", "existing account"])
+def test_an_invite_submitted_twice_at_once_joins_once(
+    app, team_a, team_b, person, monkeypatch, existing
+):
+    """A double click on the invite form: the second request, overtaken by the first while it
+    checked the password, is told the link was used (it was a 500: the same account or the
+    same membership created twice)."""
+    if existing:
+        person(team_b, "member", email="twice@example.com")
+    link = invite_path(person(team_a, "admin"), "twice@example.com", "member")
+    real_refusal = members._password_refusal
+    overtaken = []
+
+    def first_request_finishes_meanwhile(user, password):
+        if not overtaken:
+            overtaken.append(None)  # the first request checks its password through here too
+            overtaken[0] = app.test_client().post(link, data={"password": PASSWORD})
+        return real_refusal(user, password)
+
+    monkeypatch.setattr(members, "_password_refusal", first_request_finishes_meanwhile)
+    second = app.test_client().post(link, data={"password": PASSWORD})
+    assert overtaken[0].status_code == 302  # the first joined
+    assert second.status_code == 404 and b"already used" in second.data
+    assert role_of(app, team_a, "twice@example.com") == "member"
+    with app.app_context():
+        assert (
+            db.session.scalar(
+                select(func.count()).select_from(User).where(User.email == "twice@example.com")
+            )
+            == 1
+        )
 
 
 def test_invite_for_an_existing_account_needs_its_password(app, team_a, team_b, person):

@@ -305,6 +305,20 @@ def accept_invite(
                 accounts.record_failed_check(email, user, ip, limits, via="invite")
             raise refusal
     with unit_of_work():
+        # Claimed first, in one statement: of two requests with one link (a double click),
+        # the second waits for the first's row lock, then finds the link used.
+        with team_scope(invite.team_id):
+            claimed = db.session.execute(
+                update(Invite)
+                .where(
+                    Invite.id == invite.id,
+                    Invite.accepted_at.is_(None),
+                    Invite.revoked_at.is_(None),
+                )
+                .values(accepted_at=utcnow())
+            )
+        if claimed.rowcount != 1:
+            raise NotFound("this invite link is not valid or was already used")
         if not owner_signed_in:
             if user is None:
                 user = accounts.create_user(email, password)
@@ -317,7 +331,6 @@ def accept_invite(
         ):
             membership = accounts.add_member(user, invite.team, invite.role)
             _record(Actor.for_user(user, ip), "member.join", membership, role=invite.role)
-        invite.accepted_at = utcnow()
         session_token = None if owner_signed_in else accounts.start_session(user, ip, user_agent)
     return invite, user, session_token
 
