@@ -43,8 +43,15 @@ log = logging.getLogger(__name__)
 def current_build(
     team_id: uuid.UUID, embedder: str, embedder_version: str | None = None
 ) -> IndexBuild | None:
-    """The newest build of this pair (of one embedder version, if given)."""
-    query = select(IndexBuild).where(IndexBuild.team_id == team_id, IndexBuild.embedder == embedder)
+    """The newest build of this pair (of one embedder version, if given) made by the index
+    plugin now configured for it: another plugin's files cannot be loaded by this one (after a
+    change of EMBEDDER_INDEXES or VECTOR_INDEX), so such a build counts as none, and the sweep
+    has the pair built again."""
+    query = select(IndexBuild).where(
+        IndexBuild.team_id == team_id,
+        IndexBuild.embedder == embedder,
+        IndexBuild.index_kind == plugins().index_name(embedder),
+    )
     if embedder_version is not None:
         query = query.where(IndexBuild.embedder_version == embedder_version)
     return db.session.scalar(query.order_by(IndexBuild.version.desc()).limit(1))

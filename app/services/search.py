@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,17 +93,20 @@ def nearest(
         index, watermark = index_cache().get(build), build.watermark
 
     delta = _delta(team_id, embedder, version, watermark)
+    # An image embedded again since the build is in both: its vector in the delta replaces the
+    # one the index holds.
+    replaced = set(delta.ids) if index is not None else set()
 
     # Ask the index and the delta for extra: excluded, deleted and not-ready images are dropped
     # below, and if too many were, ask again for more.
     want = k + len(exclude) + 16
     while True:
         hits = index.query(vector, want) if index is not None else []
-        found = dict(hits)
+        found = {image_id: d for image_id, d in hits if image_id not in replaced}
         positions, distances = delta.scan.nearest(vector, want)
         for position, distance in zip(positions, distances, strict=True):
             image_id = delta.ids[position]
-            found[image_id] = min(float(distance), found.get(image_id, float("inf")))
+            found[image_id] = float(distance)
         ranked = sorted((d, uuid.UUID(i)) for i, d in found.items())
         candidates = [image_id for _, image_id in ranked if image_id not in exclude]
         # The k nearest candidates that are ready, under the team criteria: another team's ids
@@ -113,7 +117,15 @@ def nearest(
             if candidates
             else {}
         )
-        if len(images) >= k or (len(hits) < want and len(positions) < want):
+        if len(hits) < want and len(positions) < want:
+            break  # both gave all they hold
+        # A source that gave all it was asked for may hold nearer images than the farthest it
+        # gave: only matches up to that distance are sure to beat what it holds beyond.
+        bound = min(
+            hits[-1][1] if len(hits) >= want else math.inf,
+            float(distances[-1]) if len(positions) >= want else math.inf,
+        )
+        if sum(found[i] <= bound for i in images) >= k:
             break
         want *= 4
 
