@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from flask import current_app
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 
 from app import queue
 from app.errors import Invalid, NotFound, ServiceError, TooLarge, ValidationFailed
@@ -331,10 +331,7 @@ def import_page(limit: int, cursor: str | None = None) -> tuple[list[ImportSumma
     if cursor:
         created_at, batch_id = paging.decode_time_and_id(cursor)
         query = query.where(
-            or_(
-                ImportBatch.created_at < created_at,
-                and_(ImportBatch.created_at == created_at, ImportBatch.id < batch_id),
-            )
+            paging.sorts_before(ImportBatch.created_at, ImportBatch.id, created_at, batch_id)
         )
     rows = list(db.session.scalars(query.limit(limit + 1)))
     more = len(rows) > limit

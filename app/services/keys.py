@@ -9,7 +9,7 @@ import secrets
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import selectinload
 
 from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -203,12 +203,7 @@ def key_page(limit: int, cursor: str | None = None) -> tuple[list[ApiKey], str |
     )
     if cursor:
         created_at, key_id = paging.decode_time_and_id(cursor)
-        query = query.where(
-            or_(
-                ApiKey.created_at < created_at,
-                and_(ApiKey.created_at == created_at, ApiKey.id < key_id),
-            )
-        )
+        query = query.where(paging.sorts_before(ApiKey.created_at, ApiKey.id, created_at, key_id))
     rows = list(db.session.scalars(query.limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]

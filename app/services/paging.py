@@ -9,6 +9,8 @@ import json
 import uuid
 from datetime import datetime
 
+from sqlalchemy import and_, or_
+
 from app.errors import Invalid
 from app.models import parse_utc
 from app.strict_json import loads_strict
@@ -64,3 +66,13 @@ def decode_text_and_id(cursor: str, max_text: int = 400) -> tuple[str, uuid.UUID
         raise Invalid("cursor is not one this API returned")
     return position
 
+
+def sorts_before(key_column, id_column, key, row_id):
+    """The rows before the position (key, row_id) in the order (key_column, id_column): past a
+    cursor's position in a list sorted in descending order."""
+    return or_(key_column < key, and_(key_column == key, id_column < row_id))
+
+
+def sorts_after(key_column, id_column, key, row_id):
+    """The rows after the position (key, row_id) in the order (key_column, id_column)."""
+    return or_(key_column > key, and_(key_column == key, id_column > row_id))
