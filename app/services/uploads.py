@@ -29,7 +29,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.extensions import db
-from app.models import DirectUpload, utcnow
+from app.models import DirectUpload, Image, utcnow
 from app.plugin_api import ObjectNotFound
 from app.runtime import delete_objects, storage
 from app.services import collections
@@ -162,7 +162,12 @@ def complete(upload: DirectUpload, *, actor: Actor) -> IngestResult:
                     _copy_at_most(source, spool, upload.size_bytes)
             except ObjectNotFound:
                 row = _fresh(upload)
-                if row is not None and row.completed_at is not None:  # by a request retried
+                if row is not None and row.completed_at is not None:
+                    # A retry the first completion overtook: it gets that image, as a retry
+                    # that finds the bytes ingested does.
+                    made = find_owned(Image, upload.id)
+                    if made is not None:
+                        return IngestResult(made, existing=True)
                     raise Conflict("this upload was already completed") from None
                 raise ValidationFailed("nothing was uploaded for this upload yet") from None
             if spool.tell() != upload.size_bytes:
