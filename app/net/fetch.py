@@ -240,7 +240,7 @@ def _fetch(url: str, policy: FetchPolicy, resolve: Resolver, deadline: _Deadline
                 try:
                     location = response.headers.get("Location")
                     if response.status in REDIRECT_STATUSES and location:
-                        url = urljoin(target.url, location.strip())
+                        url = _redirect_target(target.url, location)
                         continue
                     if not 200 <= response.status < 300:
                         raise FetchError(
@@ -255,6 +255,15 @@ def _fetch(url: str, policy: FetchPolicy, resolve: Resolver, deadline: _Deadline
         f"more than {policy.max_redirects} redirects; the last one pointed to {url}",
         reason="too_many_redirects",
     )
+
+
+def _redirect_target(url: str, location: str) -> str:
+    try:
+        return urljoin(url, location.strip())
+    except ValueError as exc:  # "Invalid IPv6 URL": an unbalanced [ or ] in the host
+        raise FetchError(
+            f"{url} redirected to something that is not a valid URL", reason="bad_url"
+        ) from exc
 
 
 class _Deadline:
@@ -424,8 +433,9 @@ def _request(
             )
         except (NewConnectionError, ConnectTimeoutError):
             pool.close()
-            # Nothing was sent yet, so the next address may be tried.
-            if index == len(addresses) - 1:
+            # Nothing was sent yet, so the next address may be tried: while there is time (a
+            # name with many addresses that never answer would take a connect timeout each).
+            if index == len(addresses) - 1 or deadline.expired:
                 raise
             continue
         except BaseException:

@@ -46,7 +46,10 @@ def check_url(url: object, row: int) -> str:
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
         raise ValidationFailed(f"item {row}: the url is longer than {MAX_URL_LENGTH} characters")
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:  # an unbalanced [ or ] in the host: "Invalid IPv6 URL"
+        raise ValidationFailed(f"item {row}: not a valid URL: {url[:80]!r}") from None
     if scheme not in ("http", "https"):
         raise ValidationFailed(
             f"item {row}: only http and https URLs can be imported, not {url[:80]!r}"
@@ -55,7 +58,9 @@ def check_url(url: object, row: int) -> str:
 
 
 def parse_csv(data: bytes) -> list[ItemRequest]:
-    """Rows of a CSV with a `url` column and optional `filename` and `tags` columns."""
+    """Rows of a CSV with a `url` column and optional `filename` and `tags` columns, at most
+    IMPORT_MAX_URLS of them (ValidationFailed past that, before the rest is read)."""
+    limit = current_app.config["IMPORT_MAX_URLS"]
     if len(data) > MAX_CSV_BYTES:
         raise TooLarge(f"the CSV is larger than {MAX_CSV_BYTES // 1024 // 1024} MB")
     try:
@@ -66,14 +71,17 @@ def parse_csv(data: bytes) -> list[ItemRequest]:
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise Invalid(f"the CSV holds a NUL character (line {line}); no field accepts one")
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or "url" not in [f.strip().lower() for f in reader.fieldnames]:
-        raise Invalid("the CSV needs a header row with a 'url' column")
     items = []
     try:
+        # Reading the header row reads a row too: a field of it may be too long to read.
+        if not reader.fieldnames or "url" not in [f.strip().lower() for f in reader.fieldnames]:
+            raise Invalid("the CSV needs a header row with a 'url' column")
         for row in reader:
             row = {(k or "").strip().lower(): (v or "") for k, v in row.items() if k}
             if not any(value.strip() for value in row.values()):
                 continue  # blank line
+            if len(items) == limit:  # 2 MB of short rows would be a million items
+                raise ValidationFailed(f"at most {limit} URLs per import; this CSV has more")
             items.append(
                 ItemRequest(
                     url=row.get("url", ""),
@@ -106,6 +114,12 @@ def create_batch(
     if len(requests) > limit:
         raise ValidationFailed(f"at most {limit} URLs per import; this one has {len(requests)}")
     urls = [check_url(r.url, n) for n, r in enumerate(requests, start=1)]
+    for n, r in enumerate(requests, start=1):
+        # Each image gets the import's tags and its row's: together, as many as any image has.
+        if len(set(tags).union(r.tags or [])) > image_service.MAX_TAGS:
+            raise ValidationFailed(
+                f"item {n}: at most {image_service.MAX_TAGS} tags, the import's included"
+            )
     if collection_id is not None:
         collection_id = collections.require(team_id, collection_id).id
     with unit_of_work():
@@ -189,6 +203,9 @@ def run_item(item: ImportItem, *, final_attempt: bool = True) -> str:
     try:
         with fetch(item.url, policy) as fetched:
             filename = item.filename or _filename_from_url(fetched.final_url)
+            # The download may have taken minutes: a collection deleted meanwhile (it was
+            # empty) has cleared the batch's, and the image then lands in none.
+            db.session.refresh(batch, ["collection_id"])
             ingest(
                 item.team_id,
                 [Incoming(fetched.body, filename)],
