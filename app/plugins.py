@@ -9,6 +9,7 @@ selects every built-in embedder that can run here.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -77,7 +78,23 @@ def load_class(kind: str, ep: metadata.EntryPoint) -> type:
             f"{kind} plugin {ep.value} is registered as {ep.name!r} "
             f"but its name attribute is {getattr(cls, 'name', None)!r}"
         )
+    # Names and versions are written in rows and in storage keys (an index's folder).
+    if not _NAME_RE.fullmatch(ep.name):
+        raise PluginError(
+            f"{kind} plugin name {ep.name!r} ({ep.value}) must be 1-50 letters, digits, '.', "
+            "'_' or '-', beginning with a letter or a digit"
+        )
+    version = getattr(cls, "version", None)
+    if kind == "embedders" and not (isinstance(version, str) and _VERSION_RE.fullmatch(version)):
+        raise PluginError(
+            f"embedder {ep.name!r} ({ep.value}) has version {version!r}: it must be a string of "
+            "1-20 letters, digits, '.', '_' or '-'"
+        )
     return cls
+
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,49}")
+_VERSION_RE = re.compile(r"[A-Za-z0-9._-]{1,20}")
 
 
 def builtin_classes(kind: str) -> dict[str, type]:

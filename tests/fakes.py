@@ -37,6 +37,15 @@ class MisnamedEmbedder(TinyEmbedder):
     name = "something-else"
 
 
+class SpacedEmbedder(TinyEmbedder):
+    name = "my embedder"  # a name no row or storage key can hold
+
+
+class LongVersionEmbedder(TinyEmbedder):
+    name = "long"
+    version = "2026-12-02-experimental-build"  # over the 20 characters a row holds
+
+
 class NeedyEmbedder(TinyEmbedder):
     """An embedder of an optional extra that is not installed."""
 

@@ -106,6 +106,21 @@ def test_registered_name_must_match_class_name(tmp_path):
         load_plugins(config(tmp_path, EMBEDDERS=["misnamed"]), installed(embedders=[bad]))
 
 
+@pytest.mark.parametrize(
+    ("name", "target", "message"),
+    [
+        ("my embedder", "SpacedEmbedder", "'my embedder' .* must be 1-50 letters"),
+        ("long", "LongVersionEmbedder", "version '2026-12-02-experimental-build': it must be"),
+    ],
+)
+def test_names_and_versions_that_rows_and_keys_cannot_hold_fail(tmp_path, name, target, message):
+    """Else every index build of the embedder fails on its storage key, or its rows overflow
+    their columns on PostgreSQL: a 500 long after start-up."""
+    bad = entry_point("likeness.embedders", name, f"tests.fakes:{target}")
+    with pytest.raises(PluginError, match=message):
+        load_plugins(config(tmp_path, EMBEDDERS=[name]), installed(embedders=[bad]))
+
+
 def test_unimportable_plugin_fails_only_when_selected(tmp_path):
     broken = entry_point("likeness.embedders", "broken", "nosuchmodule:Thing")
     assert load_plugins(config(tmp_path), installed(embedders=[broken]))  # not selected: fine
