@@ -174,9 +174,10 @@ def list_keys():
 @bp.post("/keys")
 @role_required("admin")
 def create_key():
-    days = request.form.get("expires_in_days", "").strip()
+    typed = request.form.get("expires_in_days", "").strip()
+    days = whole_number(typed) if typed else None
     try:
-        if days and whole_number(days) is None:
+        if typed and days is None:
             raise ValidationFailed("expiry is a whole number of days")
         key, full = keys.create_key(
             _team(),
@@ -184,7 +185,7 @@ def create_key():
             keys.parse_scopes(request.form.get("scopes", "read-only")),
             created_by=current_user,
             creator_role=g.membership.role,
-            expires_in_days=whole_number(days) if days else None,
+            expires_in_days=days,
             actor=current_actor(),
         )
     except ServiceError as exc:
