@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from app.errors import Conflict, Invalid, NotFound, ValidationFailed
 from app.extensions import db
@@ -279,10 +280,11 @@ def update_collection(
         raise Invalid(f"{', '.join(refused)} cannot be changed; editable: {', '.join(EDITABLE)}")
     name = clean_name(changes["name"]) if "name" in changes else None
     description = clean_description(changes["description"]) if "description" in changes else None
-    collection = get(collection_id)
-    team_id, collection_key = collection.team_id, collection.id
     try:
         with unit_of_work(outermost=True):
+            # Read in the unit and locked: not deleted before this commits (PostgreSQL).
+            collection = get(collection_id, lock=True)
+            team_id, collection_key = collection.team_id, collection.id
             fields: list[str] = []
             details: dict[str, object] = {}
             if name is not None and name[0] != collection.name:
@@ -301,6 +303,9 @@ def update_collection(
         if name is not None:
             _refuse_taken(team_id, name[1], but=collection_key)
         raise
+    except StaleDataError:
+        # Deleted between the read and the update (SQLite takes no lock for the read).
+        raise NotFound("no such collection") from None
     return get_collection(collection_key)
 
 

@@ -44,7 +44,9 @@ import numpy as np
 import redis
 from flask import current_app
 from sqlalchemy import String, func, select, type_coerce
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.exc import StaleDataError
 
 from app import queue
 from app.errors import Conflict, Invalid, NotFound, Unavailable
@@ -936,6 +938,14 @@ def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
         for a, b in itertools.combinations(members, 2):
             if (str(a), str(b)) not in existing:
                 db.session.add(DuplicateDecision(team_id=team_id, image_a_id=a, image_b_id=b))
+        try:
+            db.session.flush()
+        except IntegrityError:
+            # SQLite locks nothing it reads: another request dismissed the group (or deleted
+            # one of its images) since it was found unchanged.
+            raise Conflict(
+                "the group has changed since it was listed; list the duplicates again"
+            ) from None
         audit.record(
             actor,
             "duplicates.dismiss",
@@ -949,26 +959,38 @@ def resolve(team_id: uuid.UUID, group_id: str, body, *, actor: Actor) -> dict:
 
     kept = sorted((named[i] for i in keep_ids), key=keeper_order)
     doomed = sorted((named[i] for i in delete_ids), key=keeper_order)
-    tags = sorted({t.name for image in kept + doomed for t in image.tags})
-    collection = next((i.collection_id for i in kept + doomed if i.collection_id), None)
-    for image in kept:
-        images.set_tags(image, tags)
-        if image.collection_id is None and collection is not None:
-            image.collection_id = collection
-    audit.record(
-        actor,
-        "duplicates.resolve",
-        team_id,
-        target_type="duplicate_group",
-        target_id=group_id,
-        target=f"{plan.tier} group of {len(members)} images",
-        kept=[str(i.id) for i in kept],
-        deleted=[str(i.id) for i in doomed],
-        tags=tags,
-        collection=str(collection) if collection else None,
-    )
-    for image in doomed:
-        images.delete_image(image, actor=actor)
+    gone = Conflict("an image of the group is gone; list the duplicates again")
+    try:
+        tags = sorted({t.name for image in kept + doomed for t in image.tags})
+        collection = next((i.collection_id for i in kept + doomed if i.collection_id), None)
+        for image in kept:
+            images.set_tags(image, tags)
+            if image.collection_id is None and collection is not None:
+                image.collection_id = collection
+        audit.record(
+            actor,
+            "duplicates.resolve",
+            team_id,
+            target_type="duplicate_group",
+            target_id=group_id,
+            target=f"{plan.tier} group of {len(members)} images",
+            kept=[str(i.id) for i in kept],
+            deleted=[str(i.id) for i in doomed],
+            tags=tags,
+            collection=str(collection) if collection else None,
+        )
+        for image in doomed:
+            images.delete_image(image, actor=actor)
+        db.session.flush()
+    except (IntegrityError, StaleDataError):
+        # SQLite locks nothing it reads: a kept image was deleted since (its tags or
+        # collection could not be written).
+        raise gone from None
+    # Only now, writing, does SQLite's transaction see what committed meanwhile: a kept image
+    # deleted since must not leave the group with none (PostgreSQL holds the rows locked).
+    still = select(func.count()).select_from(Image).where(Image.id.in_(keep_ids))
+    if db.session.scalar(still) != len(keep_ids):
+        raise gone
     return {"group_id": group_id, "kept": kept, "deleted": [str(i.id) for i in doomed]}
 
 

@@ -8,12 +8,14 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import selectinload
 
 from app import queue
-from app.errors import Invalid, ValidationFailed
+from app.errors import Invalid, NotFound, ValidationFailed
 from app.extensions import db
-from app.models import IMAGE_STATUSES, Embedding, Image, Label, Tag
+from app.models import IMAGE_STATUSES, Embedding, Image, ImageTag, Label, Tag
 from app.runtime import delete_objects, plugins
 from app.services import audit, collections, paging, text_search
 from app.services.audit import Actor
@@ -234,25 +236,36 @@ def parse_tags(value: str | list) -> list[str]:
 
 
 def set_tags(image: Image, names: list[str]) -> None:
-    """Replace the image's tags, creating the team's missing tags."""
-    existing = (
-        {
-            t.name: t
-            for t in db.session.scalars(
-                select(Tag).where(Tag.team_id == image.team_id, Tag.name.in_(names))
-            )
-        }
-        if names
-        else {}
-    )
-    tags = []
-    for name in names:
-        tag = existing.get(name)
-        if tag is None:
-            tag = Tag(team_id=image.team_id, name=name)
-            db.session.add(tag)
-        tags.append(tag)
-    image.tags = tags
+    """Replace the image's tags, creating the team's missing tags.
+
+    A missing tag is inserted with ON CONFLICT DO NOTHING, then read: another request that
+    creates the same tag meanwhile (two edits, an upload) is no conflict, each uses the one row.
+    """
+    tags = _team_tags(image.team_id, names)
+    image.tags = [tags[name] for name in names]
+
+
+def _team_tags(team_id: uuid.UUID, names: list[str]) -> dict[str, Tag]:
+    """The team's tags of these names by name, those it lacks created."""
+    if not names:
+        return {}
+
+    def existing() -> dict[str, Tag]:
+        query = select(Tag).where(Tag.team_id == team_id, Tag.name.in_(names))
+        return {tag.name: tag for tag in db.session.scalars(query)}
+
+    found = existing()
+    missing = [name for name in names if name not in found]
+    if missing:
+        dialect = db.session.get_bind().dialect.name
+        insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+        db.session.execute(
+            insert(Tag)
+            .values([{"team_id": team_id, "name": name} for name in missing])
+            .on_conflict_do_nothing(index_elements=["team_id", "name"])
+        )
+        found = existing()
+    return found
 
 
 def check_custom_metadata(value) -> dict:
@@ -271,6 +284,10 @@ def edit_image(image: Image, changes: dict, *, actor: Actor) -> list[str]:
     collections, None for none) and record them; returns the fields changed."""
     changed = []
     details = {}
+    # Locked until this commits (PostgreSQL): two edits of one image run one after the other.
+    locked = select(Image.id).where(Image.id == image.id).with_for_update()
+    if db.session.scalar(locked) is None:
+        raise NotFound("no such image")  # deleted since it was read
     if "collection_id" in changes and changes["collection_id"] is not None:
         # Before any other change: an unknown collection refuses the whole edit. Locked, so it
         # cannot be deleted before this commits.
@@ -283,7 +300,13 @@ def edit_image(image: Image, changes: dict, *, actor: Actor) -> list[str]:
         image.filename = clean_filename(changes["filename"])
         changed.append("filename")
     if "tags" in changes:
-        set_tags(image, parse_tags(changes["tags"]))
+        names = parse_tags(changes["tags"])
+        # Replaced by a statement, then set on what is left (nothing): never from tags read
+        # before another edit of the image committed, which would add its tags again (a
+        # duplicate row) or remove them twice, or leave a mix of both edits' tags.
+        db.session.execute(delete(ImageTag).where(ImageTag.image_id == image.id))
+        db.session.expire(image, ["tags"])
+        set_tags(image, names)
         changed.append("tags")
     if "custom" in changes:
         image.meta = {**(image.meta or {}), "custom": check_custom_metadata(changes["custom"])}
