@@ -19,14 +19,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.errors import Conflict, Invalid, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import Collection, Image, utcnow
-from app.services import audit
+from app.services import audit, paging
 from app.services.audit import Actor
 from app.services.transaction import unit_of_work
 from app.strict_json import loads_strict
@@ -179,12 +179,7 @@ def list_collections(
     query = select(Collection, _image_count()).order_by(Collection.name_key, Collection.id)
     if cursor:
         key, after_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                Collection.name_key > key,
-                and_(Collection.name_key == key, Collection.id > after_id),
-            )
-        )
+        query = query.where(paging.sorts_after(Collection.name_key, Collection.id, key, after_id))
     rows = db.session.execute(query.limit(limit + 1)).all()
     page = [CollectionInfo(collection, count) for collection, count in rows[:limit]]
     next_cursor = encode_cursor(page[-1].collection) if len(rows) > limit else None

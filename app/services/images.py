@@ -7,7 +7,7 @@ import unicodedata
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import selectinload
@@ -69,20 +69,10 @@ def list_images(
     )
     if cursor:
         created_at, image_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                Image.created_at < created_at,
-                and_(Image.created_at == created_at, Image.id < image_id),
-            )
-        )
+        query = query.where(paging.sorts_before(Image.created_at, Image.id, created_at, image_id))
     if newer_than:
         created_at, image_id = decode_cursor(newer_than)
-        query = query.where(
-            or_(
-                Image.created_at > created_at,
-                and_(Image.created_at == created_at, Image.id > image_id),
-            )
-        )
+        query = query.where(paging.sorts_after(Image.created_at, Image.id, created_at, image_id))
     rows = list(db.session.scalars(query.limit(limit + 1)))
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
@@ -133,18 +123,9 @@ def count_images(**filters) -> dict[str, int]:
 def adjacent_images(image: Image, **filters) -> tuple[Image | None, Image | None]:
     """The images just newer and just older than `image` in list_images' order, among those
     that pass the same filters (either None at an end)."""
-    newer = _filtered(select(Image), **filters).where(
-        or_(
-            Image.created_at > image.created_at,
-            and_(Image.created_at == image.created_at, Image.id > image.id),
-        )
-    )
-    older = _filtered(select(Image), **filters).where(
-        or_(
-            Image.created_at < image.created_at,
-            and_(Image.created_at == image.created_at, Image.id < image.id),
-        )
-    )
+    position = Image.created_at, Image.id, image.created_at, image.id
+    newer = _filtered(select(Image), **filters).where(paging.sorts_after(*position))
+    older = _filtered(select(Image), **filters).where(paging.sorts_before(*position))
     return (
         db.session.scalar(newer.order_by(Image.created_at, Image.id).limit(1)),
         db.session.scalar(older.order_by(Image.created_at.desc(), Image.id.desc()).limit(1)),
