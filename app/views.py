@@ -189,7 +189,7 @@ def send_stored(key: str, mimetype: str, download_name: str, *, as_attachment: b
     type, and anything not an accepted image type is a download, never a page."""
     as_attachment = as_attachment or mimetype not in INLINE_TYPES
     # The store's URL answers with the name and disposition this response would have had.
-    if url := storage().url(key, 300):
+    if url := storage().url(key, 300, _content_disposition(download_name, as_attachment)):
         return redirect(url, 302)
     response = send_file(
         storage().open(key),
