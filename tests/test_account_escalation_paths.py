@@ -4,31 +4,16 @@ longer than their column."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import Invite, Membership, User
+from app.models import Invite, User
 from app.services import accounts
 from tests.conftest import PASSWORD
+from tests.test_teams_and_roles import invite_path, role_of
 
 LONG_EMAIL = "a" * 64 + "@" + "b" * 240 + ".example"  # 313 characters: the column holds 254
-
-
-def invite_path(admin, email, role):
-    response = admin.client.post("/settings/members", data={"email": email, "role": role})
-    return re.search(r"(/invites/[A-Za-z0-9_-]+)", response.get_data(as_text=True)).group(1)
-
-
-def role_of(app, team, email):
-    with app.app_context():
-        return db.session.scalar(
-            select(Membership.role)
-            .join(User)
-            .where(Membership.team_id == team.id, User.email == email)
-        )
 
 
 # --- an address longer than the column is a 422, never a database error -----------------

@@ -3,30 +3,17 @@ index plugin changed in the configuration, an image embedded again since the bui
 
 from __future__ import annotations
 
-import io
 import uuid
 
 import pytest
 from PIL import Image as PILImage
-from sqlalchemy import select
 
 from app import create_app
-from app.extensions import db
-from app.models import Embedding
 from app.services import indexing
 from app.tenancy import unscoped
 from tests import samples
 from tests.conftest import make_config
-
-
-def search_by(client, team, content: bytes, **fields):
-    data = {"file": (io.BytesIO(content), "query.png"), **fields}
-    return client.post(
-        "/api/v1/search",
-        data=data,
-        headers=team.headers(),
-        content_type="multipart/form-data",
-    )
+from tests.test_search_file import embed_again_like, search_by
 
 
 def red_and_blue(blue_columns: int) -> bytes:
@@ -109,27 +96,7 @@ def test_an_image_embedded_again_since_the_build_is_searched_by_its_new_vector_o
     run_jobs()  # indexed, c's vector at distance 0 from the query
     with app.app_context(), unscoped():
         assert indexing.current_build(team_a.id, "color").item_count == 2
-        vector_of_b = db.session.scalar(
-            select(Embedding.vector).where(
-                Embedding.image_id == b_id, Embedding.embedder == "color"
-            )
-        )
-        old = db.session.scalar(
-            select(Embedding).where(Embedding.image_id == c_id, Embedding.embedder == "color")
-        )
-        version = old.version
-        db.session.delete(old)
-        db.session.flush()
-        db.session.add(
-            Embedding(
-                team_id=team_a.id,
-                image_id=c_id,
-                embedder="color",
-                version=version,
-                vector=vector_of_b,
-            )
-        )
-        db.session.commit()
+    embed_again_like(app, c_id, b_id, "color")
     body = search_by(client, team_a, query, k="5", embedder="color").json
     assert body["index"]["version"] is not None and not body["index"]["fresh"]
     scores = {m["image"]["filename"]: round(m["score"], 4) for m in body["items"]}

@@ -27,6 +27,32 @@ def search_by(client, team, content: bytes, filename: str = "query.jpg", key=Non
     )
 
 
+def embed_again_like(app, image_id, other_id, embedder: str) -> None:
+    """The image embedded again (a new row, as after a version bump or a job run twice), with
+    another image's vector: a change the search must see without a rebuild."""
+    with app.app_context(), unscoped():
+        vector = db.session.scalar(
+            select(Embedding.vector).where(
+                Embedding.image_id == other_id, Embedding.embedder == embedder
+            )
+        )
+        old = db.session.scalar(
+            select(Embedding).where(Embedding.image_id == image_id, Embedding.embedder == embedder)
+        )
+        db.session.delete(old)
+        db.session.flush()
+        db.session.add(
+            Embedding(
+                team_id=old.team_id,
+                image_id=image_id,
+                embedder=embedder,
+                version=old.version,
+                vector=vector,
+            )
+        )
+        db.session.commit()
+
+
 @pytest.fixture
 def library(team_a, upload, run_jobs):
     """Three processed images of team A: the original the tests look for, and two others."""
@@ -238,29 +264,7 @@ class TestTheDeltaReadOnce:
                 image.filename: image.id
                 for image in db.session.scalars(select(Image).where(Image.team_id == team_a.id))
             }
-            vector_of_b = db.session.scalar(
-                select(Embedding.vector).where(
-                    Embedding.image_id == rows["b.jpg"], Embedding.embedder == "color"
-                )
-            )
-            old = db.session.scalar(
-                select(Embedding).where(
-                    Embedding.image_id == rows["c.jpg"], Embedding.embedder == "color"
-                )
-            )
-            image_id, version = old.image_id, old.version
-            db.session.delete(old)
-            db.session.flush()
-            db.session.add(
-                Embedding(
-                    team_id=team_a.id,
-                    image_id=image_id,
-                    embedder="color",
-                    version=version,
-                    vector=vector_of_b,
-                )
-            )
-            db.session.commit()
+        embed_again_like(app, rows["c.jpg"], rows["b.jpg"], "color")
         scores = dict(ranked())
         assert scores["c.jpg"] == scores["b.jpg"] < 0.99
 
